@@ -155,7 +155,7 @@ def _perlin(gx: np.ndarray, gy: np.ndarray, coords: np.ndarray) -> np.ndarray:
         Components of the gradient vectors at the lattice points, indexed ``[iy, ix]``;
         the lattice wraps around (periodic on the unit square).
     coords : (S,) ndarray
-        Sample positions in [0, 1), used for both x (columns) and y (rows).
+        Sample positions, used for both x (columns) and y (rows); the noise has period 1.
 
     Returns
     -------
@@ -452,9 +452,7 @@ def grid_dataset(
     for name, bounds in (("theta_range", theta_range), ("k_range", k_range), ("A_range", A_range)):
         lo, hi = _check_range(bounds, name)
         if name != "theta_range" and lo < 0.0:
-            raise ValueError(
-                f"The '{name}' parameter must have lo >= 0. Got {bounds!r} instead."
-            )
+            raise ValueError(f"The '{name}' parameter must have lo >= 0. Got {bounds!r} instead.")
         axes.append(lo + np.arange(n_per_axis) * (hi - lo) / n_per_axis)
     theta, k, A = (g.ravel() for g in np.meshgrid(*axes, indexing="ij"))
     n = theta.size

