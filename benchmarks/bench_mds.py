@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_mds.py [--n 1000] [--threads T] [--device cpu]
+    python benchmarks/bench_mds.py [--n 1000] [--threads 1] [--device cpu] [--skip-paper]
 
 The matrix: distances between ``n`` synthetic 256-dimensional vectors that lie on a curved
 3-D manifold (an angle, a frequency and an amplitude, like the paper's theta, k and A)
@@ -81,19 +81,29 @@ def sklearn_mds(D: np.ndarray, k: int, *, init: str, n_init: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="number of points (default 1000)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for our runs (default 1, like sklearn's 1 BLAS thread; "
+        "0 = torch's default). More threads only pay on an idle machine: on a shared box "
+        "every OpenMP barrier can wait a scheduler slice for a descheduled thread.",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if any)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the n_init=4 runs")
     args = parser.parse_args()
-    if args.threads is not None:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     print("# Machine")
     print(f"platform      : {platform.platform()}")
-    print(f"cpu           : {platform.processor() or platform.machine()}, os.cpu_count={os.cpu_count()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"cpu           : {cpu}, os.cpu_count={os.cpu_count()}")
     print(f"load average  : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"torch         : {torch.__version__}, {torch.get_num_threads()} threads, device={device}")
+    print(
+        f"torch         : {torch.__version__}, {torch.get_num_threads()} threads, device={device}"
+    )
     if device.startswith("cuda"):
         print(f"gpu           : {torch.cuda.get_device_name(device)}")
     print(f"scikit-learn  : {sklearn.__version__} (MDS with 1 BLAS thread)")
@@ -119,12 +129,12 @@ def main() -> None:
     print(f"{'microscale.classical_mds (validation+eigsh)':<44}{t_ours:>10.3f}")
 
     print(f"\n# Metric MDS, D* = {DIMS[0]}..{DIMS[-1]}")
-    (embeddings, infos), t_all = timed(mds, D, list(DIMS), device=device, return_info=True)
+    (_, infos), t_all = timed(mds, D, list(DIMS), device=device, return_info=True)
     rows = []
     for k in DIMS:
         (_, info_k), t_k = timed(mds, D, k, device=device, return_info=True)
         (X_skl, it_skl), t_skl = timed(sklearn_mds, D, k, init="classical_mds", n_init=1)
-        rows.append((k, t_k, infos[k], t_skl, stress(D, X_skl), it_skl))
+        rows.append((k, t_k, info_k, t_skl, stress(D, X_skl), it_skl))
     header = (
         f"{'D*':>3} {'ours s':>8} {'ours stress':>12} {'it':>4} | {'sklearn s':>9} "
         f"{'sk stress':>12} {'it':>4} | {'ratio':>6} {'rel. stress':>11}"
@@ -140,18 +150,24 @@ def main() -> None:
     t_sep_total = sum(r[1] for r in rows)
     print("-" * len(header))
     print(f"ours, one call for all D*        : {t_all:8.3f} s")
+    same = all(
+        abs(infos[k].stress / r[2].stress - 1) < 1e-4 for k, r in zip(DIMS, rows, strict=True)
+    )
+    print(f"  (same stresses as per-D* calls : {same})")
     print(f"ours, one call per D* (sum)      : {t_sep_total:8.3f} s")
     print(f"sklearn, one call per D* (sum)   : {t_skl_total:8.3f} s")
     print(f"ratio sklearn / ours (one call)  : {t_skl_total / t_all:8.1f}")
     print(
-        "stress ours <= sklearn for all D*: "
-        f"{all(r[2].stress <= r[4] * (1 + 1e-6) for r in rows)}"
+        f"stress ours <= sklearn for all D*: {all(r[2].stress <= r[4] * (1 + 1e-6) for r in rows)}"
     )
 
     if args.skip_paper:
         return
     print(f"\n# Paper-era scikit-learn: init='random', n_init=4, D* in {PAPER_DIMS}")
-    header = f"{'D*':>3} {'sklearn s':>9} {'sk stress':>12} | {'ours s':>8} {'ours stress':>12} | {'ratio':>6}"
+    header = (
+        f"{'D*':>3} {'sklearn s':>9} {'sk stress':>12} | {'ours s':>8} {'ours stress':>12} "
+        f"| {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for k in PAPER_DIMS:

@@ -92,7 +92,11 @@ def _cmd_paper(args: argparse.Namespace) -> int:
     print()
     print(
         summary_tables(
-            angle=res.angle, angle_stress=res.angle_stress, grid=res.grid, synthesis=res.synthesis
+            angle=res.angle,
+            angle_stress=res.angle_stress,
+            grid=res.grid,
+            synthesis=res.synthesis,
+            grid_dims=config.grid_dims,
         )
     )
     print(f"\nFinished in {time.perf_counter() - start:.0f} s. Report: {res.report}")

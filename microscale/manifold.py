@@ -2,7 +2,7 @@
 
 The paper embeds the texture distances with metric MDS (Sec. III C of Lubbers, Lookman &
 Barros 2017) and reports Kruskal's stress-1 (their Eq. 8). This module does the same with
-three plain functions on arrays:
+four plain functions on arrays:
 
 - :func:`classical_mds` -- Torgerson's scaling, the closed-form start;
 - :func:`smacof` -- metric SMACOF (Guttman transform, unit weights) from a given start;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import scipy.sparse.linalg
 import torch
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
+from threadpoolctl import threadpool_limits
 
 __all__ = ["MDSInfo", "classical_mds", "mds", "smacof", "stress"]
 
@@ -40,6 +42,8 @@ _FLOOR_REL = 1e-3
 # Below this size, or for this large a share of the spectrum, a dense eigensolver is used.
 _DENSE_EIGH_N = 200
 _DENSE_EIGH_FRACTION = 0.2
+# Up to this size the Lanczos solver runs on one BLAS thread (see _top_eigenpairs).
+_ONE_THREAD_EIGSH_N = 4096
 # Rows per block when the stress is evaluated (bounds the float64 temporary).
 _STRESS_BLOCK = 1024
 
@@ -84,34 +88,29 @@ def _to_numpy(a: ArrayLike | torch.Tensor) -> np.ndarray:
 def _check_distances(D: ArrayLike | torch.Tensor) -> np.ndarray:
     """Validate a distance matrix; return a symmetric float64 copy with a zero diagonal."""
     D = _to_numpy(D)
-    if D.dtype == np.bool_ or not (
-        np.issubdtype(D.dtype, np.floating) or np.issubdtype(D.dtype, np.integer)
-    ):
+    if not (np.issubdtype(D.dtype, np.floating) or np.issubdtype(D.dtype, np.integer)):
         raise ValueError(
             f"The distance matrix must hold real numbers. Got dtype {D.dtype} instead."
         )
     if D.ndim != 2 or D.shape[0] != D.shape[1]:
         raise ValueError(
-            f"The distance matrix must be square, of shape (n, n). Got shape {D.shape} "
-            "instead."
+            f"The distance matrix must be square, of shape (n, n). Got shape {D.shape} instead."
         )
     if D.shape[0] < 2:
         raise ValueError(
-            f"The distance matrix must describe at least 2 points. Got shape {D.shape} "
-            "instead."
+            f"The distance matrix must describe at least 2 points. Got shape {D.shape} instead."
         )
     D = np.array(D, dtype=np.float64)
-    n_nan = int(np.isnan(D).sum())
-    if n_nan:
+    if not np.isfinite(D).all():
+        n_nan = int(np.isnan(D).sum())
+        if n_nan:
+            raise ValueError(
+                f"The distance matrix contains {n_nan} NaN entries; remove the items whose "
+                "distances are missing, or compute the missing distances, before embedding."
+            )
         raise ValueError(
-            f"The distance matrix contains {n_nan} NaN entries; remove the items whose "
-            "distances are missing, or compute the missing distances, before embedding."
-        )
-    n_inf = int(np.isinf(D).sum())
-    if n_inf:
-        raise ValueError(
-            f"The distance matrix contains {n_inf} infinite entries; all distances must "
-            "be finite."
+            f"The distance matrix contains {int(np.isinf(D).sum())} infinite entries; all "
+            "distances must be finite."
         )
     n_neg = int((D < 0).sum())
     if n_neg:
@@ -143,8 +142,7 @@ def _check_distances(D: ArrayLike | torch.Tensor) -> np.ndarray:
 def _check_n_components(n_components: object, n: int) -> int:
     if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
         raise ValueError(
-            f"The 'n_components' parameter must be a positive int. Got {n_components!r} "
-            "instead."
+            f"The 'n_components' parameter must be a positive int. Got {n_components!r} instead."
         )
     k = int(n_components)
     if k < 1:
@@ -178,9 +176,7 @@ def _check_positive_int(value: object, name: str) -> int:
 
 def _check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise ValueError(
-            f"The 'eps' parameter must be a non-negative float. Got {eps!r} instead."
-        )
+        raise ValueError(f"The 'eps' parameter must be a non-negative float. Got {eps!r} instead.")
     return float(eps)
 
 
@@ -320,9 +316,14 @@ def _top_eigenpairs(D: np.ndarray, k: int, device: torch.device) -> tuple[np.nda
     if n > _DENSE_EIGH_N and k < _DENSE_EIGH_FRACTION * n:
         # Lanczos (ARPACK) for the k largest algebraic eigenvalues: at n = 1000, k = 10 it
         # is ~15x faster than a full eigh. Fixed start vector: deterministic output.
+        # One BLAS thread up to moderate n: the cost is ~100 matrix-vector products, which
+        # gain nothing from threads at this size and lose a lot on a busy machine (n = 1000:
+        # 6 ms on 1 thread, 11 ms on 2 of an idle 2-core box, 0.7 s on 2 of a busy one).
         v0 = np.random.default_rng(0).standard_normal(n)
+        limit = threadpool_limits(1, user_api="blas") if n <= _ONE_THREAD_EIGSH_N else nullcontext()
         try:
-            w, U = scipy.sparse.linalg.eigsh(B, k=k, which="LA", v0=v0, tol=0)
+            with limit:
+                w, U = scipy.sparse.linalg.eigsh(B, k=k, which="LA", v0=v0, tol=0)
         except scipy.sparse.linalg.ArpackError:  # pragma: no cover - fall back to dense
             w = U = None
     if w is None:
@@ -417,9 +418,8 @@ def _smacof_1d(
         torch.sub(y[:, None], y[None, :], out=work).sign_().mul_(D)
         g = work.sum(dim=1) / n
         # Stress from O(n) sums: rho = sum_{i<j} d_ij |x_i - x_j| = n x.g and
-        # eta2 = sum_{i<j} (x_i - x_j)**2 = n |x|**2 - (sum x)**2.
-        eta2 = float(n * torch.dot(y, y) - y.sum() ** 2)
-        rho = float(n * torch.dot(y, g))
+        # eta2 = sum_{i<j} (x_i - x_j)**2 = n |x|**2 (x is centred).
+        eta2, rho = (n * torch.stack([torch.dot(y, y), torch.dot(y, g)])).tolist()
         s = d2 - 2.0 * rho + eta2
         if prev is not None and it >= 2 and prev - s < eps * eta2:
             return y, it, True
@@ -431,12 +431,7 @@ def _smacof_1d(
 
 
 def _smacof_nd(
-    D: torch.Tensor,
-    Y: torch.Tensor,
-    d2: float,
-    max_iter: int,
-    eps: float,
-    eps_relaxed: float | None = None,
+    D: torch.Tensor, Y: torch.Tensor, d2: float, max_iter: int, eps: float
 ) -> tuple[torch.Tensor, int, bool]:
     """SMACOF in float32. D (n, n), Y (d, n) (points as columns) on the device.
 
@@ -452,14 +447,12 @@ def _smacof_nd(
     stress-optimal factor c = rho / eta2 (G(cY) = G(Y)), then Y <- 2 G - cY (de Leeuw &
     Heiser 1980; the step 2 keeps the majorization bound, so the stress never increases;
     rescaling first removes the scale mode that the plain relaxed update leaves
-    oscillating), until the decrease is below eps_relaxed * sum dhat^2.
+    oscillating), until the decrease is again below eps * sum dhat^2.
 
     Returns the configuration whose stress was measured last, the number of updates that
     produced it, and whether phase 2 converged.
     """
     n = D.shape[0]
-    if eps_relaxed is None:
-        eps_relaxed = eps
     floor2 = (_FLOOR_REL**2) * 2.0 * d2 / (n * (n - 1))
     H = torch.empty_like(D)
     R = torch.empty_like(D)
@@ -473,12 +466,13 @@ def _smacof_nd(
         torch.mm(torch.cat([Y, sq, ones]).T, torch.cat([-2.0 * Y, ones, sq]), out=H)
         H.clamp_(min=floor2).sqrt_()
         torch.sub(H, D, out=R)
-        raw = 0.5 * float(torch.linalg.vector_norm(R, dim=1).double().square().sum())
+        raw_t = 0.5 * torch.linalg.vector_norm(R, dim=1).double().square().sum()
         torch.div(D, H, out=R)
         G = (Y * R.sum(dim=0) - Y @ R) / n
         Y64 = Y.double()
-        eta2 = float(n * Y64.square().sum())
-        rho = float(n * (Y64 * G.double()).sum())
+        eta2_t = n * Y64.square().sum()
+        rho_t = n * (Y64 * G.double()).sum()
+        raw, eta2, rho = torch.stack([raw_t, eta2_t, rho_t]).tolist()  # one device sync
         s = raw
         if relaxed and eta2 > 0.0:
             s = raw - (eta2 - rho) ** 2 / eta2  # stress of cY, c = rho / eta2
@@ -487,7 +481,7 @@ def _smacof_nd(
             if not relaxed and prev - s < eps * eta2:
                 relaxed, last_plain = True, it
                 c = rho / eta2 if eta2 > 0.0 else 1.0
-            elif relaxed and it > last_plain and prev - s < eps_relaxed * eta2:
+            elif relaxed and it > last_plain and prev - s < eps * eta2:
                 return c * Y, it, True
         if it == max_iter:
             return c * Y, it, False
@@ -537,21 +531,29 @@ def smacof(
     X0: ArrayLike | torch.Tensor,
     *,
     max_iter: int = 300,
-    eps: float = 1e-7,
+    eps: float = 1e-6,
     device: str | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """Metric SMACOF (unit weights) from a given start.
 
     Minimises the raw stress ``sum_{i<j} (d_ij - dhat_ij)**2`` by majorization: each
     iteration applies the Guttman transform ``X <- B(X) X / n``, with
-    ``B_ij = -d_ij / dhat_ij`` (0 where ``dhat_ij = 0``) and ``B_ii = -sum_{j != i} B_ij``.
-    For ``d >= 2`` the update is accelerated without losing monotonicity: the configuration
-    is first rescaled by the stress-optimal factor and then over-relaxed,
-    ``X <- 2 B(X) X / n - X`` (de Leeuw & Heiser 1980; de Leeuw 1988), which typically
-    halves the number of iterations. The ``(n, n)`` work is float32 torch (a GEMM for the
-    distances, elementwise ops, a GEMM for the transform); the stress that decides
-    convergence is accumulated in float64. One-dimensional runs use float64 and the plain
-    transform (see Notes).
+    ``B_ij = -d_ij / dhat_ij`` (0 where ``dhat_ij = 0``) and ``B_ii = -sum_{j != i} B_ij``,
+    which never increases the stress.
+
+    The run has two phases. Phase 1 is exactly scikit-learn's algorithm: plain Guttman
+    transforms, stopped by its rule (see ``eps``); from the same start it follows the same
+    trajectory and so ends at the same stress. Phase 2 (``d >= 2`` only) then polishes with
+    the relaxed update -- rescale ``X`` by the stress-optimal factor, then
+    ``X <- 2 B(X) X / n - X`` (de Leeuw & Heiser 1980; de Leeuw 1988) -- which keeps the
+    majorization bound, so the stress still never increases, and converges about twice as
+    fast as the plain update; it stops by the same rule. The result can therefore only be
+    better than scikit-learn's from the same start. (Relaxing from the first iteration would
+    be faster still, but can land in a different local minimum.)
+
+    The ``(n, n)`` work is float32 torch (a GEMM for the distances, elementwise ops, a GEMM
+    for the transform), on a GPU when there is one; the stress that decides convergence is
+    accumulated in float64. One-dimensional runs use float64 (see Notes).
 
     Parameters
     ----------
@@ -560,12 +562,10 @@ def smacof(
     X0 : (n, d) array_like or torch.Tensor
         Starting configuration; its number of columns sets the embedding dimension.
     max_iter : int, default 300
-        Maximum number of iterations.
-    eps : float, default 1e-7
-        Stop when one iteration lowers the normalised raw stress
-        ``sum (d - dhat)**2 / sum d**2`` (the squared stress-1) by less than ``eps``.
-        scikit-learn's criterion (``eps=1e-6``) divides by the embedding's ``sum dhat**2``
-        instead, which is about the same, so the default here is 10 times stricter.
+        Maximum number of iterations, both phases together.
+    eps : float, default 1e-6
+        A phase stops when one iteration lowers the raw stress by less than ``eps`` times
+        the embedding's ``sum_{i<j} dhat_ij**2`` -- scikit-learn's rule and default.
     device : str, optional
         Torch device; default CUDA when available, else CPU.
 
@@ -579,17 +579,23 @@ def smacof(
         Kruskal's stress-1 of ``X`` (as :func:`stress` computes it), or 0.0 if every
         distance is 0.
     n_iter : int
-        Number of iterations performed.
+        Number of iterations (Guttman transforms) performed.
 
     Notes
     -----
     On a line SMACOF is combinatorial: it converges in a few steps to the fixed point of a
-    rank order, and rounding decides which order. One-dimensional runs therefore use
-    float64 and the plain transform, written as ``x_i <- sum_j d_ij sign(x_i - x_j) / n``.
+    rank order, and rounding (or relaxation) decides which order. One-dimensional runs
+    therefore use float64 and only phase 1, with the transform written as
+    ``x_i <- sum_j d_ij sign(x_i - x_j) / n``.
 
     Pairs embedded closer than ``1e-3`` times the root-mean-square distance are given the
     weight of that floor distance in the float32 path (the float32 Gram-matrix distances are
     not more accurate than that); the majorization bound, hence monotonicity, still holds.
+
+    On the CPU the iterations use torch's intra-op thread pool: set it with
+    :func:`torch.set_num_threads`. On a machine shared with other busy processes one
+    thread can be much faster than several (every OpenMP barrier may wait a scheduler slice
+    for a descheduled thread).
 
     References
     ----------
@@ -615,7 +621,11 @@ def smacof(
     D64 = _check_distances(D)
     n = D64.shape[0]
     X0 = _check_configuration(X0, n, "X0")
-    _check_n_components(X0.shape[1], n)
+    if X0.shape[1] >= n:
+        raise ValueError(
+            f"The 'X0' array has {X0.shape[1]} columns; the embedding dimension must be less "
+            f"than the number of points ({n})."
+        )
     max_iter = _check_positive_int(max_iter, "max_iter")
     eps = _check_eps(eps)
     dev = _resolve_device(device)
@@ -636,7 +646,7 @@ def mds(
     init: ArrayLike | torch.Tensor | None = None,
     n_init: int = 1,
     max_iter: int = 300,
-    eps: float = 1e-7,
+    eps: float = 1e-6,
     random_state: int | np.random.Generator | None = None,
     device: str | None = None,
     return_info: bool = False,
@@ -651,9 +661,9 @@ def mds(
     This is the paper's embedding (Sec. III C). By default each dimension is a single
     SMACOF run (see :func:`smacof`) started from classical MDS (see :func:`classical_mds`).
     It reaches a Kruskal stress no higher than scikit-learn's ``MDS(init="classical_mds",
-    n_init=1)`` on the same matrix -- both follow the Guttman iterations from the same
-    start, and the default ``eps`` here is stricter -- in a fraction of its time (about
-    100 s -> 3 s for ``n = 1000``, dimensions 1..10, on two CPU cores).
+    n_init=1)`` on the same matrix -- its iterations from the same start, then a relaxed
+    polish -- in a fraction of its time (``n = 1000``, dimensions 1 to 10, one CPU thread:
+    about 1.3 s in one call against 8.5 s; see ``benchmarks/bench_mds.py``).
 
     Parameters
     ----------
@@ -671,12 +681,14 @@ def mds(
         its number of columns.
     n_init : int, default 1
         Number of SMACOF runs per dimension: the first from classical MDS (or ``init``),
-        the others from random normal configurations drawn from ``random_state``, scaled
-        like the distances. The run with the lowest stress is kept.
+        the others from random normal configurations drawn from ``random_state``, scaled so
+        that their mean squared distance matches ``D``'s. The run with the lowest stress is
+        kept.
     max_iter : int, default 300
         Maximum SMACOF iterations per run.
-    eps : float, default 1e-7
-        Convergence tolerance on the decrease of the squared stress-1 per iteration (see
+    eps : float, default 1e-6
+        Convergence tolerance, scikit-learn's rule and default: stop when an iteration
+        lowers the raw stress by less than ``eps * sum_{i<j} dhat_ij**2`` (see
         :func:`smacof`).
     random_state : int or numpy.random.Generator, optional
         Seeds the random starts (``n_init > 1``) and the small random values given to
@@ -702,8 +714,12 @@ def mds(
     ``info.stress == 0.0`` (a perfect fit); :func:`stress` itself raises for such a ``D``
     because stress-1 divides by ``sum d_ij**2``.
 
-    Memory: a float64 host copy of ``D`` and three ``(n, n)`` float32 matrices (float64 for
-    ``k = 1``) on the device.
+    Memory: a float64 host copy of ``D`` and, on the device, ``D`` and two work matrices,
+    all ``(n, n)`` float32 -- float64 for ``k = 1`` (a call with ``k = 1`` among several
+    dimensions keeps ``D`` in both precisions).
+
+    On the CPU the iterations use torch's intra-op threads; see the Notes of
+    :func:`smacof` about busy machines.
 
     References
     ----------
@@ -770,7 +786,7 @@ def mds(
                 start[:, dead] = 1e-3 * rms * rng.standard_normal((n, int(dead.sum())))
         best = None
         for run in range(n_init):
-            X0 = start if run == 0 else rms / np.sqrt(2.0) * rng.standard_normal((n, k))
+            X0 = start if run == 0 else rms / np.sqrt(2.0 * k) * rng.standard_normal((n, k))
             result = _smacof_run(D64, D_dev, d2, X0, max_iter=max_iter, eps=eps, device=dev)
             if best is None or result[1] < best[1]:
                 best = result

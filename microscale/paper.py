@@ -27,7 +27,14 @@ import numpy as np
 import xarray as xr
 
 from microscale import synth
-from microscale.results import build_dataset, provenance, write_dataset
+from microscale.results import (
+    build_angle_dataset,
+    build_dataset,
+    build_stress_curves,
+    build_synthesis_dataset,
+    provenance,
+    write_dataset,
+)
 
 __all__ = ["PaperConfig", "PaperResults", "describe", "embed", "run_paper"]
 
@@ -163,10 +170,9 @@ def run_angle_task(
         for n_i, n in enumerate(config.angle_n):
             for t in range(config.trials):
                 data = synth.angle_dataset(n, A=amp, size=config.size, seed=config.seed + t)
-                tick(f"angle task A={amp:g} N={n} trial {t + 1}/{config.trials}")
                 first = n_i == 0 and t == 0
                 for m_i, method in enumerate(METHODS):
-                    D = _distances(describe(data.images, descriptor=method, config=config))
+                    D = _distances(describe(data.images, method=method, config=config))
                     dims = curve_dims if first else [2]
                     emb, st = embed(D, dims, config=config)
                     rmse[m_i, a_i, n_i, t] = angle_rmse(emb[2], data.theta)
@@ -175,38 +181,23 @@ def run_angle_task(
                         emb2[m_i, a_i] = emb[2]
                         curve[m_i, a_i] = [st[d] for d in curve_dims]
                         theta0 = data.theta
-    dims4 = ("descriptor", "A", "n_images", "trial")
-    coords = {
-        "descriptor": list(METHODS),
-        "A": list(config.amplitudes),
-        "n_images": list(config.angle_n),
-        "trial": np.arange(config.trials),
-    }
+                tick(f"angle task A={amp:g} N={n} trial {t + 1}/{config.trials} done")
     attrs = provenance(parameters=_params(config), weights_sha256=_weights_sha(config))
-    angle = xr.Dataset(
-        {
-            "rmse": (
-                dims4,
-                rmse,
-                {"long_name": "angle reconstruction RMSE (Eq. 10)", "units": "rad"},
-            ),
-            "stress": (dims4, stress2, {"long_name": "Kruskal stress-1 at D*=2", "units": "1"}),
-            "embedding_2d": (
-                ("descriptor", "A", "image", "component"),
-                emb2,
-                {"long_name": f"2-D MDS embedding of trial 0, N={n0}"},
-            ),
-        },
-        coords={**coords, "theta": ("image", theta0), "component": [0, 1]},
+    angle = build_angle_dataset(
+        rmse=rmse,
+        stress=stress2,
+        embedding_2d=emb2,
+        theta=theta0,
+        descriptors=METHODS,
+        amplitudes=config.amplitudes,
+        n_images=config.angle_n,
         attrs={**attrs, "title": "Angle task (Lubbers et al. 2017, Sec. IV B)"},
     )
-    angle_stress = xr.Dataset(
-        {"stress": (("descriptor", "A", "n_components"), curve, {"long_name": "Kruskal stress-1"})},
-        coords={
-            "descriptor": list(METHODS),
-            "A": list(config.amplitudes),
-            "n_components": curve_dims,
-        },
+    angle_stress = build_stress_curves(
+        stress=curve,
+        descriptors=METHODS,
+        amplitudes=config.amplitudes,
+        n_components=curve_dims,
         attrs={**attrs, "title": f"Angle task, N={n0}, trial 0: stress vs dimension"},
     )
     return angle, angle_stress
@@ -223,9 +214,9 @@ def run_grid_task(
     dims = sorted({d for d in (*config.grid_dims, *config.curve_dims) if d < n})
     embeddings, stresses = {}, {}
     for method in METHODS:
-        tick(f"3-D task: {method} descriptors of {n} images")
-        D = _distances(describe(data.images, descriptor=method, config=config))
+        D = _distances(describe(data.images, method=method, config=config))
         embeddings[method], stresses[method] = embed(D, dims, config=config)
+        tick(f"3-D task: {method} embedding of {n} images done")
     targets = ("k", "A")
     r2 = np.array(
         [
@@ -276,14 +267,8 @@ def run_synthesis(config: PaperConfig) -> xr.Dataset:
     )
     attrs = provenance(parameters=_params(config), weights_sha256=_weights_sha(config))
     attrs.update(title="Texture synthesis from one image (Fig. 1)", theta=theta, k=k, A=amp)
-    return xr.Dataset(
-        {
-            "original": (("y", "x"), (original + 1) / 2),
-            "synthesized": (("y", "x"), res.image),
-            "loss": (("step",), res.loss, {"long_name": "texture loss L(x, x_orig)"}),
-        },
-        coords={"step": np.arange(len(res.loss))},
-        attrs=attrs,
+    return build_synthesis_dataset(
+        original=(original + 1) / 2, synthesized=res.image, loss=res.loss, attrs=attrs
     )
 
 

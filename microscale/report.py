@@ -79,7 +79,12 @@ def grid_table(grid: xr.Dataset) -> str:
 
 
 def summary_tables(
-    *, angle: xr.Dataset, angle_stress: xr.Dataset, grid: xr.Dataset, synthesis: xr.Dataset | None
+    *,
+    angle: xr.Dataset,
+    angle_stress: xr.Dataset,
+    grid: xr.Dataset,
+    synthesis: xr.Dataset | None,
+    grid_dims: Sequence[int] = (2, 3, 4, 5, 6, 10, 50),
 ) -> str:
     """The report's tables as markdown text (also what the CLI prints)."""
     parts = [
@@ -94,7 +99,7 @@ def summary_tables(
         f"\n### Stress vs dimension, 3-D task (N = {grid.sizes['image']})",
         stress_table(grid.stress),
         f"\n### 3-D task (Table I): R² of linear maps to k and A, N = {grid.sizes['image']}",
-        grid_table(grid.sel(n_components=[d for d in grid.n_components.values if d >= 2])),
+        grid_table(grid.sel(n_components=[d for d in grid.n_components.values if d in grid_dims])),
     ]
     if synthesis is not None:
         loss = synthesis.loss.values
@@ -129,7 +134,13 @@ def write_report(
         f"Weights sha256 `{grid.attrs.get('weights_sha256', '?')}`; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
-        summary_tables(angle=angle, angle_stress=angle_stress, grid=grid, synthesis=synthesis),
+        summary_tables(
+            angle=angle,
+            angle_stress=angle_stress,
+            grid=grid,
+            synthesis=synthesis,
+            grid_dims=config.grid_dims,
+        ),
         "",
         "### Time",
         _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()]),

@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["build_dataset", "provenance", "write_dataset", "read_dataset"]
+__all__ = [
+    "build_angle_dataset",
+    "build_dataset",
+    "build_stress_curves",
+    "build_synthesis_dataset",
+    "provenance",
+    "read_dataset",
+    "write_dataset",
+]
 
 _PACKAGES = ("microscale", "numpy", "scipy", "scikit-learn", "torch", "xarray", "zarr")
 
@@ -176,6 +184,104 @@ def build_dataset(
     ds = xr.Dataset(data_vars, coords=all_coords, attrs=dict(attrs or {}))
     ds.attrs.setdefault("Conventions", "CF-1.10")
     return ds
+
+
+def build_angle_dataset(
+    *,
+    rmse: np.ndarray,
+    stress: np.ndarray,
+    embedding_2d: np.ndarray,
+    theta: np.ndarray,
+    descriptors: Sequence[str],
+    amplitudes: Sequence[float],
+    n_images: Sequence[int],
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """The angle task's metrics (Lubbers et al. 2017, Sec. IV B).
+
+    Parameters
+    ----------
+    rmse, stress : (descriptor, A, n_images, trial) arrays
+        Angle-reconstruction RMSE (Eq. 10) and stress-1 of the 2-D embeddings.
+    embedding_2d : (descriptor, A, image, 2) array
+        The 2-D embeddings of trial 0 at the first N, for figures.
+    theta : (image,) array
+        Orientations of those images.
+    descriptors, amplitudes, n_images : sequences
+        Coordinate labels.
+    attrs : mapping, optional
+        Global attributes.
+    """
+    dims = ("descriptor", "A", "n_images", "trial")
+    return xr.Dataset(
+        {
+            "rmse": (
+                dims,
+                rmse,
+                {"long_name": "angle reconstruction RMSE (Eq. 10)", "units": "rad"},
+            ),
+            "stress": (dims, stress, {"long_name": "Kruskal stress-1 at D*=2", "units": "1"}),
+            "embedding_2d": (
+                ("descriptor", "A", "image", "component"),
+                embedding_2d,
+                {"long_name": "2-D MDS embedding of trial 0 at the first N"},
+            ),
+        },
+        coords={
+            "descriptor": list(descriptors),
+            "A": list(amplitudes),
+            "n_images": list(n_images),
+            "trial": np.arange(rmse.shape[-1]),
+            "theta": ("image", np.asarray(theta), {"units": "rad"}),
+            "component": np.arange(embedding_2d.shape[-1]),
+        },
+        attrs={"Conventions": "CF-1.10", **dict(attrs or {})},
+    )
+
+
+def build_stress_curves(
+    *,
+    stress: np.ndarray,
+    descriptors: Sequence[str],
+    amplitudes: Sequence[float],
+    n_components: Sequence[int],
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Stress-1 against embedding dimension, ``stress`` of shape (descriptor, A, n_components)."""
+    return xr.Dataset(
+        {
+            "stress": (
+                ("descriptor", "A", "n_components"),
+                stress,
+                {"long_name": "Kruskal stress-1"},
+            )
+        },
+        coords={
+            "descriptor": list(descriptors),
+            "A": list(amplitudes),
+            "n_components": list(n_components),
+        },
+        attrs={"Conventions": "CF-1.10", **dict(attrs or {})},
+    )
+
+
+def build_synthesis_dataset(
+    *,
+    original: np.ndarray,
+    synthesized: np.ndarray,
+    loss: np.ndarray,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Texture synthesis: the (y, x) original and synthesised images in [0, 1], loss per step."""
+    return xr.Dataset(
+        {
+            "original": (("y", "x"), original),
+            "synthesized": (("y", "x"), synthesized),
+            "loss": (("step",), loss, {"long_name": "texture loss L(x, x_orig)"}),
+        },
+        coords={"step": np.arange(len(loss))},
+        attrs={"Conventions": "CF-1.10", **dict(attrs or {})},
+    )
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path) -> tuple[Path, Path]:

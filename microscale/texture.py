@@ -199,11 +199,12 @@ def gram_vectors(
 def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows, cols = np.triu_indices(n)
     factor = np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
-    return (
-        torch.from_numpy(rows).to(device),
-        torch.from_numpy(cols).to(device),
-        torch.from_numpy(factor).to(device),
-    )
+    with torch.inference_mode(False):  # cached: must stay usable under autograd too
+        return (
+            torch.from_numpy(rows).to(device),
+            torch.from_numpy(cols).to(device),
+            torch.from_numpy(factor).to(device),
+        )
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,309 @@
+"""Pairwise distances: speed against the machine's GEMM peak, accuracy against exact values.
+
+    python benchmarks/bench_distances.py [--n 2000] [--d 305888] [--block-size 512]
+                                         [--error-n 128] [--sweep 256,512,1024]
+                                         [--skip-float64]
+
+Prints, in one process:
+
+1. this machine's float32 and float64 GEMM rate (``torch.mm`` of a (b, d) by a (d, b)
+   matrix, the kernel's shape);
+2. ``pairwise_distances`` on n texture-like vectors (positive, strongly correlated, a few
+   planted near-duplicate and duplicate pairs): pairs/s, GFLOP/s counting ``2 d`` flops per
+   unique pair, fraction of the float32 GEMM peak, max relative error on sampled pairs
+   against exact float64 differences; the same with ``precision='float64'``; scipy's
+   ``cdist`` and a per-pair loop like the paper's, on subsets, extrapolated;
+3. an accuracy table of the designs on three data sets of ``--error-n`` vectors: (a) a
+   cluster of near-duplicates (relative separation 1e-4), (b) a widely spread set with
+   near-duplicate pairs (1e-3, 1e-4, 1e-6) and exact duplicates, (c) ordinary random data.
+
+The defaults take about 2 minutes on a 2-core CPU and peak at about 8 GB (``--n 2000`` at
+``d = 305,888`` is 2.4 GB of float32, plus one centred copy; ``precision='float64'``
+holds a float64 copy, 4.9 GB; ``--skip-float64`` avoids it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.spatial.distance import cdist
+
+from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def gemm_rate(b: int, d: int, dtype: torch.dtype) -> float:
+    """GFLOP/s of ``torch.mm`` for a (b, d) x (d, b) product."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(b, d, generator=g, dtype=dtype)
+    c = torch.rand(b, d, generator=g, dtype=dtype)
+    seconds = best_time(lambda: a @ c.T)
+    return 2.0 * b * b * d / seconds / 1e9
+
+
+def texture_like(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Positive, strongly correlated vectors, like Gram-matrix entries of ReLU features.
+
+    x_i = base * (1 + 0.3 * mix_i . modes + 0.1 * noise_i), with a log-normal `base` shared
+    by all rows and 8 shared "texture modes". Plants n // 200 near-duplicate pairs at
+    relative separation 1e-4 and as many exact duplicates; returns them.
+    """
+    rng = np.random.default_rng(seed)
+    base = np.exp(rng.standard_normal(d)).astype(np.float32)
+    modes = rng.standard_normal((8, d)).astype(np.float32)
+    mix = rng.standard_normal((n, 8)).astype(np.float32) / np.sqrt(8)
+    X = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 64):
+        e = min(n, s + 64)
+        block = 1.0 + 0.3 * (mix[s:e] @ modes)
+        block += 0.1 * rng.standard_normal((e - s, d), dtype=np.float32)
+        np.multiply(np.abs(block), base, out=X[s:e])
+    planted = []
+    k = max(1, n // 200)
+    rows = rng.permutation(n)[: 4 * k]
+    for t in range(k):  # near-duplicates
+        a, b = int(rows[2 * t]), int(rows[2 * t + 1])
+        X[b] = X[a] * (1.0 + 1e-4 * rng.standard_normal(d, dtype=np.float32))
+        planted.append((a, b))
+    for t in range(k, 2 * k):  # exact duplicates
+        a, b = int(rows[2 * t]), int(rows[2 * t + 1])
+        X[b] = X[a]
+        planted.append((a, b))
+    return X, planted
+
+
+def exact_pairs(X: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """Exact distances of the listed pairs from float64 differences."""
+    out = np.empty(len(ii))
+    for k, (i, j) in enumerate(zip(ii, jj, strict=True)):
+        diff = X[i].astype(np.float64) - X[j]
+        out[k] = np.sqrt(np.einsum("i,i->", diff, diff))
+    return out
+
+
+def exact_matrix(X: np.ndarray) -> np.ndarray:
+    X64 = X.astype(np.float64)
+    D = np.zeros((len(X), len(X)))
+    for i in range(len(X) - 1):
+        diff = X64[i + 1 :] - X64[i]
+        D[i, i + 1 :] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return D + D.T
+
+
+def max_rel_error(D: np.ndarray, R: np.ndarray) -> float:
+    iu = np.triu_indices(len(R), 1)
+    d, r = D[iu], R[iu]
+    if not np.isfinite(d).all():
+        return float("nan")
+    zero = r == 0
+    if (d[zero] != 0).any():
+        return float("inf")  # a duplicate with a nonzero distance: no relative error is defined
+    return float((np.abs(d[~zero] - r[~zero]) / r[~zero]).max())
+
+
+# --- the designs compared in the accuracy table ------------------------------------------
+
+
+def naive_float32(X: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(X)
+    sq = torch.einsum("ij,ij->i", t, t)
+    return torch.sqrt((sq[:, None] + sq[None, :] - 2 * t @ t.T).clamp(min=0)).double().numpy()
+
+
+def torch_cdist(X: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(X)
+    return torch.cdist(t, t).double().numpy()
+
+
+def centred_float32(X: np.ndarray, panel: int | None) -> np.ndarray:
+    """Design (1) alone: centred float32 GEMM (whole length, or panels summed in float64)."""
+    c = X.mean(axis=0, dtype=np.float64)
+    t = torch.from_numpy((X - c).astype(np.float32))
+    sq = (t.double() ** 2).sum(1)
+    if panel is None:
+        cross = (t @ t.T).double()
+    else:
+        cross = torch.zeros(len(X), len(X), dtype=torch.float64)
+        for s in range(0, X.shape[1], panel):
+            cross += t[:, s : s + panel] @ t[:, s : s + panel].T
+    return torch.sqrt((sq[:, None] + sq[None, :] - 2 * cross).clamp(min=0)).numpy()
+
+
+def plain_float64(X: np.ndarray) -> np.ndarray:
+    """Design (3) without centring: float64 GEMM of the raw rows."""
+    t = torch.from_numpy(X.astype(np.float64))
+    sq = (t * t).sum(1)
+    return torch.sqrt((sq[:, None] + sq[None, :] - 2 * t @ t.T).clamp(min=0)).numpy()
+
+
+def error_datasets(n: int, d: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x0 = np.abs(rng.standard_normal(d))
+    cluster = (x0 * (1.0 + 1e-4 * rng.standard_normal((n, d)))).astype(np.float32)
+    spread = np.abs(rng.standard_normal((n, d))) * rng.uniform(0.5, 2.0, (n, 1))
+    for a, sep in ((0, 1e-3), (2, 1e-4), (4, 1e-6)):
+        spread[a + 1] = spread[a] * (1.0 + sep * rng.standard_normal(d))
+    spread = spread.astype(np.float32)
+    spread[7] = spread[6]
+    spread[9] = spread[8]
+    ordinary = rng.standard_normal((n, d)).astype(np.float32)
+    return {"(a) cluster 1e-4": cluster, "(b) spread+dups": spread, "(c) random": ordinary}
+
+
+def fraction_above(X: np.ndarray, R: np.ndarray, limit: float) -> float:
+    """Fraction of pairs whose cancellation factor exceeds `limit` (exact quantities)."""
+    c = X.mean(axis=0, dtype=np.float64)
+    sq = np.array([np.sum((x - c) ** 2) for x in X.astype(np.float64)])
+    iu = np.triu_indices(len(X), 1)
+    scale = (sq[:, None] + sq[None, :])[iu]
+    d2 = R[iu] ** 2
+    return float(np.mean(d2 * limit < scale))
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="vectors (default 2000)")
+    parser.add_argument("--d", type=int, default=305_888, help="vector length (305888)")
+    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
+    parser.add_argument("--error-n", type=int, default=128, help="vectors per error data set")
+    parser.add_argument("--sweep", type=str, default="", help="block sizes to time, e.g. 256,512")
+    parser.add_argument("--skip-float64", action="store_true", help="skip precision='float64'")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    n, d, b = args.n, args.d, args.block_size
+    pairs = n * (n - 1) / 2
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={n}, d={d}, block={b}")
+
+    # 1. GEMM peaks
+    peak32 = gemm_rate(b, d, torch.float32)
+    peak64 = gemm_rate(b, d, torch.float64)
+    print("\nGEMM (torch.mm, (b x d) @ (d x b))")
+    print(f"  float32  {peak32:8.1f} GFLOP/s   = {peak32 * 1e9 / (2 * d):10.0f} pairs/s at d={d}")
+    print(f"  float64  {peak64:8.1f} GFLOP/s   = {peak64 * 1e9 / (2 * d):10.0f} pairs/s")
+
+    # 2. speed on texture-like data
+    t0 = time.perf_counter()
+    X, planted = texture_like(n, d, args.seed)
+    print(
+        f"\ndata: {n} texture-like vectors, {X.nbytes / 1e9:.1f} GB, "
+        f"made in {time.perf_counter() - t0:.1f} s"
+    )
+    rng = np.random.default_rng(args.seed + 1)
+    ii, jj = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    distinct = ii != jj
+    ii = np.concatenate([ii[distinct], [a for a, _ in planted]]).astype(int)
+    jj = np.concatenate([jj[distinct], [b for _, b in planted]]).astype(int)
+    exact = exact_pairs(X, ii, jj)
+
+    rows = []
+
+    def report(name: str, rate: float, err: float | None) -> None:
+        rows.append((name, rate, err))
+
+    t = time.perf_counter()
+    D = pairwise_distances(X, block_size=b)
+    t_mixed = time.perf_counter() - t
+    ours = pairs / t_mixed
+    err = float((np.abs(D[ii, jj] - exact) / np.where(exact > 0, exact, 1)).max())
+    assert (D[ii, jj][exact == 0] == 0).all()
+    report("pairwise_distances (mixed)", ours, err)
+    del D
+
+    if not args.skip_float64:
+        t = time.perf_counter()
+        D = pairwise_distances(X, block_size=b, precision="float64")
+        t64 = time.perf_counter() - t
+        err = float((np.abs(D[ii, jj] - exact) / np.where(exact > 0, exact, 1)).max())
+        report("pairwise_distances (float64)", pairs / t64, err)
+        del D
+
+    m = min(64, n // 2)
+    t = time.perf_counter()
+    cdist(X[:m], X[m : 2 * m])
+    report("scipy cdist (float64)", m * m / (time.perf_counter() - t), None)
+
+    k = 200
+    sel_i, sel_j = ii[:k], jj[:k]
+    tx = torch.from_numpy(X)
+    t = time.perf_counter()
+    for i, j in zip(sel_i, sel_j, strict=True):
+        torch.linalg.vector_norm(tx[i] - tx[j])
+    report("per-pair loop, torch float32", k / (time.perf_counter() - t), None)
+    t = time.perf_counter()
+    for i, j in zip(sel_i, sel_j, strict=True):
+        np.linalg.norm(X[i] - X[j])
+    report("per-pair loop, numpy float32", k / (time.perf_counter() - t), None)
+
+    print(f"\nspeed (unique pairs, 2 d flops each; errors on {len(ii)} sampled pairs)")
+    print(
+        f"  {'method':34s} {'pairs/s':>10s} {'GFLOP/s':>8s} {'% fp32':>7s} "
+        f"{'ours/this':>9s} {'max rel err':>11s}"
+    )
+    for name, rate, err in rows:
+        gflops = rate * 2 * d / 1e9
+        e = "" if err is None else f"{err:.1e}"
+        print(
+            f"  {name:34s} {rate:10.0f} {gflops:8.1f} {100 * gflops / peak32:6.1f}% "
+            f"{ours / rate:9.2f} {e:>11s}"
+        )
+    del X, tx
+
+    if args.sweep:
+        print("\nblock-size sweep (pairwise_distances, mixed)")
+        Xs, _ = texture_like(n, d, args.seed)
+        for bs in (int(v) for v in args.sweep.split(",")):
+            t = time.perf_counter()
+            pairwise_distances(Xs, block_size=bs)
+            dt = time.perf_counter() - t
+            print(
+                f"  block {bs:5d}: {pairs / dt:10.0f} pairs/s, "
+                f"{100 * pairs * 2 * d / dt / 1e9 / peak32:5.1f}% of fp32 peak"
+            )
+        del Xs
+
+    # 3. accuracy of the designs
+    ne = args.error_n
+    f1, f2 = cancellation_limits(d)
+    designs: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "naive fp32 |x|^2+|y|^2-2xy": naive_float32,
+        "torch.cdist fp32": torch_cdist,
+        "(1) centred fp32, one GEMM": lambda X: centred_float32(X, None),
+        "(1) centred fp32, 1024-panels": lambda X: centred_float32(X, 1024),
+        "(1)+(2) ours, mixed": lambda X: pairwise_distances(X, block_size=b),
+        "(3) plain fp64 GEMM, uncentred": plain_float64,
+        "(3) ours, precision=float64": lambda X: pairwise_distances(X, precision="float64"),
+    }
+    sets = error_datasets(ne, d, args.seed)
+    exacts = {name: exact_matrix(Xe) for name, Xe in sets.items()}
+    print(
+        f"\nmax relative error, {ne} vectors of d={d} per data set "
+        f"(F1={f1:.1f}, F2={f2:.1e}; inf: a duplicate pair came out nonzero)"
+    )
+    print(f"  {'design':34s}" + "".join(f"{name:>20s}" for name in sets))
+    for label, fn in designs.items():
+        cells = [max_rel_error(fn(Xe), exacts[name]) for name, Xe in sets.items()]
+        print(f"  {label:34s}" + "".join(f"{c:20.1e}" for c in cells))
+    above = [fraction_above(Xe, exacts[name], f1) for name, Xe in sets.items()]
+    print(f"  {'pairs with F > F1 (recomputed)':34s}" + "".join(f"{a:19.2%} " for a in above))
+
+
+if __name__ == "__main__":
+    main()
