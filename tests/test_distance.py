@@ -9,7 +9,12 @@ from scipy.spatial.distance import cdist
 
 import microscale
 from microscale import distance
-from microscale.distance import block_sq_distances, cancellation_limits, pairwise_distances
+from microscale.distance import (
+    block_sq_distances,
+    cancellation_limits,
+    pairwise_distances,
+    row_sq_norms,
+)
 
 # The requirement: every distance within this relative error of the exact one.
 RTOL = 1e-6
@@ -215,6 +220,47 @@ def test_kernel_result_does_not_depend_on_the_centre_beyond_rounding() -> None:
         assert_close(np.sqrt(block_sq_distances(X[:3], X[3:], center=center)), exact)
 
 
+def test_precomputed_norms_give_the_same_block() -> None:
+    X = spread_with_duplicates(12, 20_000, seed=15)
+    center = X.mean(axis=0, dtype=np.float64)
+    xn, yn = row_sq_norms(X[:5], center=center), row_sq_norms(X[5:], center=center)
+    np.testing.assert_array_equal(
+        block_sq_distances(X[:5], X[5:], center=center, x_sq_norms=xn, y_sq_norms=yn),
+        block_sq_distances(X[:5], X[5:], center=center),
+    )
+    np.testing.assert_array_equal(
+        block_sq_distances(X[:5], center=center, x_sq_norms=xn),
+        block_sq_distances(X[:5], center=center),
+    )
+    xn64 = row_sq_norms(X[:5], center=center, precision="float64")
+    np.testing.assert_array_equal(
+        block_sq_distances(X[:5], center=center, x_sq_norms=xn64, precision="float64"),
+        block_sq_distances(X[:5], center=center, precision="float64"),
+    )
+
+
+def test_torch_element_wise_path_matches_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU the element-wise work is torch; run that code on the CPU here. Summation
+    # orders differ (norms) and are amplified by F up to F2 in step 2: compare at the
+    # requirement, and each against the exact oracle.
+    rng = np.random.default_rng(16)
+    d = 20_000
+    a, b = np.abs(rng.standard_normal(d)), np.abs(rng.standard_normal(d))
+    clusters = np.concatenate(
+        [a * (1 + 1e-3 * rng.standard_normal((6, d))), b * (1 + 1e-3 * rng.standard_normal((6, d)))]
+    ).astype(np.float32)
+    data = [clusters, spread_with_duplicates(12, d, seed=17), clusters.astype(np.float64)]
+    expected = [pairwise_distances(X, block_size=5) for X in data]
+    expected64 = pairwise_distances(data[1], block_size=5, precision="float64")
+    monkeypatch.setattr(distance, "_numpy_path", lambda device: False)
+    for X, D in zip(data, expected, strict=True):
+        np.testing.assert_allclose(pairwise_distances(X, block_size=5), D, rtol=2 * RTOL)
+        assert_close(pairwise_distances(X, block_size=5), exact_distances(X))
+    np.testing.assert_allclose(
+        pairwise_distances(data[1], block_size=5, precision="float64"), expected64, rtol=2 * RTOL
+    )
+
+
 def test_cancellation_limits() -> None:
     f1, f2 = cancellation_limits(305_888)
     assert 9.0 < f1 < 9.2 and f2 > 1e7
@@ -258,6 +304,23 @@ def test_matmul_precision_settings_are_restored() -> None:
         assert (cuda_mm.fp32_precision, cpu_mm.fp32_precision) == ("tf32", "none")
     finally:
         cuda_mm.fp32_precision, cpu_mm.fp32_precision = saved
+
+
+def test_kernel_from_several_threads() -> None:
+    # Dask runs kernels in threads; the scoped matmul setting must survive that.
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = near_duplicate_cluster(16, 20_000, 1e-4, seed=19)
+    center = X.mean(axis=0, dtype=np.float64)
+    pairs = [(X[i : i + 4], X[j : j + 4]) for i in range(0, 16, 4) for j in range(0, 16, 4)]
+    serial = [block_sq_distances(a, b, center=center) for a, b in pairs]
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda p: block_sq_distances(*p, center=center), pairs))
+    for a, b in zip(serial, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+    now = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+    assert now == saved
 
 
 # --- validation ------------------------------------------------------------------------
@@ -319,6 +382,19 @@ def test_kernel_validation() -> None:
         block_sq_distances(X_OK, np.ones((2, 4)), center=np.zeros(5))
     with pytest.raises(ValueError, match="The vector length d must be a positive int"):
         cancellation_limits(0)
+    with pytest.raises(ValueError, match=r"x_sq_norms must have one entry per row, shape \(4,\)"):
+        block_sq_distances(X_OK, center=np.zeros(5), x_sq_norms=np.ones(3))
+    with pytest.raises(ValueError, match="y_sq_norms must be finite and non-negative"):
+        block_sq_distances(X_OK, X_OK, center=np.zeros(5), y_sq_norms=-np.ones(4))
+
+
+def test_kernel_with_given_norms_still_names_non_finite_rows() -> None:
+    X = np.random.default_rng(18).random((4, 5)).astype(np.float32)
+    center = X.mean(axis=0, dtype=np.float64)
+    norms = row_sq_norms(X, center=center)
+    X[2, 1] = np.nan
+    with pytest.raises(ValueError, match="Row 2 of Xb contains NaN or inf"):
+        block_sq_distances(X, center=center, x_sq_norms=norms)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
