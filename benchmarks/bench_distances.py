@@ -212,8 +212,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed + 1)
     ii, jj = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
     distinct = ii != jj
-    ii = np.concatenate([ii[distinct], [a for a, _ in planted]]).astype(int)
-    jj = np.concatenate([jj[distinct], [b for _, b in planted]]).astype(int)
+    ii = np.concatenate([ii[distinct], [p for p, _ in planted]]).astype(int)
+    jj = np.concatenate([jj[distinct], [q for _, q in planted]]).astype(int)
     exact = exact_pairs(X, ii, jj)
 
     rows = []
@@ -243,17 +243,17 @@ def main() -> None:
     cdist(X[:m], X[m : 2 * m])
     report("scipy cdist (float64)", m * m / (time.perf_counter() - t), None)
 
-    k = 200
-    sel_i, sel_j = ii[:k], jj[:k]
+    n_loop = 200
+    sel_i, sel_j = ii[:n_loop], jj[:n_loop]
     tx = torch.from_numpy(X)
     t = time.perf_counter()
     for i, j in zip(sel_i, sel_j, strict=True):
         torch.linalg.vector_norm(tx[i] - tx[j])
-    report("per-pair loop, torch float32", k / (time.perf_counter() - t), None)
+    report("per-pair loop, torch float32", n_loop / (time.perf_counter() - t), None)
     t = time.perf_counter()
     for i, j in zip(sel_i, sel_j, strict=True):
         np.linalg.norm(X[i] - X[j])
-    report("per-pair loop, numpy float32", k / (time.perf_counter() - t), None)
+    report("per-pair loop, numpy float32", n_loop / (time.perf_counter() - t), None)
 
     print(f"\nspeed (unique pairs, 2 d flops each; errors on {len(ii)} sampled pairs)")
     print(
@@ -267,20 +267,18 @@ def main() -> None:
             f"  {name:34s} {rate:10.0f} {gflops:8.1f} {100 * gflops / peak32:6.1f}% "
             f"{ours / rate:9.2f} {e:>11s}"
         )
-    del X, tx
-
+    del tx
     if args.sweep:
         print("\nblock-size sweep (pairwise_distances, mixed)")
-        Xs, _ = texture_like(n, d, args.seed)
         for bs in (int(v) for v in args.sweep.split(",")):
             t = time.perf_counter()
-            pairwise_distances(Xs, block_size=bs)
+            pairwise_distances(X, block_size=bs)
             dt = time.perf_counter() - t
             print(
                 f"  block {bs:5d}: {pairs / dt:10.0f} pairs/s, "
                 f"{100 * pairs * 2 * d / dt / 1e9 / peak32:5.1f}% of fp32 peak"
             )
-        del Xs
+    del X
 
     # 3. accuracy of the designs
     ne = args.error_n
