@@ -688,9 +688,11 @@ def _page_error(path: Path, page: int, n_pages: int) -> ValueError:
     )
 
 
-#: Exceptions that decoders raise on damaged or unsupported data (MemoryError excluded).
+#: Exceptions that decoders raise on damaged or unsupported data (MemoryError excluded);
+#: imagecodecs' errors (behind tifffile's compressed TIFFs) are RuntimeErrors.
 _DECODER_ERRORS = (
     OSError,
+    RuntimeError,
     ValueError,
     SyntaxError,
     EOFError,
