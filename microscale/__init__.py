@@ -27,6 +27,7 @@ _FUNCTIONS = {
     "load_weights": "microscale.weights",
     "fetch_weights": "microscale.weights",
     "build_dataset": "microscale.results",
+    "read_micrograph": "microscale.io",
 }
 _SUBMODULES = {
     "synth",
@@ -39,6 +40,8 @@ _SUBMODULES = {
     "results",
     "weights",
     "paper",
+    "io",
+    "demo",
 }
 
 __all__ = sorted([*_FUNCTIONS, *_SUBMODULES, "__version__"])

@@ -1,4 +1,4 @@
-"""Finding, decoding and tiling micrographs: the only module in microscale that reads images.
+r"""Finding, decoding and tiling micrographs: the only module in microscale that reads images.
 
 An archive of micrographs is a folder tree of files in many formats. This module finds the
 files (:func:`discover`), tells images from everything else by their first bytes
@@ -11,15 +11,15 @@ Formats
 -------
 The format is decided by magic bytes, never by the file name (:func:`sniff_format`):
 
-========  =====================================================  ==========================
-format    signature                                              decoder
-========  =====================================================  ==========================
-``tiff``  ``II*\\0``, ``MM\\0*``; BigTIFF ``II+\\0``, ``MM\\0+``     tifffile
-``png``   ``\\x89PNG\\r\\n\\x1a\\n``                                 Pillow
-``jpeg``  ``\\xff\\xd8\\xff``                                         Pillow
-``bmp``   ``BM`` and a known DIB header size at byte 14          Pillow
-``dm``    big-endian version 3 or 4, then a byte-order flag 0/1  rosettasciio (extra ``em``)
-========  =====================================================  ==========================
+========  ===================================================  ===========================
+format    signature                                            decoder
+========  ===================================================  ===========================
+``tiff``  ``II*\0``, ``MM\0*``; BigTIFF ``II+\0``, ``MM\0+``   tifffile
+``png``   ``\x89PNG\r\n\x1a\n``                                Pillow
+``jpeg``  ``\xff\xd8\xff``                                     Pillow
+``bmp``   ``BM`` and a known DIB header size at byte 14        Pillow
+``dm``    big-endian version 3 or 4, a byte-order flag 0 or 1  rosettasciio (extra ``em``)
+========  ===================================================  ===========================
 
 Anything else (text, an empty file, ``.DS_Store``...) is not an image:
 :func:`read_micrograph` raises :class:`UnsupportedFormatError`. A file that has an image
@@ -39,7 +39,8 @@ Every micrograph comes out as one 2-D ``(H, W)`` grey array (METHOD.md section 1
 - RGB and RGBA (TIFF photometric RGB or YCbCr, Pillow modes RGB/RGBA/RGBX) become luminance
   ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601); alpha and any further extra samples
   are dropped. Integer data are rounded back to the stored dtype (as Pillow's
-  ``convert("L")`` does), float data keep their dtype;
+  ``convert("L")`` does), float data keep their dtype. 16-bit RGB(A) and grey + alpha
+  PNGs are decoded with imagecodecs when it is installed (Pillow reduces them to 8 bits);
 - palette images (TIFF photometric PALETTE, PNG/BMP mode P) are converted to RGB through
   their palette, then to luminance. A TIFF colour map is 16-bit; when every entry is a
   multiple of 257 it is an 8-bit map and the result is ``uint8``, otherwise ``uint16``;
@@ -98,12 +99,13 @@ FEI and Zeiss headers, keyed ``"FEI"`` and ``"CZ_SEM"``, when present).
 Tiling
 ------
 :func:`tile` cuts an image into square tiles on a regular grid with step ``stride`` (by
-default ``tile_size``: no overlap). When the image side is not ``start + m * stride`` the
-last row and column of tiles are shifted to end flush with the image edge, so every pixel
+default ``tile_size``: no overlap). When the grid does not end exactly at the image edge,
+one more row (column) of tiles is added, shifted to end flush with the edge, so every pixel
 is covered: that tile overlaps its neighbour rather than being dropped. An image side
 shorter than ``tile_size`` but at least ``min_fraction * tile_size`` is reflect-padded at the
 bottom / right up to ``tile_size`` (``np.pad(mode="reflect")``: mirrored about the edge pixel,
-which is not repeated, so no seam or stripe is added); a shorter side raises
+which is not repeated, so no seam or stripe is added; a side of one pixel is repeated);
+a shorter side raises
 :class:`ImageTooSmallError`. Padding never moves the origin: the real pixels of a tile are
 ``np.minimum(origins + tile_size, image.shape) - origins`` rows and columns from its origin.
 """
@@ -486,10 +488,10 @@ def _unit_to_nm(unit: object) -> float | None:
     u = u.replace("\u212b", "å")  # the angstrom sign
     if u in _UNITS_NM:
         return _UNITS_NM[u]
-    if u.endswith(("s", "es")) and u.rstrip("s") in _UNITS_NM:  # plurals: microns, inches
-        return _UNITS_NM[u.rstrip("s")]
-    if u.endswith("es") and u[:-2] in _UNITS_NM:
-        return _UNITS_NM[u[:-2]]
+    if len(u) > 3 and u.endswith("s"):  # plurals: microns, meters, inches (not "ms")
+        for stem in (u[:-1], u[:-2]):
+            if stem in _UNITS_NM:
+                return _UNITS_NM[stem]
     return None
 
 
@@ -917,6 +919,9 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
             ij = tif.imagej_metadata if tif.is_imagej else None
             fei = tif.fei_metadata if tif.is_fei else None
             sem = tif.sem_metadata if tif.is_sem else None
+            # tifffile keeps the raw value of a header it could not parse: ignore those
+            fei = fei if isinstance(fei, Mapping) else None
+            sem = sem if isinstance(sem, Mapping) else None
             ome = tif.ome_metadata if tif.is_ome else None
             x_res = _tiff_resolution(keyframe)
             unit_tag = keyframe.tags.get("ResolutionUnit")
@@ -1005,13 +1010,20 @@ def _read_pillow(path: Path, fmt: str, page: int, max_pixels: int) -> Micrograph
     if page != 0:
         raise _page_error(path, page, 1)
     _check_pixels(path, height, width, max_pixels, 2 if mode.startswith("I;16") else 1)
+    bits = 16 if mode.startswith("I;16") else _PIL_BITS.get(mode)
+    decoded = None
     try:
         if fmt == "png":
             with cls(os.fspath(path)) as im:
                 im.verify()  # chunk CRCs and the IEND chunk: catches truncation anywhere
-        with cls(os.fspath(path)) as im:
-            im.load()
-            data, policy, stored = _pillow_channel_policy(im)
+            decoded = _read_png16_colour(path)
+            if decoded is not None:
+                data, policy, stored = decoded
+                bits = 16
+        if decoded is None:
+            with cls(os.fspath(path)) as im:
+                im.load()
+                data, policy, stored = _pillow_channel_policy(im)
     except _DECODER_ERRORS as exc:
         raise _decode_error(path, fmt, exc) from exc
     metadata = {
@@ -1020,7 +1032,7 @@ def _read_pillow(path: Path, fmt: str, page: int, max_pixels: int) -> Micrograph
         "shape": list(stored.shape),
         "axes": "YXS" if stored.ndim == 3 else "YX",
         "channel_policy": policy,
-        "bit_depth": 16 if mode.startswith("I;16") else _PIL_BITS.get(mode),
+        "bit_depth": bits,
         "n_pages": 1,
         "pixel_size_source": None,
         "instrument_tags": [],
@@ -1028,6 +1040,28 @@ def _read_pillow(path: Path, fmt: str, page: int, max_pixels: int) -> Micrograph
         "mode": mode,
     }
     return Micrograph(_native(data), None, os.fspath(path), page, metadata)
+
+
+def _read_png16_colour(path: Path) -> tuple[np.ndarray, str, np.ndarray] | None:
+    """A 16-bit colour or grey+alpha PNG decoded at full depth with imagecodecs, else None.
+
+    Pillow reduces 16-bit RGB(A) and LA PNGs to 8 bits; imagecodecs (tifffile's codec
+    package) keeps 16. Without imagecodecs, Pillow's 8-bit decoding is used.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    bit_depth, colour_type = head[24], head[25]
+    if bit_depth != 16 or colour_type not in (2, 4, 6):  # RGB, grey + alpha, RGBA
+        return None
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    stored = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+    if colour_type == 4:
+        return stored[..., 0], "grey, alpha dropped", stored
+    extra = ", alpha dropped" if colour_type == 6 else ""
+    return _luminance(stored), f"RGB -> luminance (BT.601){extra}", stored
 
 
 def _pillow_channel_policy(im: Any) -> tuple[np.ndarray, str, np.ndarray]:

@@ -385,6 +385,18 @@ def test_png_rgba_drops_alpha(tmp_path: Path) -> None:
     assert "alpha dropped" in m.metadata["channel_policy"]
 
 
+def test_png_16_bit_colour_keeps_16_bits(tmp_path: Path) -> None:
+    imagecodecs = pytest.importorskip("imagecodecs")
+    rgb = _random((6, 7, 3), np.uint16)
+    (tmp_path / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb))
+    m = read_micrograph(tmp_path / "rgb16.png")
+    assert m.data.dtype == np.uint16 and m.metadata["bit_depth"] == 16
+    np.testing.assert_array_equal(m.data, _bt601(rgb))
+    la = _random((6, 7, 2), np.uint16)
+    (tmp_path / "la16.png").write_bytes(imagecodecs.png_encode(la))
+    np.testing.assert_array_equal(read_micrograph(tmp_path / "la16.png").data, la[..., 0])
+
+
 def test_png_grey_alpha_keeps_grey(tmp_path: Path) -> None:
     la = _random((10, 11, 2), np.uint8)
     path = tmp_path / "la.png"
@@ -584,7 +596,12 @@ def test_resolution_tag_pixel_size(
 
 @pytest.mark.parametrize(
     ("resolution", "unit"),
-    [((72, 72), "INCH"), ((300, 300), "INCH"), ((28.35, 28.35), "CENTIMETER"), ((1e6, 1e6), "NONE")],
+    [
+        ((72, 72), "INCH"),
+        ((300, 300), "INCH"),
+        ((28.35, 28.35), "CENTIMETER"),
+        ((1e6, 1e6), "NONE"),
+    ],
 )
 def test_screen_dpi_and_unitless_resolution_are_not_calibrations(
     tmp_path: Path, resolution: tuple[float, float], unit: str | None
@@ -722,6 +739,8 @@ def test_units_and_resolution_helpers() -> None:
     for unit, nm in [("m", 1e9), ("µm", 1e3), ("μm", 1e3), ("microns", 1e3), ("Å", 0.1)]:
         assert mio._unit_to_nm(unit) == pytest.approx(nm)
     assert mio._unit_to_nm("pixel") is None
+    assert mio._unit_to_nm("ms") is None  # not metres
+    assert mio._unit_to_nm("inches") == pytest.approx(2.54e7)
     assert mio._unit_to_nm(None) is None
     assert mio._pixel_size_resolution(2e6, 3) == pytest.approx(5.0)
     assert mio._pixel_size_resolution(2e6, 1) is None  # ResolutionUnit NONE

@@ -1,0 +1,1113 @@
+"""The archive store: tiles, texture vectors and distances of an archive, in Zarr v3.
+
+This is the only module that imports zarr. The pipeline stages (:mod:`microscale.pipeline`)
+read and write through the functions here; Dask workers open the store by its path.
+
+Layout
+------
+A store is a directory ``ROOT``::
+
+    ROOT/
+      store.zarr/                      Zarr v3 group; attributes below
+        tiles               (tile, y, x)     float32  chunks (tiles_per_chunk, s, s)
+        tile_image          (tile,)          int64    index of the image the tile came from
+        tile_origin         (tile, 2)        int32    (row, column) of its top-left pixel
+        tile_weight         (tile,)          float64  pixels it contributes to its image's mean
+        image_id            (image,)         string   content hash of the image (its identity)
+        image_path          (image,)         string   first path seen with that content
+        pixel_size_nm       (image,)         float64  NaN when the file does not say
+        image_tiles         (image, 2)       int64    [start, stop) of the image's tiles
+        features/<d>        (tile, feature)  float32 (cnn) or float64 (ps),
+                                             chunks (features_chunk, n_features)
+        image_features/<d>  (image, feature) same dtype, chunks (1, n_features)
+        image_feature_sums/<d> (group, feature) float64, chunks (1, n_features): sum of the
+                                             image features of each group of images
+        center/<d>          (feature,)       float64: the common centre of the distance kernel
+        distances/<d>       (image, image)   float64, chunks (block, block)
+        embeddings/<d>/d<k> (image, k)       float64: the last MDS embedding in k dimensions
+      images.json                          manifest: content hash -> every path with that
+                                           content; per-file outcomes
+      _done/<stage>/<key>                  completion records (JSON)
+      .lock                                run lock (``fcntl.flock``), holder's pid and time
+
+``<d>`` is a descriptor name (``cnn``, ``ps``). Every array has ``dimension_names``. Group
+attributes: ``microscale_store`` (format version, 1), ``tile_size``, ``tiles_per_chunk``,
+``features_chunk``, ``n_tiles`` and ``n_images`` (the committed lengths, see below), plus
+whatever the caller passed to :func:`create_store` (e.g. the intensity normalisation).
+Strings use Zarr's variable-length UTF-8 data type (fixed-width numpy ``'U'`` arrays have
+no Zarr v3 specification). Float arrays have fill value NaN, so a chunk that was never
+written reads back as NaN rather than as plausible zeros.
+
+Commit, concurrency and crash rules
+-----------------------------------
+- **Images are append-only and committed by the group attributes.** :func:`append_tiles`
+  writes tile rows past the committed end; :func:`append_images` writes the image rows and
+  then, last, sets ``n_tiles`` and ``n_images``. Rows past those counts (left by a crash)
+  are invisible to every reader and are overwritten by the next append. Image and tile
+  indices therefore never change once committed, and later arrays (features, distances)
+  only ever grow. Appending is done by one process (the ingest stage) under the run lock.
+- **One writer per chunk.** Workers write only through :func:`write_block`, which accepts
+  only regions made of whole chunks, and every planned task owns its chunks. Sharded
+  arrays are never used: concurrent writers to one shard lose each other's updates.
+  Arrays are created and resized only by the driver (under the run lock) before it submits
+  the tasks that write them. Zarr's local store writes each chunk and metadata document to
+  a temporary file and renames it, so a chunk is never half-written.
+- **Completion records.** A chunk never written reads back as the fill value, silently, so
+  a task marks its work done with :meth:`Store.mark_done` *after* writing the data: a small
+  JSON file ``_done/<stage>/<key>`` written to a temporary name, fsynced and renamed. The
+  record holds the *extent* the work covered (its row ranges); :meth:`Store.is_done` says
+  yes only when the extent still matches, so a partial last block that gains rows when the
+  archive grows is recomputed. A run that crashes resumes by recomputing exactly the keys
+  without a matching record.
+- **One run at a time.** :meth:`Store.lock` takes an exclusive ``flock`` on ``ROOT/.lock``
+  (re-entrant within one process); a second run fails fast with :class:`StoreLockedError`.
+  The lock dies with its process, so a crashed run never blocks the store. ``flock`` is
+  honoured on local file systems and on NFSv4 / Lustre / GPFS mounts that support it.
+
+The store assumes all workers see ``ROOT`` at the same path (a local disk for one node, a
+shared file system for several).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from numpy.typing import ArrayLike, DTypeLike
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GROUP_NAME",
+    "IncompleteStageError",
+    "Store",
+    "StoreError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "append_images",
+    "append_tiles",
+    "array_attrs",
+    "array_chunks",
+    "array_shape",
+    "create_store",
+    "ensure_array",
+    "ensure_distance_matrix",
+    "ensure_features_array",
+    "has_array",
+    "image_table",
+    "open_store",
+    "read_array",
+    "read_manifest",
+    "read_rows",
+    "read_tiles",
+    "record_files",
+    "tile_table",
+    "write_array",
+    "write_block",
+]
+
+#: Version of the layout described in the module docstring.
+FORMAT_VERSION = 1
+#: Name of the Zarr group inside the store directory.
+GROUP_NAME = "store.zarr"
+MANIFEST_NAME = "images.json"
+DONE_DIR = "_done"
+LOCK_NAME = ".lock"
+FILE_STATUSES = ("processed", "skipped", "failed")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STRING = str  # zarr's variable-length UTF-8 data type
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(ValueError):
+    """A store that does not hold what was asked, or a request that breaks its layout."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No microscale store at the given path."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """A store already exists where a new one was to be created."""
+
+
+class StoreLockedError(StoreError, BlockingIOError):
+    """Another process holds the store's run lock."""
+
+
+class IncompleteStageError(StoreError):
+    """A stage needs the output of an earlier stage that is not complete."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _jsonable(value: Any) -> Any:
+    """Extents as JSON stores them: tuples become lists, numpy scalars Python numbers."""
+    return json.loads(json.dumps(value, default=lambda v: v.item()))
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise StoreError(
+            f"The {what} {value!r} is not a valid record name: use letters, digits, '.', "
+            "'_' and '-', starting with a letter or digit."
+        )
+    return value
+
+
+def _check_count(value: object, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(
+            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
+        )
+    return int(value)
+
+
+# --------------------------------------------------------------------------- the lock
+
+# Locks held by this process: resolved root -> [pid, fd, depth]. flock is per open file, so
+# a second open in the same process would conflict with the first; re-entry reuses it.
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
+
+
+class Store:
+    """An open store: its root, its Zarr group and its bookkeeping.
+
+    Create one with :func:`create_store` or :func:`open_store`. The object caches the
+    group's metadata as read at opening; the functions of this module that change the
+    layout (appends, :func:`ensure_array`) keep it up to date. A task on a Dask worker
+    opens its own ``Store`` from the path.
+
+    Attributes
+    ----------
+    root : Path
+        The store directory.
+    group : zarr.Group
+        The Zarr group ``root / "store.zarr"``.
+    """
+
+    def __init__(self, root: Path, group: zarr.Group) -> None:
+        self.root = root
+        self.group = group
+        self._pending: list[np.ndarray] = []  # tile_image of appended, uncommitted tiles
+        self._ids: dict[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<microscale Store {str(self.root)!r}: {self.n_images} images, {self.n_tiles} tiles>"
+
+    # --- attributes
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The group attributes (a copy)."""
+        return dict(self.group.attrs)
+
+    @property
+    def tile_size(self) -> int:
+        """Side ``s`` of the square tiles."""
+        return int(self.group.attrs["tile_size"])
+
+    @property
+    def tiles_per_chunk(self) -> int:
+        """Tiles per chunk of the ``tiles`` array."""
+        return int(self.group.attrs["tiles_per_chunk"])
+
+    @property
+    def features_chunk(self) -> int:
+        """Default rows per chunk of new ``features/<d>`` arrays (one feature batch)."""
+        return int(self.group.attrs["features_chunk"])
+
+    @property
+    def n_tiles(self) -> int:
+        """Committed number of tiles."""
+        return int(self.group.attrs["n_tiles"])
+
+    @property
+    def n_images(self) -> int:
+        """Committed number of images."""
+        return int(self.group.attrs["n_images"])
+
+    @property
+    def next_image_index(self) -> int:
+        """Index the next appended image gets (pass it to :func:`append_tiles`)."""
+        last = [int(p[-1]) + 1 for p in self._pending if len(p)]
+        return max([self.n_images, *last])
+
+    def image_index(self, image_id: str) -> int | None:
+        """Index of the committed image with this content id, or None."""
+        if self._ids is None:
+            n = self.n_images
+            ids = self.group["image_id"][:n] if n else []
+            self._ids = {str(v): i for i, v in enumerate(ids)}
+        return self._ids.get(image_id)
+
+    # --- completion records
+    def _done_path(self, stage: str, key: str) -> Path:
+        return self.root / DONE_DIR / _check_name(stage, "stage") / _check_name(key, "key")
+
+    def mark_done(self, stage: str, key: str, extent: Any) -> None:
+        """Record that the work ``key`` of ``stage`` covering ``extent`` is written.
+
+        Call it only after the data are written. The record is a JSON file written
+        atomically (temporary file, fsync, rename).
+
+        Parameters
+        ----------
+        stage : str
+            Stage name, e.g. ``"features.cnn"``.
+        key : str
+            The unit of work, e.g. a chunk index.
+        extent : JSON-serialisable
+            What the work covered, typically row ranges ``{"rows": [start, stop]}``.
+        """
+        path = self._done_path(stage, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "stage": stage,
+            "key": key,
+            "extent": _jsonable(extent),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": _now(),
+        }
+        _atomic_write(path, json.dumps(record, sort_keys=True).encode())
+
+    def is_done(self, stage: str, key: str, extent: Any) -> bool:
+        """Whether ``key`` of ``stage`` has a completion record for exactly ``extent``."""
+        record = self._read_record(self._done_path(stage, key))
+        return record is not None and record.get("extent") == _jsonable(extent)
+
+    def done_keys(self, stage: str) -> dict[str, Any]:
+        """Every recorded key of ``stage`` with the extent it covered."""
+        folder = self.root / DONE_DIR / _check_name(stage, "stage")
+        if not folder.is_dir():
+            return {}
+        out = {}
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            record = self._read_record(path)
+            if record is not None:
+                out[path.name] = record.get("extent")
+        return out
+
+    def clear_done(self, stage: str, key: str | None = None) -> int:
+        """Delete the record of ``key`` (or every record of ``stage``); return how many."""
+        if key is not None:
+            try:
+                self._done_path(stage, key).unlink()
+            except FileNotFoundError:
+                return 0
+            return 1
+        folder = self.root / DONE_DIR / _check_name(stage, "stage")
+        paths = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return len(paths)
+
+    @staticmethod
+    def _read_record(path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # unreadable: treated as not done, the work is redone
+
+    # --- the run lock
+    @contextlib.contextmanager
+    def lock(self, *, blocking: bool = False) -> Iterator[Store]:
+        """Hold the store's run lock for the ``with`` block.
+
+        The lock is an exclusive ``fcntl.flock`` on ``ROOT/.lock``, which records the
+        holder's pid, host and start time. It is re-entrant within one process (a flow
+        that holds it can call stages that take it again) and released when its process
+        exits, so a crashed run never leaves the store locked.
+
+        Parameters
+        ----------
+        blocking : bool, optional
+            Wait for the lock instead of failing at once.
+
+        Raises
+        ------
+        StoreLockedError
+            If another process holds the lock (and ``blocking`` is False).
+        """
+        key = str(self.root.resolve())
+        pid = os.getpid()
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None and held[0] == pid:
+                held[2] += 1
+                reentered = True
+            else:
+                reentered = False
+        if reentered:
+            try:
+                yield self
+            finally:
+                with _HELD_GUARD:
+                    _HELD[key][2] -= 1
+            return
+        path = self.root / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise StoreLockedError(self._locked_message(path)) from None
+            os.ftruncate(fd, 0)
+            info = {"pid": pid, "host": socket.gethostname(), "started": _now()}
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            with _HELD_GUARD:
+                _HELD[key] = [pid, fd, 1]
+            try:
+                yield self
+            finally:
+                with _HELD_GUARD:
+                    _HELD.pop(key, None)
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _locked_message(self, path: Path) -> str:
+        try:
+            info = json.loads(path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            info = {}
+        who = (
+            f"pid {info.get('pid', 'unknown')} on {info.get('host', 'unknown host')}, "
+            f"started {info.get('started', 'at an unknown time')}"
+        )
+        return (
+            f"Another microscale run ({who}) is using the store {self.root}; wait for it to "
+            "finish or stop that process. The lock is released when the process exits, so "
+            "there is nothing to delete by hand."
+        )
+
+
+# --------------------------------------------------------------------------- create / open
+
+
+def _as_store(store: Store | str | os.PathLike[str]) -> Store:
+    return store if isinstance(store, Store) else open_store(store)
+
+
+def create_store(
+    root: str | os.PathLike[str],
+    *,
+    tile_size: int,
+    tiles_per_chunk: int = 64,
+    features_chunk: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    exist_ok: bool = False,
+) -> Store:
+    """Create an empty store at ``root`` (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    root : path
+        The store directory; created if absent (it may exist and hold other files).
+    tile_size : int
+        Side ``s`` of the square tiles, >= 1.
+    tiles_per_chunk : int, optional
+        Tiles per chunk of ``tiles`` (64 tiles of 256 x 256 float32 are 16 MiB).
+    features_chunk : int, optional
+        Rows per chunk of the ``features/<d>`` arrays: one feature batch, written by one
+        task. Default ``tiles_per_chunk``.
+    attrs : mapping, optional
+        Further group attributes (JSON values), e.g. the intensity normalisation of the
+        tiles.
+    exist_ok : bool, optional
+        Open an existing store instead of failing, if its tile size is the same.
+
+    Returns
+    -------
+    Store
+
+    Raises
+    ------
+    StoreExistsError
+        If a store exists at ``root`` and ``exist_ok`` is False.
+    StoreError
+        If ``exist_ok`` is True but the existing store has another tile size.
+    """
+    s = _check_count(tile_size, "tile_size")
+    per_chunk = _check_count(tiles_per_chunk, "tiles_per_chunk")
+    f_chunk = per_chunk if features_chunk is None else _check_count(features_chunk, "features_chunk")
+    root = Path(root)
+    if (root / GROUP_NAME / "zarr.json").exists():
+        if not exist_ok:
+            raise StoreExistsError(
+                f"A microscale store already exists at {root}. Open it with open_store, or "
+                "pass exist_ok=True."
+            )
+        store = open_store(root)
+        if store.tile_size != s:
+            raise StoreError(
+                f"The store at {root} holds {store.tile_size}-pixel tiles, not {s}. Use "
+                f"tile_size={store.tile_size} or a new store."
+            )
+        return store
+    root.mkdir(parents=True, exist_ok=True)
+    group_attrs = dict(attrs or {})
+    group_attrs.update(
+        microscale_store=FORMAT_VERSION,
+        tile_size=s,
+        tiles_per_chunk=per_chunk,
+        features_chunk=f_chunk,
+        n_tiles=0,
+        n_images=0,
+        created=_now(),
+    )
+    group = zarr.open_group(root / GROUP_NAME, mode="w", attributes=_jsonable(group_attrs))
+    rows = 4096  # chunk length of the per-tile and per-image tables
+    specs = [
+        ("tiles", (0, s, s), (per_chunk, s, s), np.float32, ("tile", "y", "x"), np.nan),
+        ("tile_image", (0,), (rows,), np.int64, ("tile",), -1),
+        ("tile_origin", (0, 2), (rows, 2), np.int32, ("tile", "corner"), -1),
+        ("tile_weight", (0,), (rows,), np.float64, ("tile",), np.nan),
+        ("image_id", (0,), (rows,), _STRING, ("image",), ""),
+        ("image_path", (0,), (rows,), _STRING, ("image",), ""),
+        ("pixel_size_nm", (0,), (rows,), np.float64, ("image",), np.nan),
+        ("image_tiles", (0, 2), (rows, 2), np.int64, ("image", "bound"), -1),
+    ]
+    for name, shape, chunks, dtype, dims, fill in specs:
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=dims,
+        )
+    return Store(root, group)
+
+
+def open_store(root: str | os.PathLike[str], *, mode: str = "r+") -> Store:
+    """Open the store at ``root``.
+
+    Parameters
+    ----------
+    root : path
+        The store directory.
+    mode : {"r+", "r"}, optional
+        Read-write (default) or read-only.
+
+    Returns
+    -------
+    Store
+
+    Raises
+    ------
+    StoreNotFoundError
+        If ``root`` holds no microscale store.
+    """
+    if mode not in ("r", "r+"):
+        raise ValueError(f"The 'mode' parameter must be 'r' or 'r+'. Got {mode!r} instead.")
+    root = Path(root)
+    if not (root / GROUP_NAME / "zarr.json").is_file():
+        raise StoreNotFoundError(
+            f"No microscale store at {root} (no {GROUP_NAME}/zarr.json). Create one with "
+            "create_store, or check the path."
+        )
+    group = zarr.open_group(root / GROUP_NAME, mode=mode)
+    version = group.attrs.get("microscale_store")
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{root} is not a microscale store of format {FORMAT_VERSION} "
+            f"(microscale_store = {version!r})."
+        )
+    return Store(root, group)
+
+
+# --------------------------------------------------------------------------- appending
+
+
+_TILE_ARRAYS = ("tiles", "tile_image", "tile_origin", "tile_weight")
+_IMAGE_ARRAYS = ("image_id", "image_path", "pixel_size_nm", "image_tiles")
+
+
+def _resize_rows(group: zarr.Group, names: Sequence[str], n: int) -> None:
+    for name in names:
+        arr = group[name]
+        if arr.shape[0] != n:
+            arr.resize((n, *arr.shape[1:]))
+
+
+def append_tiles(
+    store: Store,
+    tiles: ArrayLike,
+    *,
+    image_index: ArrayLike,
+    origins: ArrayLike,
+    weights: ArrayLike,
+) -> tuple[int, int]:
+    """Write tiles past the committed end; :func:`append_images` commits them.
+
+    Tiles must arrive grouped by image, in image order, and belong to images not yet
+    committed: ``image_index`` starts at or after :attr:`Store.next_image_index` - 1 and
+    never decreases. Until :func:`append_images` commits them, the rows are invisible
+    (``store.n_tiles`` does not count them) and a crash simply loses them.
+
+    Parameters
+    ----------
+    store : Store
+        Opened read-write. One process appends at a time (hold :meth:`Store.lock`).
+    tiles : (t, s, s) array_like
+        Tiles, finite; stored as float32. The features stage expects intensities already
+        normalised to [0, 1] per image.
+    image_index : (t,) array_like of int
+        Index of each tile's image.
+    origins : (t, 2) array_like of int
+        (row, column) of each tile's top-left pixel in its image.
+    weights : (t,) array_like of float
+        Non-negative weight of each tile in its image's mean: the number of real (not
+        padded) pixels it holds.
+
+    Returns
+    -------
+    (start, stop) : tuple of int
+        The rows written.
+    """
+    s = store.tile_size
+    arr = np.asarray(tiles)
+    if arr.ndim != 3 or arr.shape[1:] != (s, s):
+        raise StoreError(
+            f"tiles must have shape (t, {s}, {s}) for this store's {s}-pixel tiles. Got "
+            f"{arr.shape} instead."
+        )
+    t = arr.shape[0]
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise StoreError("tiles contain NaN or infinite pixels; replace or mask them first.")
+    idx = np.asarray(image_index)
+    org = np.asarray(origins)
+    w = np.asarray(weights, dtype=np.float64)
+    if idx.shape != (t,) or not np.issubdtype(idx.dtype, np.integer):
+        raise StoreError(f"image_index must be ({t},) integers, one per tile. Got {idx.shape}.")
+    if org.shape != (t, 2):
+        raise StoreError(f"origins must have shape ({t}, 2). Got {org.shape} instead.")
+    if w.shape != (t,) or not (np.isfinite(w).all() and (w >= 0).all()):
+        raise StoreError(f"weights must be ({t},) finite non-negative numbers, one per tile.")
+    if t == 0:
+        return (store.n_tiles + sum(len(p) for p in store._pending),) * 2
+    first = max(store.n_images, store.next_image_index - 1)
+    if idx[0] < first or (np.diff(idx) < 0).any():
+        raise StoreError(
+            f"image_index must not decrease and must start at {first} or later (images "
+            f"0..{store.n_images - 1} are committed). Got {idx[0]}..{idx[-1]}."
+        )
+    start = store.n_tiles + sum(len(p) for p in store._pending)
+    stop = start + t
+    group = store.group
+    for name in _TILE_ARRAYS:
+        a = group[name]
+        if a.shape[0] < stop:
+            a.resize((stop, *a.shape[1:]))
+    group["tiles"][start:stop] = arr
+    group["tile_image"][start:stop] = idx.astype(np.int64)
+    group["tile_origin"][start:stop] = org.astype(np.int32)
+    group["tile_weight"][start:stop] = w
+    store._pending.append(idx.astype(np.int64))
+    return start, stop
+
+
+def append_images(
+    store: Store,
+    *,
+    image_ids: Sequence[str],
+    paths: Sequence[str],
+    pixel_size_nm: ArrayLike | None = None,
+) -> tuple[int, int]:
+    """Commit the images whose tiles were appended by :func:`append_tiles`.
+
+    Writes the image rows, then sets the group attributes ``n_tiles`` and ``n_images``
+    (the commit), then adds the paths to the manifest.
+
+    Parameters
+    ----------
+    store : Store
+        The store :func:`append_tiles` wrote to (same object).
+    image_ids : sequence of str
+        Content ids (hashes) of the new images, in index order, not yet in the store.
+    paths : sequence of str
+        The path each image was read from.
+    pixel_size_nm : (m,) array_like, optional
+        Physical pixel sizes; NaN (or None) when unknown.
+
+    Returns
+    -------
+    (start, stop) : tuple of int
+        The indices of the committed images.
+
+    Raises
+    ------
+    StoreError
+        If an id is already in the store or repeated, or if the pending tiles do not
+        belong to exactly these images (each image needs at least one tile).
+    """
+    ids = [str(v) for v in image_ids]
+    m = len(ids)
+    if len(paths) != m:
+        raise StoreError(f"{m} image ids but {len(paths)} paths; give one path per image.")
+    if pixel_size_nm is None:
+        px = np.full(m, np.nan)
+    else:
+        px = np.array([np.nan if v is None else v for v in np.atleast_1d(pixel_size_nm)], float)
+        if px.shape != (m,):
+            raise StoreError(f"pixel_size_nm must have one entry per image ({m}).")
+    if len(set(ids)) != m:
+        raise StoreError("image_ids contains duplicates; store each content once.")
+    known = [i for i in ids if store.image_index(i) is not None]
+    if known:
+        raise StoreError(
+            f"Image {known[0]!r} is already in the store (index {store.image_index(known[0])});"
+            " record its new path with record_files instead of appending it again."
+        )
+    n0 = store.n_images
+    tile_image = np.concatenate(store._pending) if store._pending else np.empty(0, np.int64)
+    t0 = store.n_tiles
+    expected = np.arange(n0, n0 + m)
+    present = np.unique(tile_image)
+    if not np.array_equal(present, expected):
+        raise StoreError(
+            f"The pending tiles belong to images {present.tolist()[:10]} but images "
+            f"{n0}..{n0 + m - 1} are being committed; every new image needs its tiles "
+            "appended first (at least one each)."
+        )
+    starts = t0 + np.searchsorted(tile_image, expected, side="left")
+    stops = t0 + np.searchsorted(tile_image, expected, side="right")
+    t1 = t0 + len(tile_image)
+    group = store.group
+    _resize_rows(group, _IMAGE_ARRAYS, n0 + m)
+    _resize_rows(group, _TILE_ARRAYS, t1)  # drops rows left by a crashed append
+    if m:
+        group["image_id"][n0 : n0 + m] = np.array(ids, dtype=object)
+        group["image_path"][n0 : n0 + m] = np.array([str(p) for p in paths], dtype=object)
+        group["pixel_size_nm"][n0 : n0 + m] = px
+        group["image_tiles"][n0 : n0 + m] = np.stack([starts, stops], axis=1)
+    group.attrs.update({"n_tiles": int(t1), "n_images": int(n0 + m)})  # the commit
+    store._pending.clear()
+    if store._ids is not None:
+        store._ids.update({i: n0 + k for k, i in enumerate(ids)})
+    _update_manifest(store, images={i: [str(p)] for i, p in zip(ids, paths, strict=True)})
+    return n0, n0 + m
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def read_manifest(store: Store | str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest ``images.json``.
+
+    Returns
+    -------
+    dict
+        ``{"images": {image_id: [path, ...]}, "files": {path: {"status": ...,
+        "reason": ..., "image_id": ...}}}``. ``status`` is ``"processed"``, ``"skipped"``
+        (e.g. a duplicate, or not an image) or ``"failed"``.
+    """
+    root = store.root if isinstance(store, Store) else Path(store)
+    try:
+        data = json.loads((root / MANIFEST_NAME).read_text())
+    except FileNotFoundError:
+        data = {}
+    data.setdefault("images", {})
+    data.setdefault("files", {})
+    return data
+
+
+def _update_manifest(
+    store: Store,
+    *,
+    images: Mapping[str, Sequence[str]] | None = None,
+    files: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    data = read_manifest(store)
+    for image_id, paths in (images or {}).items():
+        known = data["images"].setdefault(image_id, [])
+        known.extend(p for p in paths if p not in known)
+    for path, outcome in (files or {}).items():
+        data["files"][str(path)] = dict(outcome)
+    _atomic_write(store.root / MANIFEST_NAME, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def record_files(store: Store, outcomes: Mapping[str, Mapping[str, Any]]) -> None:
+    """Record what happened to each input file, in the manifest.
+
+    Parameters
+    ----------
+    store : Store
+        Opened read-write, by the single ingesting process.
+    outcomes : mapping path -> mapping
+        ``{"status": "processed" | "skipped" | "failed", "reason": str (optional),
+        "image_id": str (optional)}``. A path with an ``image_id`` is added to that
+        image's list of paths (how duplicates are recorded: computed once, every path
+        kept).
+    """
+    files: dict[str, dict[str, Any]] = {}
+    images: dict[str, list[str]] = {}
+    for path, outcome in outcomes.items():
+        status = outcome.get("status")
+        if status not in FILE_STATUSES:
+            raise StoreError(
+                f"The outcome of {path!r} has status {status!r}; use one of {FILE_STATUSES}."
+            )
+        files[str(path)] = _jsonable(dict(outcome))
+        if outcome.get("image_id"):
+            images.setdefault(str(outcome["image_id"]), []).append(str(path))
+    _update_manifest(store, images=images, files=files)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _check_range(start: int, stop: int | None, n: int, what: str) -> tuple[int, int]:
+    stop = n if stop is None else int(stop)
+    start = int(start)
+    if not 0 <= start <= stop <= n:
+        raise StoreError(f"Rows {start}:{stop} are outside the {n} {what} of the store.")
+    return start, stop
+
+
+def read_tiles(store: Store, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Committed tiles ``start:stop``, a (t, s, s) float32 array."""
+    start, stop = _check_range(start, stop, store.n_tiles, "tiles")
+    return store.group["tiles"][start:stop]
+
+
+def tile_table(store: Store, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Per-tile provenance of the committed tiles ``start:stop``.
+
+    Returns
+    -------
+    dict
+        ``tile_image`` (t,) int64, ``tile_origin`` (t, 2) int32, ``tile_weight`` (t,)
+        float64.
+    """
+    start, stop = _check_range(start, stop, store.n_tiles, "tiles")
+    return {name: store.group[name][start:stop] for name in _TILE_ARRAYS[1:]}
+
+
+def image_table(store: Store, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """The committed image table, rows ``start:stop``.
+
+    Returns
+    -------
+    dict
+        ``image_id`` (m,) str, ``image_path`` (m,) str, ``pixel_size_nm`` (m,) float64,
+        ``image_tiles`` (m, 2) int64 ([start, stop) of each image's tiles).
+    """
+    start, stop = _check_range(start, stop, store.n_images, "images")
+    out = {name: store.group[name][start:stop] for name in _IMAGE_ARRAYS}
+    for name in ("image_id", "image_path"):
+        out[name] = np.asarray(out[name], dtype=str)
+    return out
+
+
+def has_array(store: Store, name: str) -> bool:
+    """Whether the array ``name`` (e.g. ``"features/cnn"``) exists."""
+    try:
+        node = store.group[name]
+    except KeyError:
+        return False
+    return isinstance(node, zarr.Array)
+
+
+def _array(store: Store, name: str) -> zarr.Array:
+    if not has_array(store, name):
+        raise StoreError(f"The store {store.root} has no array {name!r}; run its stage first.")
+    return store.group[name]
+
+
+def array_shape(store: Store, name: str) -> tuple[int, ...]:
+    """Shape of the array ``name``."""
+    return tuple(_array(store, name).shape)
+
+
+def array_chunks(store: Store, name: str) -> tuple[int, ...]:
+    """Chunk shape of the array ``name``."""
+    return tuple(_array(store, name).chunks)
+
+
+def array_attrs(store: Store, name: str) -> dict[str, Any]:
+    """Attributes of the array ``name`` (a copy)."""
+    return dict(_array(store, name).attrs)
+
+
+def read_rows(store: Store, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of the array ``name``, as numpy.
+
+    Examples: ``read_rows(store, "image_features/cnn", 0, 1024)`` is (1024, 305888)
+    float32; ``read_rows(store, "distances/cnn")`` is the whole (n, n) matrix.
+    """
+    arr = _array(store, name)
+    start, stop = _check_range(start, stop, arr.shape[0], f"rows of {name!r} in")
+    return arr[start:stop]
+
+
+def read_array(store: Store, name: str) -> np.ndarray:
+    """The whole array ``name``."""
+    return _array(store, name)[...]
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def ensure_array(
+    store: Store,
+    name: str,
+    *,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: DTypeLike,
+    dimension_names: tuple[str, ...],
+    attrs: Mapping[str, Any] | None = None,
+) -> bool:
+    """Create the array ``name``, or grow an existing one to ``shape``.
+
+    Driver-side only (under the run lock, before tasks that write it are submitted).
+    An existing array must have the same chunks, dtype and ``attrs`` (for the keys given:
+    they identify what the array holds, e.g. the VGG layers), and may only grow. Growing
+    keeps every chunk already written. New arrays are uncompressed (texture vectors and
+    distances do not compress) with fill value NaN.
+
+    Returns
+    -------
+    bool
+        True if the array was created.
+
+    Raises
+    ------
+    StoreError
+        If the existing array differs in chunks, dtype or ``attrs``, or is larger.
+    """
+    want = _jsonable(dict(attrs or {}))
+    dtype = np.dtype(dtype)
+    if has_array(store, name):
+        arr = store.group[name]
+        if tuple(arr.chunks) != tuple(chunks) or arr.dtype != dtype:
+            raise StoreError(
+                f"{name!r} in {store.root} has chunks {arr.chunks} and dtype {arr.dtype}, "
+                f"not {tuple(chunks)} and {dtype}. Use the same block/batch size as before, "
+                f"or delete {name!r} (and its completion records) to start it afresh."
+            )
+        have = dict(arr.attrs)
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            detail = "; ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            raise StoreError(
+                f"{name!r} in {store.root} was computed with other settings ({detail}). "
+                f"Use the stored settings, or delete {name!r} to recompute it."
+            )
+        if len(arr.shape) != len(shape) or any(a > b for a, b in zip(arr.shape, shape)):
+            raise StoreError(
+                f"{name!r} has shape {arr.shape}; it can grow to {tuple(shape)} but never "
+                "shrink (images are append-only)."
+            )
+        if tuple(arr.shape) != tuple(shape):
+            arr.resize(tuple(shape))
+        return False
+    parent, _, leaf = name.rpartition("/")
+    group = store.group.require_group(parent) if parent else store.group
+    group.create_array(
+        leaf,
+        shape=tuple(shape),
+        chunks=tuple(chunks),
+        dtype=dtype,
+        fill_value=np.nan,
+        compressors=None,
+        dimension_names=tuple(dimension_names),
+        attributes=want,
+    )
+    return True
+
+
+def ensure_features_array(
+    store: Store,
+    name: str,
+    n_features: int,
+    *,
+    n_rows: int,
+    chunk_rows: int,
+    dtype: DTypeLike = np.float32,
+    row_dim: str = "tile",
+    attrs: Mapping[str, Any] | None = None,
+) -> bool:
+    """Create or grow a (rows, n_features) array, e.g. ``"features/cnn"``.
+
+    Parameters
+    ----------
+    store : Store
+    name : str
+        ``"features/<d>"`` (rows = tiles, ``chunk_rows`` = one feature batch) or
+        ``"image_features/<d>"`` (rows = images, ``chunk_rows = 1``).
+    n_features : int
+        Length of a feature vector.
+    n_rows : int
+        Rows the array must hold.
+    chunk_rows : int
+        Rows per chunk; a chunk holds whole vectors.
+    dtype : numpy dtype, optional
+    row_dim : str, optional
+        Name of the row dimension (``"tile"`` or ``"image"``).
+    attrs : mapping, optional
+        Settings that define the content (descriptor options); checked on reuse.
+
+    Returns
+    -------
+    bool
+        True if the array was created.
+    """
+    d = _check_count(n_features, "n_features")
+    rows = _check_count(n_rows, "n_rows", minimum=0)
+    c = _check_count(chunk_rows, "chunk_rows")
+    return ensure_array(
+        store,
+        name,
+        shape=(rows, d),
+        chunks=(c, d),
+        dtype=dtype,
+        dimension_names=(row_dim, "feature"),
+        attrs=attrs,
+    )
+
+
+def ensure_distance_matrix(
+    store: Store, name: str, n: int, block: int, *, attrs: Mapping[str, Any] | None = None
+) -> bool:
+    """Create or grow the (n, n) float64 distance matrix ``name`` in (block, block) chunks.
+
+    Raises
+    ------
+    StoreError
+        If the matrix exists with another block size.
+    """
+    n = _check_count(n, "n", minimum=0)
+    b = _check_count(block, "block")
+    return ensure_array(
+        store,
+        name,
+        shape=(n, n),
+        chunks=(b, b),
+        dtype=np.float64,
+        dimension_names=("image", "image_2"),
+        attrs=attrs,
+    )
+
+
+def write_block(
+    store: Store,
+    name: str,
+    data: ArrayLike,
+    *,
+    rows: tuple[int, int],
+    cols: tuple[int, int] | None = None,
+) -> None:
+    """Write whole chunks of the array ``name``: rows ``rows`` (and columns ``cols``).
+
+    This is how tasks write: a region made of whole chunks has one writer and needs no
+    read-modify-write. A region ends at a chunk boundary or at the end of the array.
+
+    Parameters
+    ----------
+    store : Store
+    name : str
+        The array, e.g. ``"features/cnn"`` or ``"distances/cnn"``.
+    data : array_like
+        ``(stop - start, ...)``, or ``(rows, cols)`` for a 2-D block of a matrix. Trailing
+        axes (those not given by ``rows``/``cols``) are written whole.
+    rows, cols : (start, stop)
+        The region along the first (and second) axis.
+
+    Raises
+    ------
+    StoreError
+        If the region is not made of whole chunks or the data's shape does not match.
+    """
+    arr = _array(store, name)
+    region = [rows] if cols is None else [rows, cols]
+    index = []
+    for axis, (start, stop) in enumerate(region):
+        start, stop = int(start), int(stop)
+        c, n = arr.chunks[axis], arr.shape[axis]
+        if not (0 <= start < stop <= n) or start % c or (stop % c and stop != n):
+            raise StoreError(
+                f"Region {start}:{stop} along axis {axis} of {name!r} (length {n}, chunks of "
+                f"{c}) is not made of whole chunks; a task may only write whole chunks."
+            )
+        index.append(slice(start, stop))
+    data = np.asarray(data)
+    expected = tuple(s.stop - s.start for s in index) + tuple(arr.shape[len(index) :])
+    if data.shape != expected:
+        raise StoreError(f"Data of shape {data.shape} for a region of shape {expected} in {name!r}.")
+    arr[tuple(index)] = data
+
+
+def write_array(
+    store: Store, name: str, data: ArrayLike, *, attrs: Mapping[str, Any] | None = None
+) -> None:
+    """(Over)write a small array whole, in one chunk, then set its attributes.
+
+    Driver-side only, for small results (the distance centre, embeddings). The
+    attributes are written after the data, so attributes that say what the data are
+    (e.g. how many images a centre covers) never describe data that are not there.
+    """
+    data = np.asarray(data)
+    parent, _, leaf = name.rpartition("/")
+    group = store.group.require_group(parent) if parent else store.group
+    chunks = tuple(max(1, s) for s in data.shape)
+    arr = group.create_array(
+        leaf,
+        shape=data.shape,
+        chunks=chunks,
+        dtype=data.dtype,
+        fill_value=np.nan if data.dtype.kind == "f" else 0,
+        compressors=None,
+        overwrite=True,
+    )
+    if data.size:
+        arr[...] = data
+    if attrs:
+        arr.attrs.update(_jsonable(dict(attrs)))
