@@ -256,8 +256,10 @@ def texture_vectors(
     layer_weights : sequence or mapping of float, optional
         w_l for each layer (Eq. 3); default 1.
     normalize : {"minmax", "percentile", "dtype"} or None, optional
-        Intensity mapping of :func:`microscale.intensity.normalize_intensity`. ``None``
-        uses the values as they are; they must already lie in [0, 1].
+        Intensity mapping of :func:`microscale.intensity.normalize_intensity`, applied to
+        each image. ``None`` uses the values as they are (they must already lie in
+        [0, 1], e.g. tiles normalised with their whole image); a constant image is then
+        valid (its vector is finite), while with a mapping it is rejected.
     percentiles, bit_depth : optional
         Passed to :func:`~microscale.intensity.normalize_intensity`.
     device : str or torch.device, optional
@@ -305,9 +307,10 @@ def texture_vectors(
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be a positive int. Got {batch_size!r}.")
     stack = as_image_stack(images, min_size=MIN_SIZE)
-    lo_all, hi_all = intensity_range(stack)  # constant images fail here, before any work
-    if normalize is None:
-        lo, hi = float(lo_all.min()), float(hi_all.max())
+    if normalize is not None:
+        intensity_range(stack)  # constant images fail here, before any work
+    else:  # already normalised (e.g. tiles of a store): a flat tile is valid, not an error
+        lo, hi = float(stack.min()), float(stack.max())
         if lo < 0 or hi > 1:
             raise ValueError(
                 f"With normalize=None the images must lie in [0, 1]; found [{lo}, {hi}]. "

@@ -1,0 +1,292 @@
+"""Ingest an archive folder into a store: discover, decode, normalise, tile, record.
+
+Every discovered file ends with one outcome in the store's manifest, and the counts add up
+(``processed + skipped + failed == discovered``):
+
+- ``processed``: decoded and tiled; or already in the store (a re-run, or the same content
+  under another name: files are identified by their sha256, computed once, and every path
+  is recorded under that content);
+- ``skipped``: not an image (decided by content sniffing, never by the extension), or an
+  image with no texture (constant) or too small for one tile;
+- ``failed``: an image that could not be decoded (truncated, corrupt, too many pixels),
+  with the decoder's reason.
+
+One bad file never stops the others. Each image is committed to the store on its own, so a
+crash loses at most the file being read.
+
+Per image, in order: the SEM information bar is cropped (``crop_bottom`` pixels, or from
+the FEI header with ``crop_bottom="auto"``); the image is resampled to ``pixel_size_nm``
+when that is set and the file has a calibration; intensities are mapped to [0, 1] per image
+(``normalize``, METHOD.md section 1: so that all tiles of an image share its contrast);
+then it is tiled (:func:`microscale.io.tile`). A multi-page file contributes one image per
+page, with identity ``sha256#p<page>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from microscale import io
+from microscale.intensity import ConstantImageError, Normalization, normalize_intensity
+from microscale.store import (
+    Store,
+    append_images,
+    append_tiles,
+    create_store,
+    open_store,
+    read_manifest,
+    record_files,
+)
+
+__all__ = ["IngestReport", "ingest_archive"]
+
+log = logging.getLogger(__name__)
+
+STORE_PARAMS = ("tile_size", "stride", "min_fraction", "normalize", "pixel_size_nm", "crop_bottom")
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did.
+
+    Attributes
+    ----------
+    outcomes : dict
+        Relative path -> {"status", "reason", "image_id"} for every file discovered now.
+    new_images, new_tiles : int
+        Images and tiles added by this run.
+    n_images, n_tiles : int
+        Totals in the store afterwards.
+    """
+
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_images: int = 0
+    new_tiles: int = 0
+    n_images: int = 0
+    n_tiles: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Files by status; they add up to the number discovered."""
+        out = {"processed": 0, "skipped": 0, "failed": 0}
+        for outcome in self.outcomes.values():
+            out[outcome["status"]] += 1
+        return out
+
+    def reasons(self) -> dict[tuple[str, str], int]:
+        """Files by (status, short reason)."""
+        table: dict[tuple[str, str], int] = {}
+        for outcome in self.outcomes.values():
+            key = (outcome["status"], outcome.get("kind", ""))
+            table[key] = table.get(key, 0) + 1
+        return table
+
+
+def _open_or_create(
+    store: str | os.PathLike[str], *, params: dict[str, Any], tiles_per_chunk: int
+) -> Store:
+    root = Path(store)
+    if (root / "store.zarr").exists():
+        st = open_store(root)
+        fixed = st.attrs.get("ingest", {})
+        changed = {k: (fixed.get(k), v) for k, v in params.items() if fixed.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"The store {root} was made with different ingest settings "
+                f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in changed.items())}). "
+                "Use the same settings, or a new store."
+            )
+        return st
+    return create_store(
+        root,
+        tile_size=params["tile_size"],
+        tiles_per_chunk=tiles_per_chunk,
+        attrs={"ingest": params},
+        exist_ok=True,
+    )
+
+
+def ingest_archive(
+    archive: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    tile_size: int = 256,
+    stride: int | None = None,
+    min_fraction: float = 0.5,
+    normalize: Normalization = "percentile",
+    pixel_size_nm: float | None = None,
+    crop_bottom: int | Literal["auto"] = "auto",
+    max_pixels: int = 2**28,
+    tiles_per_chunk: int = 64,
+    on_file: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Add the new images of ``archive`` to the store at ``store`` (created if absent).
+
+    Parameters
+    ----------
+    archive : path
+        Folder searched recursively.
+    store : path
+        Store directory (:mod:`microscale.store`).
+    tile_size, stride, min_fraction : optional
+        Tiling (:func:`microscale.io.tile`); fixed for the life of a store.
+    normalize : {"percentile", "minmax", "dtype"}, optional
+        Per-image intensity mapping (robust percentiles by default for real micrographs).
+    pixel_size_nm : float, optional
+        Resample every calibrated image to this pixel size, so that textures at different
+        magnifications compare. Uncalibrated images are kept as they are (and say so).
+    crop_bottom : int or "auto", optional
+        Rows of SEM information bar to cut off; "auto" reads it from FEI headers.
+    max_pixels : int, optional
+        Refuse images with more pixels (decompression bombs); raise it for huge images.
+    tiles_per_chunk : int, optional
+        Zarr chunk length along the tile axis, for a new store.
+    on_file : callable(done, total), optional
+        Progress callback after each file.
+
+    Returns
+    -------
+    IngestReport
+    """
+    params = {
+        "tile_size": int(tile_size),
+        "stride": None if stride is None else int(stride),
+        "min_fraction": float(min_fraction),
+        "normalize": normalize,
+        "pixel_size_nm": None if pixel_size_nm is None else float(pixel_size_nm),
+        "crop_bottom": crop_bottom,
+    }
+    root = Path(archive)
+    files = io.discover(root)
+    st = _open_or_create(store, params=params, tiles_per_chunk=tiles_per_chunk)
+    report = IngestReport()
+    with st.lock():
+        known = read_manifest(st)
+        known_digests = {image_id.split("#")[0] for image_id in known["images"]}
+        for done, path in enumerate(files, 1):
+            rel = path.relative_to(root.resolve()).as_posix()
+            try:
+                outcome = _ingest_file(st, path, rel, known_digests, params, max_pixels, report)
+            except Exception as exc:  # one bad file never loses the others
+                log.exception("unexpected error on %s", rel)
+                outcome = _outcome("failed", "error", f"{type(exc).__name__}: {exc}")
+            report.outcomes[rel] = outcome
+            record_files(st, {rel: outcome})
+            if on_file is not None:
+                on_file(done, len(files))
+    report.n_images, report.n_tiles = st.n_images, st.n_tiles
+    return report
+
+
+def _outcome(status: str, kind: str, reason: str = "", image_id: str | None = None) -> dict:
+    out: dict[str, Any] = {"status": status, "kind": kind, "reason": reason}
+    if image_id is not None:
+        out["image_id"] = image_id
+    return out
+
+
+def _ingest_file(
+    st: Store,
+    path: Path,
+    rel: str,
+    known_digests: set[str],
+    params: dict[str, Any],
+    max_pixels: int,
+    report: IngestReport,
+) -> dict[str, Any]:
+    fmt = io.sniff_format(path)
+    if fmt is None:
+        return _outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)")
+    digest = io.file_digest(path)
+    if digest in known_digests:
+        first = next((i for i in (digest, f"{digest}#p0") if st.image_index(i) is not None), None)
+        return _outcome("processed", "duplicate", f"same content as an image already stored", first)
+    try:
+        n_pages = io.count_pages(path)
+    except (io.DecodeError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
+        return _outcome("failed", "decode", str(exc))
+    kinds = []
+    first_id = None
+    for page in range(n_pages):
+        image_id = digest if n_pages == 1 else f"{digest}#p{page}"
+        status, kind, reason = _ingest_page(st, path, rel, page, image_id, params, max_pixels, report)
+        kinds.append((status, kind, reason))
+        if status == "processed" and first_id is None:
+            first_id = image_id
+    known_digests.add(digest)
+    if first_id is not None:
+        bad = [r for s, _, r in kinds if s != "processed"]
+        note = f"{n_pages} page(s)" + (f"; {len(bad)} page(s) not used: {bad[0]}" if bad else "")
+        return _outcome("processed", "image", note, first_id)
+    status, kind, reason = kinds[0]
+    return _outcome(status, kind, reason)
+
+
+def _ingest_page(
+    st: Store,
+    path: Path,
+    rel: str,
+    page: int,
+    image_id: str,
+    params: dict[str, Any],
+    max_pixels: int,
+    report: IngestReport,
+) -> tuple[str, str, str]:
+    try:
+        micro = io.read_micrograph(path, page=page, max_pixels=max_pixels)
+    except io.ImageTooLargeError as exc:
+        return "failed", "too large", str(exc)
+    except (io.DecodeError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
+        return "failed", "decode", str(exc)
+    image = micro.data
+    bar = io.detect_info_bar(micro) if params["crop_bottom"] == "auto" else params["crop_bottom"]
+    if bar:
+        image = io.crop(image, bottom=int(bar))
+    pixel_size = micro.pixel_size_nm
+    if params["pixel_size_nm"] is not None and pixel_size is not None:
+        image = io.resample(image, pixel_size_nm=pixel_size, target_nm=params["pixel_size_nm"])
+        pixel_size = params["pixel_size_nm"]
+    if not np.issubdtype(image.dtype, np.bool_) and np.issubdtype(image.dtype, np.floating):
+        bad = ~np.isfinite(image)
+        if bad.any():  # documented rule: NaN/inf pixels take the image's finite median
+            if bad.all():
+                return "skipped", "no finite pixels", f"{rel} page {page}: no finite pixels"
+            image = np.where(bad, np.median(image[~bad]), image)
+    try:
+        grey = normalize_intensity(image, method=params["normalize"])[0]
+    except ConstantImageError as exc:
+        return "skipped", "constant", f"{rel} page {page}: {exc}"
+    try:
+        tiles, origins = io.tile(
+            grey,
+            tile_size=params["tile_size"],
+            stride=params["stride"],
+            min_fraction=params["min_fraction"],
+            source=rel,
+        )
+    except io.ImageTooSmallError as exc:
+        return "skipped", "too small", str(exc)
+    real = np.minimum(origins + params["tile_size"], grey.shape) - origins
+    index = st.next_image_index
+    append_tiles(
+        st,
+        tiles,
+        image_index=np.full(len(tiles), index),
+        origins=origins,
+        weights=real.prod(axis=1).astype(np.float64),
+    )
+    append_images(
+        st,
+        image_ids=[image_id],
+        paths=[rel],
+        pixel_size_nm=[np.nan if pixel_size is None else pixel_size],
+    )
+    report.new_images += 1
+    report.new_tiles += len(tiles)
+    return "processed", "image", ""

@@ -1,0 +1,1120 @@
+"""The stages of an archive run, as library functions over a store (no Prefect here).
+
+An archive run turns the tiles of a store (:mod:`microscale.store`) into texture maps:
+
+1. **features** -- :func:`run_features`: texture vectors (``"cnn"``) or power spectra
+   (``"ps"``) of every tile, one task per feature batch (= one chunk of
+   ``features/<d>``), :func:`compute_feature_batch`;
+2. **image features** -- :func:`image_features`: the pixel-weighted mean of each image's
+   tile vectors (METHOD.md section 2: tiles and images share one space), one task per
+   group of images, :func:`compute_image_features`;
+3. **distances** -- :func:`run_distances`: the exact (n, n) distance matrix between image
+   features, out of core, one task per group of block pairs ``(i, j)``, ``i <= j``,
+   :func:`compute_distance_blocks`, each calling the kernel
+   :func:`microscale.distance.block_sq_distances` and writing chunks ``(i, j)`` and
+   ``(j, i)``;
+4. **embedding** -- :func:`embed`: metric MDS of the whole matrix, a final reduction in
+   one process.
+
+Every stage plans only missing work: a unit of work is done when the store holds a
+completion record for it with the same extent (row ranges), written after its data (see
+the store's module docstring). Re-running a stage after a crash computes exactly the
+units without a record; re-running after images were appended computes the new units and
+the partial last ones whose extent grew. ``plan_*`` functions list that work,
+``compute_*`` functions do one unit (plain picklable functions taking the store's path:
+they run on Dask workers, which open the store themselves), and ``run_*`` functions plan,
+submit the units to a Dask client (``client.map``; coarse tasks) or run them one after the
+other when ``client`` is None, and report progress through ``on_done(done, total)``.
+
+The ``run_*`` functions and :func:`embed` create and resize arrays, so they hold the
+store's run lock (:meth:`microscale.store.Store.lock`, re-entrant in one process) unless
+``lock=False``; the ``compute_*`` functions never take it.
+
+Constant tiles
+--------------
+A constant tile has no texture (METHOD.md section 1): its feature row is left NaN and it
+is left out of its image's mean. An image whose tiles are all constant is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microscale.store import (
+    IncompleteStageError,
+    Store,
+    StoreError,
+    array_attrs,
+    array_chunks,
+    array_shape,
+    ensure_array,
+    ensure_distance_matrix,
+    ensure_features_array,
+    has_array,
+    image_table,
+    open_store,
+    read_array,
+    read_rows,
+    read_tiles,
+    tile_table,
+    write_array,
+    write_block,
+)
+
+__all__ = [
+    "DESCRIPTORS",
+    "Batch",
+    "BlockPair",
+    "StageCounts",
+    "compute_distance_block",
+    "compute_distance_blocks",
+    "compute_feature_batch",
+    "compute_image_features",
+    "embed",
+    "image_features",
+    "plan_distance_blocks",
+    "plan_feature_batches",
+    "plan_image_groups",
+    "run_distances",
+    "run_features",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Descriptors a store can hold: Gram texture vectors and power spectra.
+DESCRIPTORS: tuple[str, ...] = ("cnn", "ps")
+DEFAULT_WEIGHTS = "vgg19-normalized"
+DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+#: Images per image-feature task (one row of ``image_feature_sums``).
+DEFAULT_IMAGES_PER_TASK = 64
+#: Block pairs per distance task (they share their row block, read once).
+DEFAULT_PAIRS_PER_TASK = 4
+#: Rows per distance block; the kernel's measured optimum (see microscale.distance).
+DEFAULT_BLOCK_SIZE = 1024
+
+Progress = Callable[[int, int], None]
+Root = Store | str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------- work units
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A range of rows computed by one task: a feature batch or a group of images.
+
+    Attributes
+    ----------
+    index : int
+        Chunk index (features) or group index (image features).
+    start, stop : int
+        The rows ``[start, stop)`` of tiles (features) or images.
+    """
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        """Name of the completion record."""
+        return f"{self.index:09d}"
+
+    @property
+    def extent(self) -> dict[str, list[int]]:
+        """What the record says was covered."""
+        return {"rows": [self.start, self.stop]}
+
+
+@dataclass(frozen=True)
+class BlockPair:
+    """Block pair ``(i, j)``, ``i <= j``, of the distance matrix.
+
+    Attributes
+    ----------
+    i, j : int
+        Row and column block indices.
+    rows, cols : (start, stop)
+        The images of block ``i`` and block ``j``.
+    """
+
+    i: int
+    j: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+    @property
+    def key(self) -> str:
+        """Name of the completion record."""
+        return f"{self.i:06d}-{self.j:06d}"
+
+    @property
+    def extent(self) -> dict[str, list[int]]:
+        """What the record says was covered."""
+        return {"rows": list(self.rows), "cols": list(self.cols)}
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    """What a stage did.
+
+    Attributes
+    ----------
+    computed : int
+        Units of work computed now (batches, image groups or block pairs).
+    skipped : int
+        Units already done (a matching completion record), not recomputed.
+    """
+
+    computed: int
+    skipped: int
+
+    @property
+    def total(self) -> int:
+        """All units of the stage."""
+        return self.computed + self.skipped
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _store(root: Root) -> Store:
+    return root if isinstance(root, Store) else open_store(root)
+
+
+def _root(root: Root) -> Path:
+    return root.root if isinstance(root, Store) else Path(root)
+
+
+def _check_descriptor(descriptor: str) -> str:
+    if descriptor not in DESCRIPTORS:
+        raise ValueError(
+            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} "
+            "instead."
+        )
+    return descriptor
+
+
+def _check_positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"The '{name}' parameter must be a positive int. Got {value!r} instead.")
+    return int(value)
+
+
+def _locked(store: Store, lock: bool) -> contextlib.AbstractContextManager[Any]:
+    return store.lock() if lock else contextlib.nullcontext()
+
+
+def _ranges(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _run_units(
+    func: Callable[..., Any],
+    root: Path,
+    units: Sequence[Any],
+    *,
+    client: Any,
+    on_done: Progress | None,
+    sizes: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Run ``func(root, unit, **kwargs)`` for every unit, here or on a Dask client.
+
+    ``sizes`` (default 1 each) is how much each unit advances the progress count.
+    On a task error the pending tasks are cancelled and the error is raised; the units
+    already done keep their completion records.
+    """
+    sizes = [1] * len(units) if sizes is None else list(sizes)
+    total = sum(sizes)
+    done = 0
+    if on_done is not None:
+        on_done(0, total)
+    if client is None:
+        for unit, size in zip(units, sizes, strict=True):
+            func(root, unit, **kwargs)
+            done += size
+            if on_done is not None:
+                on_done(done, total)
+        return
+    from distributed import as_completed
+
+    futures = client.map(func, [root] * len(units), list(units), pure=False, **kwargs)
+    size_of = {f.key: s for f, s in zip(futures, sizes, strict=True)}
+    try:
+        for future in as_completed(futures):
+            future.result()
+            done += size_of[future.key]
+            if on_done is not None:
+                on_done(done, total)
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _feature_spec(
+    store: Store, descriptor: str, *, layers: Sequence[str], normalize: str | None
+) -> tuple[int, np.dtype, dict[str, Any]]:
+    """(n_features, dtype, identifying attrs) of ``features/<descriptor>``."""
+    if descriptor == "cnn":
+        from microscale.texture import _check_layers, n_features
+
+        layers = _check_layers(layers)
+        attrs = {"descriptor": "cnn", "layers": list(layers), "normalize": normalize}
+        return n_features(layers), np.dtype(np.float32), attrs
+    s = store.tile_size
+    return s * s, np.dtype(np.float64), {"descriptor": "ps", "tile_size": s}
+
+
+def _weights_sha256(weights: Any) -> str:
+    from microscale.weights import VGGWeights, load_weights
+
+    if isinstance(weights, VGGWeights):
+        return weights.sha256
+    return load_weights(weights).sha256
+
+
+def _features_chunk(store: Store, descriptor: str) -> int:
+    name = f"features/{descriptor}"
+    return array_chunks(store, name)[0] if has_array(store, name) else store.features_chunk
+
+
+def plan_feature_batches(store: Root, *, descriptor: str = "cnn") -> list[Batch]:
+    """Feature batches without a matching completion record.
+
+    A batch is one chunk of ``features/<descriptor>``: tiles
+    ``[k * c, min((k + 1) * c, n_tiles))`` with ``c`` the chunk length. The last batch is
+    stale (recomputed) when tiles were appended since it was done.
+
+    Parameters
+    ----------
+    store : Store or path
+    descriptor : {"cnn", "ps"}
+
+    Returns
+    -------
+    list of Batch
+        In tile order.
+    """
+    store = _store(store)
+    descriptor = _check_descriptor(descriptor)
+    stage = f"features.{descriptor}"
+    c = _features_chunk(store, descriptor)
+    batches = [Batch(k, a, b) for k, (a, b) in enumerate(_ranges(store.n_tiles, c))]
+    return [b for b in batches if not store.is_done(stage, b.key, b.extent)]
+
+
+def _with_oom_retry(
+    compute: Callable[[int], np.ndarray], batch_size: int, oom_hook: Callable[[int], None] | None
+) -> np.ndarray:
+    """Run ``compute(batch_size)``, halving the batch size on ``torch.OutOfMemoryError``."""
+    import torch
+
+    size = batch_size
+    while True:
+        try:
+            if oom_hook is not None:
+                oom_hook(size)
+            return compute(size)
+        except torch.OutOfMemoryError as exc:
+            if size == 1:
+                exc.add_note(
+                    "microscale: one tile per forward pass does not fit in device memory; "
+                    "use smaller tiles or a device with more memory."
+                )
+                raise
+            failed = size
+        # Outside the except clause: the traceback (and the tensors it holds) is released.
+        size = max(1, failed // 2)
+        _log.warning("Out of device memory at batch_size=%d; retrying with %d", failed, size)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def compute_feature_batch(
+    root: Root,
+    batch: Batch,
+    *,
+    descriptor: str = "cnn",
+    weights: Any = DEFAULT_WEIGHTS,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    normalize: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    oom_hook: Callable[[int], None] | None = None,
+) -> Batch:
+    """Compute one feature batch, write its chunk of ``features/<descriptor>``, mark it done.
+
+    Runs on a Dask worker (or in the driver): it opens the store from ``root``, reads the
+    batch's tiles, computes their descriptors, writes the whole chunk, and then writes
+    the completion record. The driver (:func:`run_features`) must have created the array.
+
+    Parameters
+    ----------
+    root : path or Store
+        The store.
+    batch : Batch
+        From :func:`plan_feature_batches`.
+    descriptor : {"cnn", "ps"}, optional
+        ``"cnn"``: :func:`microscale.texture.texture_vectors`, (t, n_features(layers))
+        float32. ``"ps"``: :func:`microscale.spectrum.power_spectra`, (t, s * s) float64
+        (each tile min/max-rescaled to [-1, 1], as the function does per image).
+    weights : str, Path or VGGWeights, optional
+        The VGG-19 weights (``"cnn"`` only). A name or path is loaded once per worker
+        process and cached.
+    layers : sequence of str, optional
+        VGG-19 layers of the texture vector (``"cnn"`` only).
+    normalize : {"minmax", "percentile", "dtype"} or None, optional
+        Intensity mapping of each tile before the network (``"cnn"`` only). None (the
+        default): the tiles are used as stored, which must be in [0, 1] (the ingest stage
+        normalises each image before tiling it).
+    device : str, optional
+        Torch device; default the worker's GPU when it has one.
+    batch_size : int, optional
+        Tiles per forward pass. On ``torch.OutOfMemoryError`` it is halved and the batch
+        recomputed (down to 1); the result is the same.
+    oom_hook : callable, optional
+        Called with the forward batch size before each attempt; it may raise
+        ``torch.OutOfMemoryError`` (used by tests to simulate a small GPU on a CPU).
+
+    Returns
+    -------
+    Batch
+        ``batch``, once written and recorded.
+    """
+    descriptor = _check_descriptor(descriptor)
+    batch_size = _check_positive(batch_size, "batch_size")
+    store = _store(root)
+    name = f"features/{descriptor}"
+    d, dtype, spec = _feature_spec(store, descriptor, layers=layers, normalize=normalize)
+    stored = array_attrs(store, name)
+    for key, value in spec.items():
+        if stored.get(key) != value:
+            raise StoreError(
+                f"{name!r} holds features with {key}={stored.get(key)!r}, but this batch was "
+                f"asked for {key}={value!r}; pass the settings the array was created with."
+            )
+    tiles = read_tiles(store, batch.start, batch.stop)
+    flat = tiles.reshape(len(tiles), -1)
+    textured = flat.min(axis=1) < flat.max(axis=1)
+    out = np.full((len(tiles), d), np.nan, dtype=dtype)
+    if not textured.all():
+        _log.info(
+            "%d constant tile(s) in tiles %d:%d have no texture; their rows stay NaN",
+            int((~textured).sum()),
+            batch.start,
+            batch.stop,
+        )
+    if textured.any():
+        x = tiles[textured]
+        if descriptor == "cnn":
+            from microscale.texture import texture_vectors
+
+            def compute(size: int) -> np.ndarray:
+                return texture_vectors(
+                    x,
+                    weights=weights,
+                    layers=layers,
+                    normalize=normalize,
+                    device=device,
+                    batch_size=size,
+                )
+
+            out[textured] = _with_oom_retry(compute, batch_size, oom_hook)
+        else:
+            from microscale.spectrum import power_spectra
+
+            out[textured] = power_spectra(x, dtype=np.float64)
+    write_block(store, name, out, rows=(batch.start, batch.stop))
+    store.mark_done(f"features.{descriptor}", batch.key, batch.extent)
+    return batch
+
+
+def run_features(
+    root: Root,
+    *,
+    descriptor: str = "cnn",
+    client: Any = None,
+    weights: Any = DEFAULT_WEIGHTS,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    normalize: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    on_done: Progress | None = None,
+    lock: bool = True,
+    oom_hook: Callable[[int], None] | None = None,
+) -> StageCounts:
+    """Compute the missing feature batches of every committed tile.
+
+    Creates or grows ``features/<descriptor>`` (its attributes record the descriptor's
+    settings and, for ``"cnn"``, the weights' sha256; a store computed with other
+    settings is refused), plans the batches without a matching completion record, and
+    runs :func:`compute_feature_batch` for each, one Dask task per batch.
+
+    Parameters
+    ----------
+    root : path or Store
+    descriptor : {"cnn", "ps"}, optional
+    client : distributed.Client, optional
+        Run the batches on this client (see :mod:`microscale.cluster`); None runs them
+        here, one after the other. Loaded ``VGGWeights`` are scattered to the workers once.
+    weights, layers, normalize, device, batch_size, oom_hook
+        As in :func:`compute_feature_batch`.
+    on_done : callable, optional
+        ``on_done(done, total)`` after each batch (and once with ``done = 0``).
+    lock : bool, optional
+        Hold the store's run lock (default).
+
+    Returns
+    -------
+    StageCounts
+        Batches computed and batches skipped as done.
+    """
+    descriptor = _check_descriptor(descriptor)
+    store = _store(root)
+    with _locked(store, lock):
+        d, dtype, attrs = _feature_spec(store, descriptor, layers=layers, normalize=normalize)
+        if descriptor == "cnn":
+            attrs["weights_sha256"] = _weights_sha256(weights)
+        name = f"features/{descriptor}"
+        created = ensure_features_array(
+            store,
+            name,
+            d,
+            n_rows=store.n_tiles,
+            chunk_rows=_features_chunk(store, descriptor),
+            dtype=dtype,
+            attrs=attrs,
+        )
+        if created:
+            store.clear_done(f"features.{descriptor}")  # records of a deleted array
+        todo = plan_feature_batches(store, descriptor=descriptor)
+        n_all = len(_ranges(store.n_tiles, _features_chunk(store, descriptor)))
+        kwargs: dict[str, Any] = {"descriptor": descriptor, "oom_hook": oom_hook}
+        if descriptor == "cnn":
+            from microscale.weights import VGGWeights
+
+            if client is not None and isinstance(weights, VGGWeights) and todo:
+                weights = client.scatter(weights, broadcast=True)
+            kwargs.update(
+                weights=weights,
+                layers=tuple(layers),
+                normalize=normalize,
+                device=device,
+                batch_size=batch_size,
+            )
+        _run_units(
+            compute_feature_batch, _root(root), todo, client=client, on_done=on_done, **kwargs
+        )
+        return StageCounts(computed=len(todo), skipped=n_all - len(todo))
+
+
+# --------------------------------------------------------------------------- image features
+
+
+def _group_size(store: Store, descriptor: str, images_per_task: int | None) -> int:
+    name = f"image_feature_sums/{descriptor}"
+    if has_array(store, name):
+        stored = int(array_attrs(store, name)["images_per_group"])
+        if images_per_task is not None and images_per_task != stored:
+            raise StoreError(
+                f"{name!r} groups {stored} images per task; pass images_per_task={stored} "
+                "(or None)."
+            )
+        return stored
+    if images_per_task is None:
+        return DEFAULT_IMAGES_PER_TASK
+    return _check_positive(images_per_task, "images_per_task")
+
+
+def plan_image_groups(
+    store: Root, *, descriptor: str = "cnn", images_per_task: int | None = None
+) -> list[Batch]:
+    """Groups of images whose image features are missing or stale.
+
+    Group ``g`` is images ``[g * G, min((g + 1) * G, n_images))``; ``G`` is fixed when the
+    stage first runs (``images_per_task``, default 64).
+    """
+    store = _store(store)
+    descriptor = _check_descriptor(descriptor)
+    size = _group_size(store, descriptor, images_per_task)
+    stage = f"image_features.{descriptor}"
+    groups = [Batch(g, a, b) for g, (a, b) in enumerate(_ranges(store.n_images, size))]
+    return [g for g in groups if not store.is_done(stage, g.key, g.extent)]
+
+
+def _require(store: Store, pending: Sequence[Any], what: str, how: str) -> None:
+    if pending:
+        raise IncompleteStageError(
+            f"{len(pending)} unit(s) of the {what} stage are not done in {store.root}; "
+            f"run {how} first."
+        )
+
+
+def compute_image_features(root: Root, group: Batch, *, descriptor: str = "cnn") -> Batch:
+    """Pixel-weighted mean of each image's tile vectors, for one group of images.
+
+    For image ``m`` with tiles ``t`` and weights ``w_t`` (``tile_weight``), writes
+    ``sum_t w_t f_t / sum_t w_t`` (float64 sums, stored in the features' dtype) to rows
+    ``group.start:group.stop`` of ``image_features/<descriptor>``, the float64 sum of
+    those rows to row ``group.index`` of ``image_feature_sums/<descriptor>`` (the
+    distance centre is their total over the images), then the completion record. Tiles
+    whose row is NaN (constant tiles) are left out. Tile rows are read a feature chunk at
+    a time, so memory is about ``group size * d * 8 + chunk * d * 12`` bytes.
+
+    Raises
+    ------
+    StoreError
+        If an image has no tile with texture.
+    """
+    descriptor = _check_descriptor(descriptor)
+    store = _store(root)
+    feats = f"features/{descriptor}"
+    table = image_table(store, group.start, group.stop)
+    bounds = table["image_tiles"]
+    t0, t1 = int(bounds[0, 0]), int(bounds[-1, 1])
+    weights = tile_table(store, t0, t1)["tile_weight"]
+    owner = np.repeat(np.arange(len(bounds)), bounds[:, 1] - bounds[:, 0])
+    d = array_shape(store, feats)[1]
+    chunk = array_chunks(store, feats)[0]
+    acc = np.zeros((len(bounds), d))
+    wsum = np.zeros(len(bounds))
+    start = t0
+    while start < t1:
+        stop = min((start // chunk + 1) * chunk, t1)  # never past a chunk boundary
+        rows = read_rows(store, feats, start, stop)
+        w = weights[start - t0 : stop - t0].copy()
+        w[np.isnan(rows).any(axis=1)] = 0.0  # constant tiles: no texture
+        rows = np.nan_to_num(rows, nan=0.0, copy=False)
+        own = owner[start - t0 : stop - t0]
+        for m in np.unique(own):
+            sel = own == m
+            acc[m] += np.dot(w[sel], rows[sel].astype(np.float64))
+            wsum[m] += w[sel].sum()
+        start = stop
+    empty = np.flatnonzero(wsum <= 0)
+    if empty.size:
+        m = int(empty[0])
+        raise StoreError(
+            f"Image {group.start + m} ({table['image_path'][m]}) has no tile with texture "
+            "(every tile is constant, or has weight 0); leave it out of the archive."
+        )
+    dtype = np.dtype(array_attrs(store, feats).get("descriptor") == "cnn" and np.float32 or np.float64)
+    out = (acc / wsum[:, None]).astype(dtype)
+    write_block(store, f"image_features/{descriptor}", out, rows=(group.start, group.stop))
+    total = out.sum(axis=0, dtype=np.float64)
+    write_block(
+        store, f"image_feature_sums/{descriptor}", total[None], rows=(group.index, group.index + 1)
+    )
+    store.mark_done(f"image_features.{descriptor}", group.key, group.extent)
+    return group
+
+
+def image_features(
+    root: Root,
+    *,
+    descriptor: str = "cnn",
+    client: Any = None,
+    images_per_task: int | None = None,
+    on_done: Progress | None = None,
+    lock: bool = True,
+) -> StageCounts:
+    """Compute the missing image features (pixel-weighted means of tile features).
+
+    Needs every feature batch done. Creates or grows ``image_features/<descriptor>``
+    (n_images, d) in one chunk per image and ``image_feature_sums/<descriptor>``, then
+    runs :func:`compute_image_features` for each group without a matching record. When
+    images were appended, only the groups holding new images are computed.
+
+    Parameters
+    ----------
+    root : path or Store
+    descriptor : {"cnn", "ps"}, optional
+    client : distributed.Client, optional
+        Run the groups as Dask tasks; None runs them here.
+    images_per_task : int, optional
+        Images per task (default 64); fixed when the stage first runs.
+    on_done : callable, optional
+        ``on_done(done, total)`` progress callback, in groups.
+    lock : bool, optional
+        Hold the store's run lock (default).
+
+    Returns
+    -------
+    StageCounts
+        Groups computed and groups skipped as done.
+
+    Raises
+    ------
+    IncompleteStageError
+        If some feature batches are not done.
+    """
+    descriptor = _check_descriptor(descriptor)
+    store = _store(root)
+    with _locked(store, lock):
+        _require(
+            store,
+            plan_feature_batches(store, descriptor=descriptor),
+            f"features.{descriptor}",
+            f"run_features(descriptor={descriptor!r})",
+        )
+        if not has_array(store, f"features/{descriptor}"):
+            raise IncompleteStageError(
+                f"The store {store.root} has no features/{descriptor}; run run_features first."
+            )
+        feats = f"features/{descriptor}"
+        d = array_shape(store, feats)[1]
+        dtype = np.float32 if descriptor == "cnn" else np.float64
+        size = _group_size(store, descriptor, images_per_task)
+        n = store.n_images
+        n_groups = len(_ranges(n, size))
+        source = dict(array_attrs(store, feats))
+        created = ensure_features_array(
+            store,
+            f"image_features/{descriptor}",
+            d,
+            n_rows=n,
+            chunk_rows=1,
+            dtype=dtype,
+            row_dim="image",
+            attrs=source,
+        )
+        ensure_array(
+            store,
+            f"image_feature_sums/{descriptor}",
+            shape=(n_groups, d),
+            chunks=(1, d),
+            dtype=np.float64,
+            dimension_names=("group", "feature"),
+            attrs={"images_per_group": size},
+        )
+        if created:
+            store.clear_done(f"image_features.{descriptor}")
+        todo = plan_image_groups(store, descriptor=descriptor, images_per_task=size)
+        _run_units(
+            compute_image_features,
+            _root(root),
+            todo,
+            client=client,
+            on_done=on_done,
+            descriptor=descriptor,
+        )
+        return StageCounts(computed=len(todo), skipped=n_groups - len(todo))
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def _block_size(store: Store, descriptor: str, block_size: int | None) -> int:
+    name = f"distances/{descriptor}"
+    if has_array(store, name):
+        stored = array_chunks(store, name)[0]
+        if block_size is not None and block_size != stored:
+            raise StoreError(
+                f"{name!r} in {store.root} is stored in blocks of {stored}; pass "
+                f"block_size={stored} (or None), or delete {name!r} to recompute it."
+            )
+        return stored
+    return DEFAULT_BLOCK_SIZE if block_size is None else _check_positive(block_size, "block_size")
+
+
+def plan_distance_blocks(
+    store: Root, *, descriptor: str = "cnn", block_size: int | None = None
+) -> list[BlockPair]:
+    """Block pairs ``(i, j)``, ``i <= j``, of the distance matrix not yet done.
+
+    Blocks are ``block_size`` images (the chunk of ``distances/<d>`` once it exists); a
+    pair is stale when its row or column range grew (the last block of an archive that
+    gained images).
+
+    Returns
+    -------
+    list of BlockPair
+        Sorted by ``(i, j)``.
+    """
+    store = _store(store)
+    descriptor = _check_descriptor(descriptor)
+    b = _block_size(store, descriptor, block_size)
+    stage = f"distances.{descriptor}"
+    ranges = _ranges(store.n_images, b)
+    pairs = [
+        BlockPair(i, j, ranges[i], ranges[j])
+        for i in range(len(ranges))
+        for j in range(i, len(ranges))
+    ]
+    return [p for p in pairs if not store.is_done(stage, p.key, p.extent)]
+
+
+def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPair]]:
+    """Consecutive pairs of one row block, at most ``per_task`` per group."""
+    groups: list[list[BlockPair]] = []
+    for pair in pairs:
+        if groups and groups[-1][0].i == pair.i and len(groups[-1]) < per_task:
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    return groups
+
+
+def _ensure_center(store: Store, descriptor: str) -> np.ndarray:
+    """The centre for this run: mean of all image features, cached for the same n."""
+    name = f"center/{descriptor}"
+    n = store.n_images
+    if has_array(store, name) and array_attrs(store, name).get("n_images") == n:
+        return read_array(store, name)
+    sums = f"image_feature_sums/{descriptor}"
+    total = np.zeros(array_shape(store, sums)[1])
+    for start, stop in _ranges(array_shape(store, sums)[0], 64):
+        total += read_rows(store, sums, start, stop).sum(axis=0)
+    center = total / n
+    if not np.isfinite(center).all():
+        raise StoreError(
+            f"The image features of {store.root} are not all finite; recompute them with "
+            "image_features."
+        )
+    write_array(store, name, center, attrs={"n_images": n})
+    return center
+
+
+def compute_distance_blocks(
+    root: Root,
+    pairs: Sequence[BlockPair],
+    *,
+    descriptor: str = "cnn",
+    precision: str = "mixed",
+    device: str | None = None,
+) -> list[BlockPair]:
+    """Compute block pairs of the distance matrix, write them, mark each done.
+
+    For each pair ``(i, j)`` the rows of blocks ``i`` and ``j`` of
+    ``image_features/<d>`` are read, :func:`microscale.distance.block_sq_distances` is
+    called with the centre stored by the driver (``Yb=None`` on the diagonal, which gives
+    an exactly symmetric block with a zero diagonal), the square root is written to chunk
+    ``(i, j)`` and its transpose to chunk ``(j, i)`` (so the matrix is exactly
+    symmetric), and then the record is written. Consecutive pairs of one row block read
+    it, and compute its row norms, once.
+
+    Peak memory of a task, for blocks of ``b`` images of ``d`` features (``s`` bytes per
+    feature: 4 for ``cnn``, 8 for ``ps``)::
+
+        2 * b * d * s              the two row blocks
+        + 2 * b**2 * 8             the squared-distance block and its transpose
+        + 2 * b * 16384 * 4 + 16 * b**2 * 4    the kernel's scratch (see block_sq_distances)
+        + 2 * d * 8                the centre (and its copy in the kernel)
+
+    At ``d = 305,888`` (float32): about 0.67 GB for ``b = 256`` and 2.7 GB for
+    ``b = 1024`` (dominated by the row blocks).
+
+    Parameters
+    ----------
+    root : path or Store
+    pairs : sequence of BlockPair
+        From :func:`plan_distance_blocks`.
+    descriptor : {"cnn", "ps"}, optional
+    precision : {"mixed", "float64"}, optional
+        Passed to the kernel.
+    device : str, optional
+        Torch device; default the worker's GPU when it has one.
+
+    Returns
+    -------
+    list of BlockPair
+        ``pairs``, once written and recorded.
+    """
+    from microscale.distance import block_sq_distances, row_sq_norms
+
+    descriptor = _check_descriptor(descriptor)
+    store = _store(root)
+    feats = f"image_features/{descriptor}"
+    name = f"distances/{descriptor}"
+    stage = f"distances.{descriptor}"
+    center = read_array(store, f"center/{descriptor}")
+    cached: tuple[int, np.ndarray, np.ndarray] | None = None
+    for pair in pairs:
+        if cached is None or cached[0] != pair.i:
+            cached = None  # drop the previous row block before reading the next
+            xi = read_rows(store, feats, *pair.rows)
+            ni = row_sq_norms(xi, center=center, precision=precision, device=device)
+            cached = (pair.i, xi, ni)
+        _, xi, ni = cached
+        if pair.i == pair.j:
+            d2 = block_sq_distances(
+                xi, None, center=center, x_sq_norms=ni, precision=precision, device=device
+            )
+        else:
+            xj = read_rows(store, feats, *pair.cols)
+            d2 = block_sq_distances(
+                xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device
+            )
+            del xj
+        dist = np.sqrt(d2, out=d2)
+        write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
+        if pair.i != pair.j:
+            write_block(store, name, np.ascontiguousarray(dist.T), rows=pair.cols, cols=pair.rows)
+        store.mark_done(stage, pair.key, pair.extent)
+    return list(pairs)
+
+
+def compute_distance_block(
+    root: Root,
+    pair: BlockPair,
+    *,
+    descriptor: str = "cnn",
+    precision: str = "mixed",
+    device: str | None = None,
+) -> BlockPair:
+    """One block pair; see :func:`compute_distance_blocks`."""
+    return compute_distance_blocks(
+        root, [pair], descriptor=descriptor, precision=precision, device=device
+    )[0]
+
+
+def run_distances(
+    root: Root,
+    *,
+    descriptor: str = "cnn",
+    client: Any = None,
+    block_size: int | None = None,
+    pairs_per_task: int = DEFAULT_PAIRS_PER_TASK,
+    precision: str = "mixed",
+    device: str | None = None,
+    on_done: Progress | None = None,
+    lock: bool = True,
+) -> StageCounts:
+    """Compute the missing blocks of the (n, n) distance matrix between image features.
+
+    Needs every image feature done. The driver
+
+    1. computes the centre, the float64 mean of all image features (from
+       ``image_feature_sums``, without reading the features), and stores it as
+       ``center/<d>``. It is recomputed when images were added, so blocks of one matrix
+       may come from different centres: that is fine, because the kernel's distances are
+       exact whatever the centre (the centre only makes them cheaper and keeps the error
+       within the kernel's bound, 1e-6 relative, for every pair);
+    2. creates or grows ``distances/<d>`` in ``(block_size, block_size)`` chunks;
+    3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
+       submits them in groups of up to ``pairs_per_task`` pairs of one row block (one
+       Dask task per group: :func:`compute_distance_blocks`).
+
+    Parameters
+    ----------
+    root : path or Store
+    descriptor : {"cnn", "ps"}, optional
+    client : distributed.Client, optional
+        Run the groups as Dask tasks; None runs them here.
+    block_size : int, optional
+        Images per block, fixed when the matrix is created (default 1024: the kernel's
+        measured optimum; peak memory per task in :func:`compute_distance_blocks`).
+    pairs_per_task : int, optional
+        Block pairs per task (they share the row block).
+    precision : {"mixed", "float64"}, optional
+        Kernel precision; recorded with the matrix.
+    device : str, optional
+        Torch device of the kernel.
+    on_done : callable, optional
+        ``on_done(done, total)``, in block pairs.
+    lock : bool, optional
+        Hold the store's run lock (default).
+
+    Returns
+    -------
+    StageCounts
+        Block pairs computed and skipped as done.
+    """
+    descriptor = _check_descriptor(descriptor)
+    per_task = _check_positive(pairs_per_task, "pairs_per_task")
+    store = _store(root)
+    with _locked(store, lock):
+        _require(
+            store,
+            plan_image_groups(store, descriptor=descriptor)
+            if has_array(store, f"image_feature_sums/{descriptor}")
+            else [None],
+            f"image_features.{descriptor}",
+            f"image_features(descriptor={descriptor!r})",
+        )
+        n = store.n_images
+        b = _block_size(store, descriptor, block_size)
+        _ensure_center(store, descriptor)
+        created = ensure_distance_matrix(
+            store,
+            f"distances/{descriptor}",
+            n,
+            b,
+            attrs={"descriptor": descriptor, "precision": precision},
+        )
+        if created:
+            store.clear_done(f"distances.{descriptor}")
+        todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b)
+        nb = len(_ranges(n, b))
+        groups = _group_pairs(todo, per_task)
+        _run_units(
+            compute_distance_blocks,
+            _root(root),
+            groups,
+            client=client,
+            on_done=on_done,
+            sizes=[len(g) for g in groups],
+            descriptor=descriptor,
+            precision=precision,
+            device=device,
+        )
+        return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def _extend_embedding(previous: np.ndarray, D: np.ndarray, n_neighbors: int = 5) -> np.ndarray:
+    """Previous positions for the old points; new points at the mean of their nearest old ones."""
+    n0, n = len(previous), len(D)
+    if n0 >= n:
+        return previous[:n].copy()
+    k = min(n_neighbors, n0)
+    near = np.argsort(D[n0:, :n0], axis=1, kind="stable")[:, :k]
+    return np.concatenate([previous, previous[near].mean(axis=1)])
+
+
+def _align(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rotate/reflect the centred ``X`` onto ``reference`` (its first rows); stress unchanged."""
+    from scipy.linalg import orthogonal_procrustes
+
+    X = X - X.mean(axis=0)
+    n0 = len(reference)
+    A = X[:n0] - X[:n0].mean(axis=0)
+    B = reference - reference.mean(axis=0)
+    if not A.any() or not B.any():
+        return X
+    R, _ = orthogonal_procrustes(A, B)
+    return X @ R
+
+
+def embed(
+    root: Root,
+    *,
+    descriptor: str = "cnn",
+    dims: Iterable[int] | None = None,
+    init_from_previous: bool = True,
+    n_init: int = 1,
+    max_iter: int = 300,
+    eps: float = 1e-6,
+    random_state: int | None = 0,
+    device: str | None = None,
+    save: bool = True,
+    lock: bool = True,
+) -> dict[str, Any]:
+    """Metric MDS of the store's distance matrix, in each dimension of ``dims``.
+
+    Reads the whole (n, n) matrix (every block pair must be done) and runs
+    :func:`microscale.manifold.mds` from classical MDS. When the store holds an embedding
+    from an earlier run (``embeddings/<d>/d<k>``, over the first ``n0 <= n`` images) and
+    ``init_from_previous``, SMACOF is also run from that embedding, extended to the new
+    images by placing each at the mean of its 5 nearest old images; the start with the
+    lower stress is kept, and the result is rotated/reflected onto the previous embedding
+    (orthogonal Procrustes on the old images; the stress is unchanged), so that maps of a
+    growing archive stay comparable.
+
+    Parameters
+    ----------
+    root : path or Store
+    descriptor : {"cnn", "ps"}, optional
+    dims : iterable of int, optional
+        Embedding dimensions, each < n; default 1 .. min(10, n - 1).
+    init_from_previous : bool, optional
+        Also start from the stored embedding (when there is one).
+    n_init, max_iter, eps, random_state, device
+        Passed to :func:`microscale.manifold.mds`.
+    save : bool, optional
+        Store the embeddings (for the next run's start).
+    lock : bool, optional
+        Hold the store's run lock (default).
+
+    Returns
+    -------
+    dict
+        ``descriptor``; ``n_images``; ``image_ids`` and ``image_paths`` (n,) str;
+        ``embeddings`` {k: (n, k) float64}; ``stress`` {k: Kruskal stress-1};
+        ``start`` {k: "classical" or "previous"}. Build the labelled result with
+        :func:`microscale.results.build_dataset`.
+
+    Raises
+    ------
+    IncompleteStageError
+        If some block pairs of the distance matrix are not done.
+    """
+    from microscale.manifold import mds
+
+    descriptor = _check_descriptor(descriptor)
+    store = _store(root)
+    name = f"distances/{descriptor}"
+    with _locked(store, lock):
+        n = store.n_images
+        if not has_array(store, name) or array_shape(store, name) != (n, n):
+            raise IncompleteStageError(
+                f"The store {store.root} has no complete {name} for its {n} images; run "
+                f"run_distances(descriptor={descriptor!r}) first."
+            )
+        _require(
+            store,
+            plan_distance_blocks(store, descriptor=descriptor),
+            f"distances.{descriptor}",
+            f"run_distances(descriptor={descriptor!r})",
+        )
+        D = read_rows(store, name)
+        dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
+        fresh, infos = mds(
+            D,
+            dims,
+            n_init=n_init,
+            max_iter=max_iter,
+            eps=eps,
+            random_state=random_state,
+            device=device,
+            return_info=True,
+        )
+        embeddings: dict[int, np.ndarray] = {}
+        stresses: dict[int, float] = {}
+        starts: dict[int, str] = {}
+        for k in dims:
+            X, sigma, start = fresh[k], infos[k].stress, "classical"
+            prev_name = f"embeddings/{descriptor}/d{k}"
+            if init_from_previous and has_array(store, prev_name):
+                previous = read_array(store, prev_name)
+                if previous.shape[1] == k and 0 < len(previous) <= n:
+                    X0 = _extend_embedding(previous, D)
+                    Xp, info = mds(
+                        D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
+                    )
+                    if info.stress <= sigma:
+                        X, sigma, start = Xp, info.stress, "previous"
+                    X = _align(X, previous)
+            embeddings[k], stresses[k], starts[k] = X, float(sigma), start
+        if save:
+            for k in dims:
+                write_array(
+                    store,
+                    f"embeddings/{descriptor}/d{k}",
+                    embeddings[k],
+                    attrs={"n_images": n, "stress": stresses[k], "start": starts[k]},
+                )
+        table = image_table(store)
+    return {
+        "descriptor": descriptor,
+        "n_images": n,
+        "image_ids": table["image_id"],
+        "image_paths": table["image_path"],
+        "embeddings": embeddings,
+        "stress": stresses,
+        "start": starts,
+    }

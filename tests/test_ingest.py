@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import tifffile
+
+from microscale.demo import read_parameters, write_demo_archive
+from microscale.ingest import ingest_archive
+from microscale.io import read_micrograph, tile
+from microscale.intensity import normalize_intensity
+from microscale.store import image_table, open_store, read_manifest, read_tiles, tile_table
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    write_demo_archive(root, n=12, size=64, seed=3)
+    return root
+
+
+def test_every_file_has_one_outcome_and_counts_add_up(archive, tmp_path):
+    report = ingest_archive(archive, tmp_path / "st", tile_size=32)
+    files = sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*") if p.is_file())
+    assert sorted(report.outcomes) == files
+    counts = report.counts()
+    assert sum(counts.values()) == len(files)
+    assert counts["failed"] >= 1 and counts["skipped"] >= 4  # the demo's broken files
+    manifest = read_manifest(tmp_path / "st")
+    assert {k: v["status"] for k, v in manifest["files"].items()} == {
+        k: v["status"] for k, v in report.outcomes.items()
+    }
+    truncated = [v for k, v in report.outcomes.items() if "trunc" in k]
+    assert truncated and all(v["status"] == "failed" and "decoded" in v["reason"] for v in truncated)
+    # every parameterised image of the sidecar made it in
+    params = read_parameters(archive)
+    st = open_store(tmp_path / "st")
+    assert st.n_images == len(params)
+
+
+def test_tiles_equal_the_library_path(archive, tmp_path):
+    ingest_archive(archive, tmp_path / "st", tile_size=32, normalize="minmax")
+    st = open_store(tmp_path / "st")
+    images, tiles = image_table(st), tile_table(st)
+    path = str(images["image_path"][0])
+    micro = read_micrograph(archive / path.split("#")[0])
+    expect, origins = tile(normalize_intensity(micro.data, method="minmax")[0], tile_size=32)
+    start, stop = images["image_tiles"][0]
+    np.testing.assert_allclose(read_tiles(st, start, stop), expect, rtol=1e-6)
+    np.testing.assert_array_equal(tiles["tile_origin"][start:stop], origins)
+
+
+def test_rerun_adds_only_new_files_and_duplicates_are_computed_once(archive, tmp_path):
+    first = ingest_archive(archive, tmp_path / "st", tile_size=32)
+    again = ingest_archive(archive, tmp_path / "st", tile_size=32)
+    assert again.new_images == 0 and again.n_images == first.n_images
+    # grow the archive: one new image and a copy of an old one under another name
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(archive / "new.tif", (rng.random((40, 40)) * 4000).astype(np.uint16))
+    old = next(p for p in archive.rglob("*.png") if "trunc" not in p.name and p.stat().st_size)
+    (archive / "copy_of_old.png").write_bytes(old.read_bytes())
+    try:
+        grown = ingest_archive(archive, tmp_path / "st", tile_size=32)
+    finally:
+        (archive / "new.tif").unlink()
+        (archive / "copy_of_old.png").unlink()
+    assert grown.new_images == 1
+    dup = grown.outcomes["copy_of_old.png"]
+    assert dup["status"] == "processed" and dup["kind"] == "duplicate"
+    manifest = read_manifest(tmp_path / "st")
+    assert len(manifest["images"][dup["image_id"]]) == 2  # both paths recorded
+
+
+def test_changed_settings_are_refused(archive, tmp_path):
+    ingest_archive(archive, tmp_path / "st", tile_size=32)
+    with pytest.raises(ValueError, match="different ingest settings.*tile_size"):
+        ingest_archive(archive, tmp_path / "st", tile_size=48)
+
+
+def test_constant_and_small_images_are_skipped_with_reason(tmp_path):
+    (tmp_path / "a").mkdir()
+    tifffile.imwrite(tmp_path / "a" / "flat.tif", np.full((64, 64), 7, np.uint8))
+    tifffile.imwrite(tmp_path / "a" / "tiny.tif", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    nan = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    nan[3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "a" / "nan.tif", nan)
+    report = ingest_archive(tmp_path / "a", tmp_path / "st", tile_size=32)
+    assert report.outcomes["flat.tif"]["kind"] == "constant"
+    assert report.outcomes["tiny.tif"]["kind"] == "too small"
+    assert report.outcomes["nan.tif"]["status"] == "processed"
+    assert np.isfinite(read_tiles(open_store(tmp_path / "st"))).all()
