@@ -32,8 +32,12 @@ store's run lock (:meth:`microscale.store.Store.lock`, re-entrant in one process
 
 Constant tiles
 --------------
-A constant tile has no texture (METHOD.md section 1): its feature row is left NaN and it
-is left out of its image's mean. An image whose tiles are all constant is an error.
+Tiles are stored normalised with their whole image, so a flat tile (a saturated or empty
+region) is a valid part of a textured image: with ``normalize=None`` (the default) its
+texture vector is computed like any other. A descriptor that rescales each tile on its own
+cannot describe it (the power spectrum's min/max rescaling, or ``"cnn"`` with a
+``normalize`` mapping): its feature row is left NaN and it is left out of its image's
+mean. An image with no describable tile is an error.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,8 +202,7 @@ def _root(root: Root) -> Path:
 def _check_descriptor(descriptor: str) -> str:
     if descriptor not in DESCRIPTORS:
         raise ValueError(
-            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} "
-            "instead."
+            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} instead."
         )
     return descriptor
 
@@ -215,6 +219,10 @@ def _locked(store: Store, lock: bool) -> contextlib.AbstractContextManager[Any]:
 
 def _ranges(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _apply(func: Callable[..., Any], root: Path, unit: Any, kwargs: dict[str, Any]) -> Any:
+    return func(root, unit, **kwargs)
 
 
 def _run_units(
@@ -247,7 +255,12 @@ def _run_units(
         return
     from distributed import as_completed
 
-    futures = client.map(func, [root] * len(units), list(units), pure=False, **kwargs)
+    # The options travel as one dict argument, not as map(**kwargs): Client.map has options
+    # of its own (batch_size, key, retries ...) that would swallow ours. Futures inside the
+    # dict (scattered weights) are resolved on the worker.
+    n = len(units)
+    keys = [f"{func.__name__}-{uuid.uuid4().hex}" for _ in range(n)]  # named in the dashboard
+    futures = client.map(_apply, [func] * n, [root] * n, list(units), [kwargs] * n, key=keys)
     size_of = {f.key: s for f, s in zip(futures, sizes, strict=True)}
     try:
         for future in as_completed(futures):
@@ -268,13 +281,18 @@ def _feature_spec(
 ) -> tuple[int, np.dtype, dict[str, Any]]:
     """(n_features, dtype, identifying attrs) of ``features/<descriptor>``."""
     if descriptor == "cnn":
-        from microscale.texture import _check_layers, n_features
+        from microscale.texture import feature_slices, n_features
 
-        layers = _check_layers(layers)
-        attrs = {"descriptor": "cnn", "layers": list(layers), "normalize": normalize}
-        return n_features(layers), np.dtype(np.float32), attrs
+        canonical = list(feature_slices(layers))  # validated, in network order
+        attrs = {"descriptor": "cnn", "layers": canonical, "normalize": normalize}
+        return n_features(layers), _feature_dtype(descriptor), attrs
     s = store.tile_size
-    return s * s, np.dtype(np.float64), {"descriptor": "ps", "tile_size": s}
+    return s * s, _feature_dtype(descriptor), {"descriptor": "ps", "tile_size": s}
+
+
+def _feature_dtype(descriptor: str) -> np.dtype:
+    """Texture vectors are float32 (as texture_vectors returns them), spectra float64."""
+    return np.dtype(np.float32 if descriptor == "cnn" else np.float64)
 
 
 def _weights_sha256(weights: Any) -> str:
@@ -406,12 +424,15 @@ def compute_feature_batch(
                 f"asked for {key}={value!r}; pass the settings the array was created with."
             )
     tiles = read_tiles(store, batch.start, batch.stop)
-    flat = tiles.reshape(len(tiles), -1)
-    textured = flat.min(axis=1) < flat.max(axis=1)
+    if descriptor == "cnn" and normalize is None:
+        textured = np.ones(len(tiles), dtype=bool)  # flat tiles have a finite vector
+    else:
+        flat = tiles.reshape(len(tiles), -1)
+        textured = flat.min(axis=1) < flat.max(axis=1)
     out = np.full((len(tiles), d), np.nan, dtype=dtype)
     if not textured.all():
         _log.info(
-            "%d constant tile(s) in tiles %d:%d have no texture; their rows stay NaN",
+            "%d constant tile(s) in tiles %d:%d cannot be rescaled; their rows stay NaN",
             int((~textured).sum()),
             batch.start,
             batch.stop,
@@ -570,8 +591,9 @@ def compute_image_features(root: Root, group: Batch, *, descriptor: str = "cnn")
     ``group.start:group.stop`` of ``image_features/<descriptor>``, the float64 sum of
     those rows to row ``group.index`` of ``image_feature_sums/<descriptor>`` (the
     distance centre is their total over the images), then the completion record. Tiles
-    whose row is NaN (constant tiles) are left out. Tile rows are read a feature chunk at
-    a time, so memory is about ``group size * d * 8 + chunk * d * 12`` bytes.
+    whose row is NaN (constant tiles a descriptor could not rescale) are left out. Tile
+    rows are read a feature chunk at a time, so memory is about
+    ``group size * d * 8 + chunk * d * 12`` bytes.
 
     Raises
     ------
@@ -608,10 +630,10 @@ def compute_image_features(root: Root, group: Batch, *, descriptor: str = "cnn")
         m = int(empty[0])
         raise StoreError(
             f"Image {group.start + m} ({table['image_path'][m]}) has no tile with texture "
-            "(every tile is constant, or has weight 0); leave it out of the archive."
+            f"for {descriptor!r} (every tile is constant, or has weight 0); leave it out of "
+            "the archive."
         )
-    dtype = np.dtype(array_attrs(store, feats).get("descriptor") == "cnn" and np.float32 or np.float64)
-    out = (acc / wsum[:, None]).astype(dtype)
+    out = (acc / wsum[:, None]).astype(_feature_dtype(descriptor))
     write_block(store, f"image_features/{descriptor}", out, rows=(group.start, group.stop))
     total = out.sum(axis=0, dtype=np.float64)
     write_block(
@@ -675,7 +697,7 @@ def image_features(
             )
         feats = f"features/{descriptor}"
         d = array_shape(store, feats)[1]
-        dtype = np.float32 if descriptor == "cnn" else np.float64
+        dtype = _feature_dtype(descriptor)
         size = _group_size(store, descriptor, images_per_task)
         n = store.n_images
         n_groups = len(_ranges(n, size))
@@ -808,13 +830,18 @@ def compute_distance_blocks(
     Peak memory of a task, for blocks of ``b`` images of ``d`` features (``s`` bytes per
     feature: 4 for ``cnn``, 8 for ``ps``)::
 
-        2 * b * d * s              the two row blocks
+        2 * b * d * s              the two row blocks (one on the diagonal)
         + 2 * b**2 * 8             the squared-distance block and its transpose
-        + 2 * b * 16384 * 4 + 16 * b**2 * 4    the kernel's scratch (see block_sq_distances)
+        + K(b)                     the kernel's working memory
         + 2 * d * 8                the centre (and its copy in the kernel)
 
-    At ``d = 305,888`` (float32): about 0.67 GB for ``b = 256`` and 2.7 GB for
-    ``b = 1024`` (dominated by the row blocks).
+    :func:`~microscale.distance.block_sq_distances` documents its scratch as
+    ``2 * b * 16384 * 4 + 16 * b**2 * 4`` (38 MB at ``b = 256``, 200 MB at ``b = 1024``);
+    measured on the CPU, ``K`` is about 0.17 GB and 0.64 GB (threaded BLAS buffers
+    included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
+    (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
+    task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
+    at once. On a GPU the blocks are also copied to device memory.
 
     Parameters
     ----------
@@ -915,7 +942,9 @@ def run_distances(
         Run the groups as Dask tasks; None runs them here.
     block_size : int, optional
         Images per block, fixed when the matrix is created (default 1024: the kernel's
-        measured optimum; peak memory per task in :func:`compute_distance_blocks`).
+        measured optimum). Peak memory per task is about ``2 * block_size * d * 4`` bytes
+        plus the kernel's working memory: 0.8 GB at 256 and 3.2 GB at 1024 for texture
+        vectors (see :func:`compute_distance_blocks`).
     pairs_per_task : int, optional
         Block pairs per task (they share the row block).
     precision : {"mixed", "float64"}, optional
@@ -936,11 +965,14 @@ def run_distances(
     per_task = _check_positive(pairs_per_task, "pairs_per_task")
     store = _store(root)
     with _locked(store, lock):
+        if not has_array(store, f"image_feature_sums/{descriptor}"):
+            raise IncompleteStageError(
+                f"The store {store.root} has no image features for {descriptor!r}; run "
+                f"image_features(descriptor={descriptor!r}) first."
+            )
         _require(
             store,
-            plan_image_groups(store, descriptor=descriptor)
-            if has_array(store, f"image_feature_sums/{descriptor}")
-            else [None],
+            plan_image_groups(store, descriptor=descriptor),
             f"image_features.{descriptor}",
             f"image_features(descriptor={descriptor!r})",
         )

@@ -229,7 +229,9 @@ class Store:
         self._ids: dict[str, int] | None = None
 
     def __repr__(self) -> str:
-        return f"<microscale Store {str(self.root)!r}: {self.n_images} images, {self.n_tiles} tiles>"
+        return (
+            f"<microscale Store {str(self.root)!r}: {self.n_images} images, {self.n_tiles} tiles>"
+        )
 
     # --- attributes
     @property
@@ -335,7 +337,9 @@ class Store:
                 return 0
             return 1
         folder = self.root / DONE_DIR / _check_name(stage, "stage")
-        paths = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+        paths = (
+            [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+        )
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -474,7 +478,9 @@ def create_store(
     """
     s = _check_count(tile_size, "tile_size")
     per_chunk = _check_count(tiles_per_chunk, "tiles_per_chunk")
-    f_chunk = per_chunk if features_chunk is None else _check_count(features_chunk, "features_chunk")
+    f_chunk = (
+        per_chunk if features_chunk is None else _check_count(features_chunk, "features_chunk")
+    )
     root = Path(root)
     if (root / GROUP_NAME / "zarr.json").exists():
         if not exist_ok:
@@ -586,9 +592,11 @@ def append_tiles(
     """Write tiles past the committed end; :func:`append_images` commits them.
 
     Tiles must arrive grouped by image, in image order, and belong to images not yet
-    committed: ``image_index`` starts at or after :attr:`Store.next_image_index` - 1 and
-    never decreases. Until :func:`append_images` commits them, the rows are invisible
-    (``store.n_tiles`` does not count them) and a crash simply loses them.
+    committed: the first image is ``store.n_images`` and indices never decrease, across
+    calls too (an image's tiles may be split over several calls;
+    :attr:`Store.next_image_index` is the index of the next new image). Until
+    :func:`append_images` commits them the rows are invisible (``store.n_tiles`` does not
+    count them), and a crash simply loses them.
 
     Parameters
     ----------
@@ -836,13 +844,14 @@ def image_table(store: Store, start: int = 0, stop: int | None = None) -> dict[s
     Returns
     -------
     dict
-        ``image_id`` (m,) str, ``image_path`` (m,) str, ``pixel_size_nm`` (m,) float64,
-        ``image_tiles`` (m, 2) int64 ([start, stop) of each image's tiles).
+        ``image_id`` (m,) and ``image_path`` (m,): object arrays of str;
+        ``pixel_size_nm`` (m,) float64; ``image_tiles`` (m, 2) int64 ([start, stop) of
+        each image's tiles).
     """
     start, stop = _check_range(start, stop, store.n_images, "images")
     out = {name: store.group[name][start:stop] for name in _IMAGE_ARRAYS}
     for name in ("image_id", "image_path"):
-        out[name] = np.asarray(out[name], dtype=str)
+        out[name] = np.asarray(out[name]).astype(object)
     return out
 
 
@@ -927,12 +936,6 @@ def ensure_array(
     dtype = np.dtype(dtype)
     if has_array(store, name):
         arr = store.group[name]
-        if tuple(arr.chunks) != tuple(chunks) or arr.dtype != dtype:
-            raise StoreError(
-                f"{name!r} in {store.root} has chunks {arr.chunks} and dtype {arr.dtype}, "
-                f"not {tuple(chunks)} and {dtype}. Use the same block/batch size as before, "
-                f"or delete {name!r} (and its completion records) to start it afresh."
-            )
         have = dict(arr.attrs)
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
@@ -941,7 +944,15 @@ def ensure_array(
                 f"{name!r} in {store.root} was computed with other settings ({detail}). "
                 f"Use the stored settings, or delete {name!r} to recompute it."
             )
-        if len(arr.shape) != len(shape) or any(a > b for a, b in zip(arr.shape, shape)):
+        if tuple(arr.chunks) != tuple(chunks) or arr.dtype != dtype:
+            raise StoreError(
+                f"{name!r} in {store.root} has chunks {arr.chunks} and dtype {arr.dtype}, "
+                f"not {tuple(chunks)} and {dtype}. Use the same block/batch size as before, "
+                f"or delete {name!r} (and its completion records) to start it afresh."
+            )
+        if len(arr.shape) != len(shape) or any(
+            a > b for a, b in zip(arr.shape, shape, strict=True)
+        ):
             raise StoreError(
                 f"{name!r} has shape {arr.shape}; it can grow to {tuple(shape)} but never "
                 "shrink (images are append-only)."
@@ -1081,7 +1092,9 @@ def write_block(
     data = np.asarray(data)
     expected = tuple(s.stop - s.start for s in index) + tuple(arr.shape[len(index) :])
     if data.shape != expected:
-        raise StoreError(f"Data of shape {data.shape} for a region of shape {expected} in {name!r}.")
+        raise StoreError(
+            f"Data of shape {data.shape} does not fit a region of shape {expected} of {name!r}."
+        )
     arr[tuple(index)] = data
 
 

@@ -1,0 +1,433 @@
+"""The archive stages through the store, against in-memory oracles."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from microscale import pipeline as pl
+from microscale import store as st
+from microscale.cluster import cluster_client
+from microscale.manifold import mds
+from microscale.spectrum import power_spectra
+from microscale.store import IncompleteStageError, StoreError
+from microscale.texture import texture_vectors
+from microscale.weights import BGR_MEAN, VGGWeights
+
+S = 16  # tile side
+ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
+
+
+@pytest.fixture(scope="module")
+def fake_weights():
+    """conv1_1 of VGG-19 with random values: all the network that ONE_LAYER needs."""
+    rng = np.random.default_rng(7)
+    params = {
+        "conv1_1.weight": (0.05 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32),
+        "conv1_1.bias": (0.1 * rng.standard_normal(64)).astype(np.float32),
+    }
+    return VGGWeights(params, np.array(BGR_MEAN), sha256="fake-" + "0" * 59, source="test")
+
+
+def _images(n, seed, *, max_tiles=3):
+    """n images as tile stacks in [0, 1] with weights: (tiles, weights) per image."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        t = int(rng.integers(1, max_tiles + 1))
+        out.append((rng.random((t, S, S)).astype(np.float32), rng.integers(40, 257, t) * 1.0))
+    return out
+
+
+def _fill(store, images, *, offset=0):
+    for tiles, weights in images:
+        index = store.next_image_index
+        st.append_tiles(
+            store,
+            tiles,
+            image_index=np.full(len(tiles), index),
+            origins=np.zeros((len(tiles), 2), int),
+            weights=weights,
+        )
+    n0 = store.n_images
+    ids = [f"img{offset + n0 + k:04d}" for k in range(len(images))]
+    st.append_images(store, image_ids=ids, paths=[f"/archive/{i}.png" for i in ids])
+
+
+def _make(path, images, *, features_chunk=5):
+    store = st.create_store(path, tile_size=S, tiles_per_chunk=4, features_chunk=features_chunk)
+    _fill(store, images)
+    return path
+
+
+def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features):
+    counts = {
+        "features": pl.run_features(root, descriptor=descriptor, client=client, **features),
+        "images": pl.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
+        "distances": pl.run_distances(
+            root, descriptor=descriptor, client=client, block_size=block_size
+        ),
+    }
+    return counts
+
+
+def _weighted_means(features, images):
+    out, start = [], 0
+    for tiles, weights in images:
+        f = features[start : start + len(tiles)].astype(np.float64)
+        out.append(weights @ f / weights.sum())
+        start += len(tiles)
+    return np.array(out)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_power_spectra_through_the_store_equal_in_memory(tmp_path):
+    images = _images(9, seed=1)
+    root = _make(tmp_path / "s", images)
+    counts = pl.run_features(root, descriptor="ps")
+    tiles = np.concatenate([t for t, _ in images])
+    assert counts == pl.StageCounts(computed=-(-len(tiles) // 5), skipped=0)
+    store = st.open_store(root)
+    np.testing.assert_array_equal(st.read_rows(store, "features/ps"), power_spectra(tiles))
+    assert pl.run_features(root, descriptor="ps").computed == 0  # nothing left to do
+
+
+def test_texture_vectors_through_the_store_equal_in_memory(tmp_path, fake_weights):
+    images = _images(6, seed=2)
+    root = _make(tmp_path / "s", images)
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    tiles = np.concatenate([t for t, _ in images])
+    expected = texture_vectors(
+        tiles, weights=fake_weights, layers=ONE_LAYER, normalize=None, device="cpu"
+    )
+    store = st.open_store(root)
+    got = st.read_rows(store, "features/cnn")
+    assert got.dtype == np.float32 and got.shape == (len(tiles), 2080)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    attrs = st.array_attrs(store, "features/cnn")
+    assert attrs["weights_sha256"] == fake_weights.sha256 and attrs["layers"] == ["conv1_1"]
+
+
+@pytest.mark.weights
+def test_real_texture_vectors_through_the_store(tmp_path, vgg_weights):
+    images = _images(2, seed=3, max_tiles=2)
+    root = _make(tmp_path / "s", images)
+    pl.run_features(root, descriptor="cnn", weights=vgg_weights, device="cpu")
+    tiles = np.concatenate([t for t, _ in images])
+    expected = texture_vectors(tiles, weights=vgg_weights, normalize=None, device="cpu")
+    got = st.read_rows(st.open_store(root), "features/cnn")
+    assert got.shape == (len(tiles), 305888)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+
+
+def test_out_of_memory_halves_the_forward_batch(tmp_path, fake_weights):
+    images = _images(4, seed=4)
+    root = _make(tmp_path / "s", images, features_chunk=64)
+    sizes = []
+
+    def small_gpu(batch_size):
+        sizes.append(batch_size)
+        if batch_size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    (batch,) = pl.plan_feature_batches(root, descriptor="cnn")
+    store = st.open_store(root)
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu",
+                    batch_size=8, oom_hook=small_gpu)  # fmt: skip
+    assert sizes == [8, 4, 2]
+    tiles = st.read_tiles(store)
+    expected = texture_vectors(tiles, weights=fake_weights, layers=ONE_LAYER, normalize=None)
+    np.testing.assert_allclose(st.read_rows(store, "features/cnn"), expected, rtol=1e-6)
+
+    def no_memory(batch_size):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        pl.compute_feature_batch(root, batch, descriptor="cnn", weights=fake_weights,
+                                 layers=ONE_LAYER, oom_hook=no_memory)  # fmt: skip
+    assert "one tile per forward pass does not fit" in "".join(info.value.__notes__)
+
+
+def test_constant_tiles(tmp_path, fake_weights):
+    images = _images(3, seed=5, max_tiles=1)
+    flat = np.full((1, S, S), 0.5, np.float32)
+    images[1] = (np.concatenate([images[1][0], flat]), np.array([100.0, 256.0]))
+    root = _make(tmp_path / "s", images)
+    # The spectrum rescales each tile: a flat one has none, and is left out of the mean.
+    pl.run_features(root, descriptor="ps")
+    pl.image_features(root, descriptor="ps")
+    store = st.open_store(root)
+    features = st.read_rows(store, "features/ps")
+    assert np.isnan(features[2]).all() and np.isfinite(np.delete(features, 2, axis=0)).all()
+    np.testing.assert_allclose(st.read_rows(store, "image_features/ps")[1], features[1])
+    # Texture vectors of tiles normalised with their image: a flat tile counts.
+    kwargs = {"weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    pl.run_features(root, descriptor="cnn", **kwargs)
+    pl.image_features(root, descriptor="cnn")
+    features = st.read_rows(store, "features/cnn")
+    assert np.isfinite(features).all()
+    np.testing.assert_allclose(
+        st.read_rows(store, "image_features/cnn"), _weighted_means(features, images), rtol=1e-6
+    )
+
+    bad = _make(tmp_path / "bad", [(flat, np.array([1.0]))])
+    pl.run_features(bad, descriptor="ps")
+    with pytest.raises(StoreError, match="has no tile with texture"):
+        pl.image_features(bad, descriptor="ps")
+
+
+def test_settings_of_a_stored_descriptor_are_kept(tmp_path, fake_weights):
+    root = _make(tmp_path / "s", _images(2, seed=6))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    with pytest.raises(StoreError, match="other settings .*layers"):
+        pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=("conv2_1",))
+    with pytest.raises(ValueError, match="'descriptor' parameter must be one of"):
+        pl.run_features(root, descriptor="gram")
+
+
+# --------------------------------------------------------------------------- image features
+
+
+def test_image_features_are_pixel_weighted_means(tmp_path):
+    images = _images(11, seed=8, max_tiles=4)
+    root = _make(tmp_path / "s", images, features_chunk=3)  # images straddle chunks
+    pl.run_features(root, descriptor="ps")
+    counts = pl.image_features(root, descriptor="ps", images_per_task=4)
+    assert counts == pl.StageCounts(computed=3, skipped=0)
+    store = st.open_store(root)
+    tiles = st.read_rows(store, "features/ps")
+    expected = _weighted_means(tiles, images)
+    np.testing.assert_allclose(st.read_rows(store, "image_features/ps"), expected, rtol=1e-13)
+    sums = st.read_array(store, "image_feature_sums/ps").sum(axis=0)
+    np.testing.assert_allclose(sums, expected.sum(axis=0), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def test_out_of_core_distances_equal_cdist(tmp_path):
+    images = _images(23, seed=9)  # 23 images in blocks of 5: a partial last block
+    root = _make(tmp_path / "s", images)
+    counts = _all_stages(root)
+    assert counts["distances"] == pl.StageCounts(computed=15, skipped=0)
+    store = st.open_store(root)
+    F = st.read_rows(store, "image_features/ps")
+    D = st.read_rows(store, "distances/ps")
+    np.testing.assert_allclose(D, cdist(F, F), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(D, D.T)  # exactly symmetric
+    assert (np.diag(D) == 0).all() and np.isfinite(D).all()
+    np.testing.assert_allclose(st.read_array(store, "center/ps"), F.mean(axis=0), rtol=1e-12)
+
+
+def test_float32_texture_distances_equal_cdist(tmp_path, fake_weights):
+    images = _images(12, seed=10, max_tiles=2)
+    root = _make(tmp_path / "s", images)
+    _all_stages(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    store = st.open_store(root)
+    F = st.read_rows(store, "image_features/cnn").astype(np.float64)
+    D = st.read_rows(store, "distances/cnn")
+    np.testing.assert_allclose(D, cdist(F, F), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(D, D.T)
+
+
+def test_growing_archive_computes_only_new_work(tmp_path):
+    old, new = _images(13, seed=11), _images(10, seed=12)
+    root = _make(tmp_path / "grown", old)
+    _all_stages(root)
+    first = pl.embed(root, descriptor="ps", dims=[2])
+    n_old_tiles = st.open_store(root).n_tiles
+    _fill(st.open_store(root), new)
+    n_tiles = st.open_store(root).n_tiles
+
+    counts = _all_stages(root)
+    chunks = lambda n: -(-n // 5)  # noqa: E731
+    stale = int(n_old_tiles % 5 != 0)  # the old partial feature chunk grew
+    assert counts["features"].computed == chunks(n_tiles) - chunks(n_old_tiles) + stale
+    assert counts["features"].skipped == chunks(n_old_tiles) - stale
+    # images 0..12 in groups of 4: group 3 (image 12) grew; groups 4, 5 are new.
+    assert counts["images"] == pl.StageCounts(computed=3, skipped=3)
+    # blocks of 5: old block 2 (images 10..12) grew to 10..14, so pairs (0,2), (1,2), (2,2)
+    # are stale; pairs with blocks 3 and 4 are new: 12 computed, (0,0), (0,1), (1,1) kept.
+    assert counts["distances"] == pl.StageCounts(computed=12, skipped=3)
+
+    clean = _make(tmp_path / "clean", old + new)
+    _all_stages(clean)
+    a, b = st.open_store(root), st.open_store(clean)
+    for name in ("features/ps", "image_features/ps"):
+        np.testing.assert_array_equal(st.read_rows(a, name), st.read_rows(b, name))
+    # Old blocks used the old centre: equal to the kernel's precision, not bit for bit.
+    np.testing.assert_allclose(
+        st.read_rows(a, "distances/ps"), st.read_rows(b, "distances/ps"), rtol=1e-9
+    )
+
+    grown = pl.embed(root, descriptor="ps", dims=[2])
+    D = st.read_rows(a, "distances/ps")
+    fresh = mds(D, 2, device="cpu", return_info=True)[1].stress
+    assert grown["stress"][2] <= fresh + 1e-12
+    # Rotated onto the previous map: the old points stay close to where they were.
+    moved = np.linalg.norm(grown["embeddings"][2][:13] - first["embeddings"][2], axis=1)
+    assert np.median(moved) < 0.5 * np.linalg.norm(first["embeddings"][2], axis=1).mean()
+
+
+def test_resume_computes_exactly_the_missing_work(tmp_path, fake_weights):
+    root = _make(tmp_path / "s", _images(14, seed=13))
+    calls = []
+
+    def crash_on_third(batch_size):
+        calls.append(batch_size)
+        if len(calls) == 3:
+            raise RuntimeError("worker lost (simulated crash)")
+
+    kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pl.run_features(root, oom_hook=crash_on_third, **kwargs)
+    n_batches = -(-st.open_store(root).n_tiles // 5)
+    assert pl.run_features(root, **kwargs) == pl.StageCounts(computed=n_batches - 2, skipped=2)
+
+    pl.image_features(root, descriptor="cnn")
+    pl.run_distances(root, descriptor="cnn", block_size=4)
+    store = st.open_store(root)
+    reference = st.read_rows(store, "distances/cnn")
+    # Lose three block pairs: their records and their data (as if never written).
+    lost = ["000000-000001", "000001-000003", "000002-000002"]
+    for key in lost:
+        store.clear_done("distances.cnn", key)
+    st.write_block(store, "distances/cnn", np.full((4, 2), np.nan), rows=(4, 8), cols=(12, 14))
+    counts = pl.run_distances(root, descriptor="cnn", block_size=4)
+    assert counts == pl.StageCounts(computed=3, skipped=7)
+    np.testing.assert_array_equal(st.read_rows(store, "distances/cnn"), reference)
+
+
+def test_stages_refuse_to_run_out_of_order(tmp_path):
+    root = _make(tmp_path / "s", _images(5, seed=14))
+    with pytest.raises(IncompleteStageError, match="run run_features"):
+        pl.image_features(root, descriptor="ps")
+    pl.run_features(root, descriptor="ps")
+    with pytest.raises(IncompleteStageError, match=r"run image_features\(descriptor='ps'\)"):
+        pl.run_distances(root, descriptor="ps")
+    pl.image_features(root, descriptor="ps")
+    with pytest.raises(IncompleteStageError, match="run run_distances"):
+        pl.embed(root, descriptor="ps")
+    pl.run_distances(root, descriptor="ps", block_size=2)
+    with pytest.raises(StoreError, match="stored in blocks of 2; pass block_size=2"):
+        pl.run_distances(root, descriptor="ps", block_size=3)
+    st.open_store(root).clear_done("distances.ps", "000000-000001")
+    with pytest.raises(IncompleteStageError, match="1 unit.* distances.ps stage are not done"):
+        pl.embed(root, descriptor="ps")
+
+
+def test_a_stage_waits_for_no_one_while_another_run_holds_the_lock(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    root = _make(tmp_path / "s", _images(3, seed=15))
+    code = textwrap.dedent(
+        f"""
+        from microscale import pipeline
+        from microscale.store import StoreLockedError
+        try:
+            pipeline.run_features({str(root)!r}, descriptor="ps")
+        except StoreLockedError as exc:
+            print("locked:", exc)
+        """
+    )
+    with st.open_store(root).lock():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.startswith("locked: Another microscale run"), out.stderr
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+def test_dask_path_equals_sequential(tmp_path):
+    images = _images(17, seed=16)
+    sequential = _make(tmp_path / "seq", images)
+    parallel = _make(tmp_path / "par", images)
+    _all_stages(sequential)
+    progress = []
+    with cluster_client(processes=False, n_workers=2, threads_per_worker=1) as client:
+        pl.run_features(parallel, descriptor="ps", client=client)
+        pl.image_features(parallel, descriptor="ps", client=client, images_per_task=4)
+        counts = pl.run_distances(
+            parallel,
+            descriptor="ps",
+            client=client,
+            block_size=5,
+            on_done=lambda done, total: progress.append((done, total)),
+        )
+    assert counts.computed == 10 and progress[0] == (0, 10) and progress[-1] == (10, 10)
+    a, b = st.open_store(sequential), st.open_store(parallel)
+    for name in ("features/ps", "image_features/ps", "distances/ps"):
+        np.testing.assert_array_equal(st.read_rows(a, name), st.read_rows(b, name))
+
+
+def test_worker_processes_open_the_store_themselves(tmp_path):
+    images = _images(7, seed=19)
+    sequential = _make(tmp_path / "seq", images)
+    parallel = _make(tmp_path / "par", images)
+    _all_stages(sequential)
+    with cluster_client(processes=True, n_workers=1, threads_per_worker=1) as client:
+        _all_stages(parallel, client=client)
+    a, b = st.open_store(sequential), st.open_store(parallel)
+    np.testing.assert_array_equal(st.read_rows(a, "distances/ps"), st.read_rows(b, "distances/ps"))
+
+
+_SIZES: list[int] = []
+
+
+def _record_size(batch_size):
+    """An oom_hook that Dask pickles by reference, so calls land in this module's list."""
+    _SIZES.append(batch_size)
+
+
+def test_dask_path_with_scattered_weights(tmp_path, fake_weights):
+    images = _images(4, seed=17)
+    sequential = _make(tmp_path / "seq", images)
+    parallel = _make(tmp_path / "par", images)
+    kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    pl.run_features(sequential, **kwargs)
+    _SIZES.clear()
+    with cluster_client(processes=False, n_workers=2, threads_per_worker=1) as client:
+        pl.run_features(parallel, client=client, batch_size=3, oom_hook=_record_size, **kwargs)
+    assert _SIZES == [3] * len(pl._ranges(st.open_store(parallel).n_tiles, 5))  # options arrive
+    np.testing.assert_allclose(
+        st.read_rows(st.open_store(parallel), "features/cnn"),
+        st.read_rows(st.open_store(sequential), "features/cnn"),
+        rtol=1e-6,
+    )
+
+
+def test_work_units_are_picklable():
+    batch = pl.Batch(3, 15, 20)
+    pair = pl.BlockPair(1, 2, (5, 10), (10, 13))
+    assert pickle.loads(pickle.dumps(batch)) == batch and batch.extent == {"rows": [15, 20]}
+    assert pickle.loads(pickle.dumps(pair)) == pair and pair.key == "000001-000002"
+    for func in (pl.compute_feature_batch, pl.compute_image_features, pl.compute_distance_blocks):
+        assert pickle.loads(pickle.dumps(func)) is func
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def test_embed_matches_mds_and_is_stored(tmp_path):
+    images = _images(12, seed=18)
+    root = _make(tmp_path / "s", images)
+    _all_stages(root)
+    result = pl.embed(root, descriptor="ps", dims=[1, 2, 3])
+    D = st.read_rows(st.open_store(root), "distances/ps")
+    expected, infos = mds(D, [1, 2, 3], random_state=0, return_info=True)
+    for k in (1, 2, 3):
+        assert result["stress"][k] == pytest.approx(infos[k].stress, rel=1e-9)
+        np.testing.assert_allclose(cdist(result["embeddings"][k], result["embeddings"][k]),
+                                   cdist(expected[k], expected[k]), atol=1e-9)  # fmt: skip
+    assert result["image_ids"].tolist() == [f"img{i:04d}" for i in range(12)]
+    assert result["start"] == {1: "classical", 2: "classical", 3: "classical"}
+    stored = st.read_array(st.open_store(root), "embeddings/ps/d2")
+    np.testing.assert_array_equal(stored, result["embeddings"][2])
+    again = pl.embed(root, descriptor="ps", dims=[2])  # starts from the stored map too
+    assert again["stress"][2] <= result["stress"][2] + 1e-12
