@@ -35,6 +35,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/microscale)")
 
+    r = sub.add_parser("run", help="map an archive of micrographs (the Prefect pipeline)")
+    r.add_argument(
+        "archive",
+        nargs="?",
+        type=Path,
+        help="folder of micrographs; none: a built-in demo archive is written and used",
+    )
+    r.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store directory (default ./microscale-store)",
+    )
+    r.add_argument("--dask-address", help="an existing Dask scheduler (default: a local cluster)")
+    r.add_argument(
+        "--allow-insecure-dask",
+        action="store_true",
+        help="allow a non-loopback scheduler without TLS",
+    )
+    r.add_argument("--workers", type=int, dest="n_workers", help="local Dask workers")
+    r.add_argument("--tile-size", type=int, default=None, help="tile side (default 256)")
+    r.add_argument("--pixel-size-nm", type=float, help="resample calibrated images to this")
+    r.add_argument("--normalize", choices=["percentile", "minmax", "dtype"])
+    r.add_argument("--descriptors", help="comma-separated: cnn,ps (default both)")
+    r.add_argument("--device", help="torch device (default: GPU if present)")
+    r.add_argument("--block-size", type=int, help="rows per distance block (default 256)")
+    r.add_argument("--dims", type=_ints, help="MDS dimensions (default 1..10)")
+    r.add_argument("--demo-images", type=int, default=40, help="images in the demo archive")
+
     p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
     p.add_argument("--out", type=Path, default=Path("paper-out"), help="output folder")
     p.add_argument(
@@ -106,10 +135,75 @@ def _cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefect_defaults() -> None:
+    """Embedded infrastructure: Prefect's local ephemeral API, no analytics, patient start."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers inherit it
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _prefect_defaults()
+    from flows.params import PipelineParams
+    from flows.pipeline import pipeline
+
+    archive = args.archive
+    if archive is None:
+        from microscale.demo import write_demo_archive
+
+        archive = args.store / "demo-archive"
+        if not archive.exists():
+            write_demo_archive(archive, n=args.demo_images, size=256)
+            print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
+    fields = {
+        "dask_address": args.dask_address,
+        "allow_insecure_dask": args.allow_insecure_dask or None,
+        "n_workers": args.n_workers,
+        "tile_size": args.tile_size,
+        "pixel_size_nm": args.pixel_size_nm,
+        "normalize": args.normalize,
+        "descriptors": args.descriptors.split(",") if args.descriptors else None,
+        "device": args.device,
+        "block_size": args.block_size,
+        "n_components": list(args.dims) if args.dims else None,
+    }
+    params = PipelineParams(
+        archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
+    )
+    start = time.perf_counter()
+    result = pipeline(params)
+    print(_run_summary(result, time.perf_counter() - start))
+    return 0
+
+
+def _run_summary(result: dict, seconds: float) -> str:
+    ing, emb = result["ingest"], result["embed"]
+    lines = [
+        f"\nFiles: {ing['processed']} processed, {ing['skipped']} skipped, "
+        f"{ing['failed']} failed; {ing['new_images']} new images, {ing['n_images']} in the map.",
+    ]
+    for name in ("features", "distances"):
+        for desc, counts in result[name].items():
+            lines.append(f"{name} ({desc}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines.append("Stress-1 by dimension:")
+    for desc, curve in emb["stress"].items():
+        lines.append(f"  {desc:>4}: " + "  ".join(f"{k}:{v:.3f}" for k, v in curve.items()))
+    if "r2" in emb:
+        lines.append(f"R^2 of linear maps to the ground truth at D*={emb['r2_dim']}:")
+        for desc, r2 in emb["r2"].items():
+            lines.append(f"  {desc:>4}: " + "  ".join(f"{k} {v:.3f}" for k, v in r2.items()))
+    lines.append(f"Finished in {seconds:.0f} s. Outputs:")
+    lines += [f"  {f}" for f in emb["files"]]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``microscale`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"weights": _cmd_weights, "paper": _cmd_paper}
+    handlers = {"weights": _cmd_weights, "paper": _cmd_paper, "run": _cmd_run}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

@@ -169,6 +169,7 @@ def ingest_archive(
     with st.lock():
         known = read_manifest(st)
         known_digests = {image_id.split("#")[0] for image_id in known["images"]}
+        pending: dict[str, dict[str, Any]] = {}
         for done, path in enumerate(files, 1):
             rel = path.relative_to(root.resolve()).as_posix()
             try:
@@ -177,7 +178,10 @@ def ingest_archive(
                 log.exception("unexpected error on %s", rel)
                 outcome = _outcome("failed", "error", f"{type(exc).__name__}: {exc}")
             report.outcomes[rel] = outcome
-            record_files(st, {rel: outcome})
+            pending[rel] = outcome
+            if len(pending) >= 64 or done == len(files):
+                record_files(st, pending)  # images are committed already; outcomes follow
+                pending = {}
             if on_file is not None:
                 on_file(done, len(files))
     report.n_images, report.n_tiles = st.n_images, st.n_tiles
@@ -206,7 +210,7 @@ def _ingest_file(
     digest = io.file_digest(path)
     if digest in known_digests:
         first = next((i for i in (digest, f"{digest}#p0") if st.image_index(i) is not None), None)
-        return _outcome("processed", "duplicate", f"same content as an image already stored", first)
+        return _outcome("processed", "duplicate", "same content as an image already stored", first)
     try:
         n_pages = io.count_pages(path)
     except (io.DecodeError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
@@ -215,7 +219,10 @@ def _ingest_file(
     first_id = None
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
-        status, kind, reason = _ingest_page(st, path, rel, page, image_id, params, max_pixels, report)
+        label = rel if n_pages == 1 else f"{rel}#{page}"
+        status, kind, reason = _ingest_page(
+            st, path, label, page, image_id, params, max_pixels, report
+        )
         kinds.append((status, kind, reason))
         if status == "processed" and first_id is None:
             first_id = image_id

@@ -167,3 +167,60 @@ def plot_synthesis(ds: xr.Dataset, path: str | Path) -> Path:
     axes[2].set_ylabel("texture loss L(x, x_orig)")
     axes[2].grid(alpha=0.3, which="both")
     return _save(fig, path)
+
+
+def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
+    """The archive map: 2-D embedding per descriptor, coloured by each ground-truth
+    parameter when there is one, else by top-level folder."""
+    plt = _pyplot()
+    descriptors = list(ds.descriptor.values)
+    d = 2 if 2 in ds.n_components else int(ds.n_components[-1])
+    colourings: list[tuple[str, np.ndarray, str]] = []
+    for p in ("theta", "k", "A"):
+        if p in ds.coords and np.isfinite(ds[p].values).any():
+            colourings.append((p, ds[p].values, "twilight" if p == "theta" else "viridis"))
+    if not colourings:
+        folders = np.array([str(s).split("/")[0] for s in ds.image_path.values])
+        _, codes = np.unique(folders, return_inverse=True)
+        colourings.append(("folder", codes, "tab10"))
+    fig, axes = plt.subplots(
+        len(descriptors), len(colourings), figsize=(3.6 * len(colourings), 3.3 * len(descriptors)),
+        squeeze=False,
+    )  # fmt: skip
+    for i, desc in enumerate(descriptors):
+        xy = ds.embedding.sel(descriptor=desc, n_components=d).values[:, :2]
+        if d == 1:
+            xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+        for j, (name, values, cmap) in enumerate(colourings):
+            ax = axes[i, j]
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, s=14)
+            fig.colorbar(sc, ax=ax, shrink=0.8, label=name)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            stress = float(ds.stress.sel(descriptor=desc, n_components=d))
+            ax.set_title(f"{_LABELS.get(str(desc), desc)}, stress {stress:.3f}", fontsize=8)
+    fig.suptitle(f"Texture map of {ds.sizes['image']} images (MDS, D*={d})")
+    return _save(fig, path)
+
+
+def plot_montage(
+    ds: xr.Dataset, thumbnails: np.ndarray, path: str | Path, *, grid: int = 6
+) -> Path:
+    """Thumbnails of the images nearest the centres of a grid laid over the 2-D map."""
+    plt = _pyplot()
+    desc = "cnn" if "cnn" in ds.descriptor.values else ds.descriptor.values[0]
+    xy = ds.embedding.sel(descriptor=desc, n_components=2).values[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    fig, axes = plt.subplots(grid, grid, figsize=(1.6 * grid, 1.6 * grid))
+    for r in range(grid):
+        for c in range(grid):
+            ax = axes[r, c]
+            ax.axis("off")
+            centre = lo + (np.array([c, grid - 1 - r]) + 0.5) / grid * (hi - lo)
+            cell = (hi - lo) / grid
+            inside = np.all(np.abs(xy - centre) <= cell / 2 + 1e-12, axis=1)
+            if inside.any():
+                k = np.flatnonzero(inside)[np.argmin(((xy[inside] - centre) ** 2).sum(1))]
+                ax.imshow(thumbnails[k], cmap="gray", vmin=0, vmax=1)
+    fig.suptitle(f"What each region of the {_LABELS.get(str(desc), desc)} map looks like")
+    return _save(fig, path)

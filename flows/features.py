@@ -1,0 +1,43 @@
+"""Flow `features`: texture vectors (and power spectra) of every new tile, on Dask workers."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from flows import _progress
+from flows.params import PipelineParams
+from microscale import pipeline
+from microscale.cluster import cluster_client
+
+
+@task(name="tile-features")
+def tile_features(params: PipelineParams, descriptor: str, address: str | None) -> dict:
+    """Submit the missing feature batches of one descriptor and wait for them."""
+    with cluster_client(address=address, allow_insecure=params.allow_insecure_dask) as client:
+        counts = pipeline.run_features(
+            params.store,
+            descriptor=descriptor,
+            client=client,
+            weights=params.weights,
+            device=params.device,
+            batch_size=params.batch_size,
+            on_done=_progress.progress(f"features-{descriptor}", f"{descriptor} tile batches"),
+        )
+        images = pipeline.image_features(params.store, descriptor=descriptor, client=client)
+    return {
+        "batches": counts.computed,
+        "batches_done_before": counts.skipped,
+        "image_groups": images.computed,
+    }
+
+
+@flow(name="features", log_prints=True)
+def features(params: PipelineParams, dask_address: str | None = None) -> dict[str, dict]:
+    """Texture vectors per tile, then the pixel-weighted mean per image."""
+    logger = get_run_logger()
+    address = dask_address or params.dask_address
+    out = {}
+    for descriptor in params.descriptors:
+        out[descriptor] = tile_features(params, descriptor, address)
+        logger.info("%s features: %s", descriptor, out[descriptor])
+    return out

@@ -1,0 +1,56 @@
+"""Flow `ingest`: an archive folder into the store's tiles, every file with an outcome."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from flows import _progress
+from flows.params import PipelineParams
+from microscale.ingest import IngestReport, ingest_archive
+
+
+@task(name="ingest-archive")
+def ingest_task(params: PipelineParams) -> IngestReport:
+    """Discover, decode, normalise and tile the new files of the archive."""
+    return ingest_archive(
+        params.archive,
+        params.store,
+        tile_size=params.tile_size,
+        stride=params.stride,
+        normalize=params.normalize,
+        pixel_size_nm=params.pixel_size_nm,
+        crop_bottom=params.crop_bottom,
+        max_pixels=params.max_pixels,
+        on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
+    )
+
+
+@flow(name="ingest", log_prints=True)
+def ingest(params: PipelineParams) -> dict[str, int]:
+    """Tile the archive into the store; publish outcomes by status and reason."""
+    logger = get_run_logger()
+    report = ingest_task(params)
+    counts = report.counts()
+    logger.info(
+        "%d files: %d processed, %d skipped, %d failed; %d new images (%d tiles), %d in the store",
+        sum(counts.values()),
+        counts["processed"],
+        counts["skipped"],
+        counts["failed"],
+        report.new_images,
+        report.new_tiles,
+        report.n_images,
+    )
+    rows = [
+        {"status": status, "reason": kind, "files": n}
+        for (status, kind), n in sorted(report.reasons().items())
+    ]
+    _progress.table("ingest-outcomes", rows, "Input files by outcome and reason")
+    failed = [
+        {"file": path, "reason": o["reason"]}
+        for path, o in report.outcomes.items()
+        if o["status"] == "failed"
+    ]
+    if failed:
+        _progress.table("ingest-failures", failed, "Files that could not be read, and why")
+    return {**counts, "new_images": report.new_images, "n_images": report.n_images}

@@ -1,0 +1,61 @@
+"""The pipeline's parameters, as one pydantic model: it renders as a form in the Prefect UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class PipelineParams(BaseModel):
+    """Everything a pipeline run needs: what to read, where to write, how to compute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    archive: Path = Field(description="Folder of micrographs, searched recursively.")
+    store: Path = Field(description="Store directory: tiles, features, distances, results.")
+    dask_address: str | None = Field(
+        None, description="Existing Dask scheduler; empty: a local GPU or CPU cluster."
+    )
+    allow_insecure_dask: bool = Field(
+        False, description="Allow a non-loopback scheduler without TLS (not recommended)."
+    )
+    n_workers: int | None = Field(None, ge=1, description="Local cluster size (default: auto).")
+    tile_size: int = Field(256, ge=16, description="Tile side in pixels.")
+    stride: int | None = Field(None, ge=1, description="Tile step (default: tile_size).")
+    normalize: Literal["percentile", "minmax", "dtype"] = Field(
+        "percentile", description="Per-image intensity mapping to [0, 1] (METHOD.md 1)."
+    )
+    pixel_size_nm: float | None = Field(
+        None, gt=0, description="Resample calibrated images to this pixel size."
+    )
+    crop_bottom: int | Literal["auto"] = Field(
+        "auto", description="Rows of SEM information bar to crop; auto reads FEI headers."
+    )
+    max_pixels: int = Field(2**28, ge=1, description="Refuse larger images (bombs).")
+    descriptors: list[Literal["cnn", "ps"]] = Field(
+        default_factory=lambda: ["cnn", "ps"], description="CNN texture vectors, PS baseline."
+    )
+    weights: str = Field("vgg19-normalized", description="Weights name or path.")
+    device: str | None = Field(None, description="Torch device; empty: GPU if present.")
+    batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
+    block_size: int = Field(256, ge=1, description="Rows per block of the distance matrix.")
+    n_components: list[int] = Field(
+        default_factory=lambda: list(range(1, 11)), description="MDS dimensions."
+    )
+    random_state: int = Field(0, description="Seed for MDS tie-breaking.")
+
+    @field_validator("n_components")
+    @classmethod
+    def _positive_dims(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError("n_components must list positive dimensions, e.g. [1, 2, 3].")
+        return sorted(set(value))
+
+    @field_validator("descriptors")
+    @classmethod
+    def _some_descriptor(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("descriptors must name at least one of 'cnn', 'ps'.")
+        return list(dict.fromkeys(value))

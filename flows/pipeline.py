@@ -1,0 +1,37 @@
+"""Flow `pipeline`: ingest -> features -> distances -> embed, as subflows, on one cluster."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.distances import distances
+from flows.embed import embed
+from flows.features import features
+from flows.ingest import ingest
+from flows.params import PipelineParams
+from microscale.cluster import cluster_client, describe_cluster
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params: PipelineParams) -> dict:
+    """Map an archive of micrographs: only new files, features and blocks are computed.
+
+    A local Dask cluster (GPU workers when there are GPUs) is started for the run unless
+    ``params.dask_address`` names one; the compute subflows connect to it by address.
+    """
+    logger = get_run_logger()
+    counts = ingest(params)
+    with cluster_client(
+        address=params.dask_address,
+        n_workers=params.n_workers,
+        allow_insecure=params.allow_insecure_dask,
+    ) as client:
+        address = client.scheduler.address
+        logger.info("Dask cluster: %s", describe_cluster(client))
+        feats = features(params, dask_address=address)
+        dists = distances(params, dask_address=address)
+    result = embed(params)
+    return {"ingest": counts, "features": feats, "distances": dists, "embed": result}
+
+
+__all__ = ["distances", "embed", "features", "ingest", "pipeline"]

@@ -1,0 +1,200 @@
+"""The archive map: embed a store's distance matrices and label the result.
+
+:func:`map_store` is the final reduction of the pipeline. For each descriptor it runs the
+library's MDS on the store's (n, n) matrix (:func:`microscale.pipeline.embed`, which starts
+from the previous map when the archive grew), evaluates the map against ground truth when
+the archive has generating parameters (a ``parameters.csv`` sidecar, as the demo archive
+and the paper's datasets do), and returns one labelled Dataset
+(:func:`microscale.results.build_dataset`) with per-image paths and pixel sizes, the
+outcome of every input file, and provenance. :func:`write_map` writes it as Zarr and
+netCDF next to a PNG of the map and, for archives without ground truth, a thumbnail
+montage of the map's regions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from microscale import evaluate, pipeline, store
+from microscale.results import build_dataset, provenance, write_dataset
+
+__all__ = ["ground_truth", "map_store", "write_map"]
+
+PARAMETER_NAMES = ("theta", "k", "A")
+
+
+def ground_truth(archive: str | os.PathLike[str] | None, paths: Sequence[str]) -> dict | None:
+    """Generating parameters of each image from the archive's ``parameters.csv``, or None.
+
+    Images the sidecar does not list get NaN.
+    """
+    if archive is None or not (Path(archive) / "parameters.csv").is_file():
+        return None
+    from microscale.demo import read_parameters
+
+    table = read_parameters(archive)
+    out = {name: np.full(len(paths), np.nan) for name in PARAMETER_NAMES}
+    for i, path in enumerate(paths):
+        row = table.get(path)
+        if row is not None:
+            for name in PARAMETER_NAMES:
+                out[name][i] = row[name]
+    return out if np.isfinite(out["k"]).any() else None
+
+
+def _metrics(
+    embeddings: dict[str, dict[int, np.ndarray]], truth: dict[str, np.ndarray], dims: list[int]
+) -> dict[str, tuple]:
+    known = np.isfinite(truth["k"])
+    targets = {
+        "k": truth["k"],
+        "A": truth["A"],
+        "cos_2theta": np.cos(2 * truth["theta"]),
+        "sin_2theta": np.sin(2 * truth["theta"]),
+    }
+    descriptors = list(embeddings)
+    r2 = np.full((len(descriptors), len(dims), len(targets)), np.nan)
+    angle = np.full((len(descriptors), len(dims)), np.nan)
+    if known.sum() < 4:
+        return {}
+    for i, d in enumerate(descriptors):
+        for j, k in enumerate(dims):
+            x = embeddings[d][k][known]
+            for t, y in enumerate(targets.values()):
+                r2[i, j, t] = evaluate.r_squared(x, y[known])
+            angle[i, j] = evaluate.regression_angle(x, truth["A"][known], truth["k"][known])
+    return {
+        "r2": (
+            ("descriptor", "n_components", "parameter"),
+            r2,
+            {"long_name": "R^2 of a linear map from the embedding to a parameter (Eq. 13)"},
+        ),
+        "regression_angle": (
+            ("descriptor", "n_components"),
+            angle,
+            {"long_name": "angle between beta_A and beta_k (Eq. 14)", "units": "degree"},
+        ),
+        "_parameter": list(targets),
+    }
+
+
+def map_store(
+    root: str | os.PathLike[str],
+    *,
+    descriptors: Sequence[str] = ("cnn", "ps"),
+    dims: Sequence[int] = tuple(range(1, 11)),
+    archive: str | os.PathLike[str] | None = None,
+    random_state: int = 0,
+    device: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    on_descriptor: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Embed every descriptor's distance matrix and build the labelled map.
+
+    Parameters
+    ----------
+    root : path
+        Store whose distance stage is complete.
+    descriptors : sequence of str
+        ``"cnn"`` and/or ``"ps"``.
+    dims : sequence of int
+        MDS dimensions (those >= the number of images are dropped).
+    archive : path, optional
+        The archive, to find a ``parameters.csv`` with ground truth.
+    random_state, device : optional
+        Passed to the MDS.
+    parameters : dict, optional
+        Run parameters recorded in the provenance.
+    on_descriptor : callable, optional
+        Called with each descriptor after it is embedded.
+
+    Returns
+    -------
+    xarray.Dataset
+        :func:`microscale.results.build_dataset` schema, plus ``image_path``,
+        ``pixel_size_nm`` and ground-truth coordinates on ``image``, ``r2`` and
+        ``regression_angle`` when there is ground truth, and ``file_status`` /
+        ``file_reason`` on a ``file`` dimension.
+    """
+    st = store.open_store(root, mode="r")
+    n = st.n_images
+    dims = sorted({int(k) for k in dims if 0 < k < n})
+    if not dims:
+        raise ValueError(f"The store holds {n} image(s): too few to embed; add images.")
+    embeddings, stresses, res = {}, {}, {}
+    for d in descriptors:
+        res = pipeline.embed(
+            root, descriptor=d, dims=dims, random_state=random_state, device=device
+        )
+        embeddings[d], stresses[d] = res["embeddings"], res["stress"]
+        if on_descriptor is not None:
+            on_descriptor(d)
+    paths = [str(p) for p in res["image_paths"]]
+    table = store.image_table(st)
+    truth = ground_truth(archive, paths)
+    params = {
+        "image_path": np.array(paths, dtype=object),
+        "pixel_size_nm": np.asarray(table["pixel_size_nm"], dtype=np.float64),
+    }
+    metrics: dict[str, tuple] = {}
+    coords: dict[str, Any] = {}
+    if truth is not None:
+        params.update(truth)
+        found = _metrics(embeddings, truth, dims)
+        if found:
+            coords["parameter"] = found.pop("_parameter")
+            metrics.update(found)
+    manifest = store.read_manifest(st)
+    files = sorted(manifest["files"])
+    coords["file"] = np.array(files, dtype=object)
+    metrics["file_status"] = (
+        ("file",),
+        np.array([manifest["files"][f]["status"] for f in files], dtype=object),
+        {"long_name": "outcome of each input file: processed, skipped or failed"},
+    )
+    metrics["file_reason"] = (
+        ("file",),
+        np.array([manifest["files"][f].get("reason", "") for f in files], dtype=object),
+        {"long_name": "why a file was skipped or failed"},
+    )
+    attrs = provenance(parameters={**st.attrs.get("ingest", {}), **(parameters or {})})
+    if "cnn" in descriptors and store.has_array(st, "features/cnn"):
+        attrs["weights_sha256"] = str(store.array_attrs(st, "features/cnn").get("weights_sha256"))
+    attrs["title"] = "microscale texture map"
+    attrs["store"] = str(Path(root).resolve())
+    return build_dataset(
+        embeddings=embeddings,
+        stress=stresses,
+        params=params,
+        image_ids=[str(i) for i in res["image_ids"]],
+        metrics=metrics,
+        coords=coords,
+        attrs=attrs,
+    )
+
+
+def write_map(ds: xr.Dataset, root: str | os.PathLike[str]) -> list[Path]:
+    """Write ``ds`` to ``ROOT/results/map.zarr`` and ``map.nc``, plus PNG figures."""
+    from microscale import plots
+
+    out = Path(root) / "results"
+    files = list(write_dataset(ds, out / "map"))
+    files.append(plots.plot_map(ds, out / "map.png"))
+    files.append(plots.plot_stress_vs_dimension(ds, out / "stress_vs_dimension.png"))
+    st = store.open_store(root, mode="r")
+    if "k" not in ds.coords and ds.sizes["image"] >= 4:
+        thumbs = _thumbnails(st)
+        files.append(plots.plot_montage(ds, thumbs, out / "montage.png"))
+    return files
+
+
+def _thumbnails(st: store.Store) -> np.ndarray:
+    """The first tile of every image, (n, s, s) float32."""
+    table = store.image_table(st)
+    return np.stack([store.read_tiles(st, int(a), int(a) + 1)[0] for a, _ in table["image_tiles"]])
