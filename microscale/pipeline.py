@@ -313,7 +313,8 @@ def plan_feature_batches(store: Root, *, descriptor: str = "cnn") -> list[Batch]
 
     A batch is one chunk of ``features/<descriptor>``: tiles
     ``[k * c, min((k + 1) * c, n_tiles))`` with ``c`` the chunk length. The last batch is
-    stale (recomputed) when tiles were appended since it was done.
+    stale when tiles were appended since it was done; it is then completed: its earlier
+    rows are kept and only the new tiles are computed.
 
     Parameters
     ----------
@@ -423,7 +424,15 @@ def compute_feature_batch(
                 f"{name!r} holds features with {key}={stored.get(key)!r}, but this batch was "
                 f"asked for {key}={value!r}; pass the settings the array was created with."
             )
-    tiles = read_tiles(store, batch.start, batch.stop)
+    # A chunk that grew (the archive's last, partial batch gained tiles) keeps the rows
+    # its earlier record covers: only the new tiles are computed, the task still writes
+    # the whole chunk.
+    stage = f"features.{descriptor}"
+    previous = store.done_keys(stage).get(batch.key) or {}
+    old_rows = previous.get("rows", [batch.start, batch.start])
+    kept = old_rows[1] - batch.start if old_rows[0] == batch.start else 0
+    kept = kept if 0 < kept < batch.stop - batch.start else 0
+    tiles = read_tiles(store, batch.start + kept, batch.stop)
     if descriptor == "cnn" and normalize is None:
         textured = np.ones(len(tiles), dtype=bool)  # flat tiles have a finite vector
     else:
@@ -457,8 +466,10 @@ def compute_feature_batch(
             from microscale.spectrum import power_spectra
 
             out[textured] = power_spectra(x, dtype=np.float64)
+    if kept:
+        out = np.concatenate([read_rows(store, name, batch.start, batch.start + kept), out])
     write_block(store, name, out, rows=(batch.start, batch.stop))
-    store.mark_done(f"features.{descriptor}", batch.key, batch.extent)
+    store.mark_done(stage, batch.key, batch.extent)
     return batch
 
 

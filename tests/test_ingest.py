@@ -4,8 +4,8 @@ import tifffile
 
 from microscale.demo import read_parameters, write_demo_archive
 from microscale.ingest import ingest_archive
-from microscale.io import read_micrograph, tile
 from microscale.intensity import normalize_intensity
+from microscale.io import read_micrograph, tile
 from microscale.store import image_table, open_store, read_manifest, read_tiles, tile_table
 
 
@@ -28,7 +28,9 @@ def test_every_file_has_one_outcome_and_counts_add_up(archive, tmp_path):
         k: v["status"] for k, v in report.outcomes.items()
     }
     truncated = [v for k, v in report.outcomes.items() if "trunc" in k]
-    assert truncated and all(v["status"] == "failed" and "decoded" in v["reason"] for v in truncated)
+    assert truncated and all(
+        v["status"] == "failed" and "decoded" in v["reason"] for v in truncated
+    )
     # every parameterised image of the sidecar made it in
     params = read_parameters(archive)
     st = open_store(tmp_path / "st")

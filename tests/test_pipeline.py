@@ -431,3 +431,25 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     np.testing.assert_array_equal(stored, result["embeddings"][2])
     again = pl.embed(root, descriptor="ps", dims=[2])  # starts from the stored map too
     assert again["stress"][2] <= result["stress"][2] + 1e-12
+
+
+def test_grown_partial_batch_computes_only_its_new_tiles(tmp_path, monkeypatch):
+    import microscale.spectrum as spectrum
+
+    first, more = _images(3, 11, max_tiles=1), _images(2, 12, max_tiles=1)
+    root = _make(tmp_path / "grown", first, features_chunk=8)  # 3 of 8 rows: a partial chunk
+    pl.run_features(root, descriptor="ps")
+    _fill(st.open_store(root), more, offset=0)
+    seen = []
+    real = spectrum.power_spectra
+    monkeypatch.setattr(
+        spectrum, "power_spectra", lambda x, **kw: seen.append(len(x)) or real(x, **kw)
+    )
+    counts = pl.run_features(root, descriptor="ps")
+    assert counts.computed == 1 and seen == [2]  # the batch was completed, not recomputed
+    clean = _make(tmp_path / "clean", first + more, features_chunk=8)
+    pl.run_features(clean, descriptor="ps")
+    np.testing.assert_array_equal(
+        st.read_array(st.open_store(root), "features/ps"),
+        st.read_array(st.open_store(clean), "features/ps"),
+    )
