@@ -100,6 +100,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from microscale.device import resolve_device
+
 __all__ = ["block_sq_distances", "cancellation_limits", "pairwise_distances", "row_sq_norms"]
 
 Precision = Literal["mixed", "float64"]
@@ -216,24 +218,6 @@ def _check_precision(precision: str) -> None:
         raise ValueError(
             f"The 'precision' parameter must be 'mixed' or 'float64'. Got {precision!r} instead."
         )
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"The 'device' parameter must name a torch device such as 'cpu' or 'cuda'. "
-            f"Got {device!r} instead."
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"The device {device!r} was requested but CUDA is not available. "
-            "Pass device='cpu' or device=None."
-        )
-    return dev
 
 
 def _raise_nonfinite(arr: np.ndarray, name: str, offset: int) -> None:
@@ -601,7 +585,7 @@ def row_sq_norms(
     _check_precision(precision)
     x = _as_rows(X, "X")
     c = _check_center(center, x.shape[1])
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     rows = _prepare(x, _Centre(c, dev), _working_dtype(x.shape[1], precision), dev, name="X")
     return rows.sq_norms.cpu().numpy()
 
@@ -676,7 +660,7 @@ def block_sq_distances(
     c = _check_center(center, d)
     xn = _check_norms(x_sq_norms, xb.shape[0], "x_sq_norms")
     yn = None if yb is None else _check_norms(y_sq_norms, yb.shape[0], "y_sq_norms")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     work = _working_dtype(d, precision)
     centre = _Centre(c, dev)
     xr = _prepare(xb, centre, work, dev, name="Xb", sq_norms=xn)
@@ -756,7 +740,7 @@ def pairwise_distances(
     d = x.shape[1]
     if y.shape[1] != d:
         raise ValueError(f"X and Y must have rows of the same length. Got {d} and {y.shape[1]}.")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     work = _working_dtype(d, precision)
 
     # The mean doubles as the finiteness check: a NaN or inf anywhere makes it non-finite.

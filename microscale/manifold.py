@@ -29,6 +29,8 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
+from microscale.device import resolve_device
+
 __all__ = ["MDSInfo", "classical_mds", "mds", "smacof", "stress"]
 
 # Relative tolerance (to the largest distance) for the symmetry and zero-diagonal checks.
@@ -201,18 +203,6 @@ def _check_configuration(X: ArrayLike | torch.Tensor, n: int, name: str) -> np.n
             "entries; all coordinates must be finite."
         )
     return X
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"The 'device' parameter asks for {str(device)!r} but CUDA is not available; "
-            "pass device='cpu' or device=None."
-        )
-    return device
 
 
 # --------------------------------------------------------------------------- stress
@@ -391,7 +381,7 @@ def classical_mds(
     """
     D = _check_distances(D)
     k = _check_n_components(n_components, D.shape[0])
-    w, U = _top_eigenpairs(D, k, _resolve_device(device))
+    w, U = _top_eigenpairs(D, k, resolve_device(device))
     X = _classical_from_eigenpairs(w, U, k)
     return (X, w) if return_eigenvalues else X
 
@@ -628,7 +618,7 @@ def smacof(
         )
     max_iter = _check_positive_int(max_iter, "max_iter")
     eps = _check_eps(eps)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     d2 = 0.5 * float(np.einsum("ij,ij->", D64, D64))
     if d2 == 0.0:
         return np.zeros_like(X0), 0.0, 0
@@ -760,7 +750,7 @@ def mds(
                 f"The 'init' array has {init.shape[1]} columns but 'n_components' is "
                 f"{dims[0]}; they must match."
             )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     rng = np.random.default_rng(random_state)
 
     d2 = 0.5 * float(np.einsum("ij,ij->", D64, D64))

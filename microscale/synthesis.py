@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from microscale.device import resolve_device
 from microscale.intensity import normalize_intensity
 from microscale.texture import (
     DEFAULT_LAYERS,
@@ -23,7 +24,6 @@ from microscale.texture import (
     _resolve_model,
     exact_float32,
     gram_vectors,
-    resolve_device,
 )
 from microscale.weights import DEFAULT_WEIGHTS, VGGWeights
 

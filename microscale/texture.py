@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 from torch.nn import functional as F
 
+from microscale.device import resolve_device
 from microscale.intensity import (
     Normalization,
     as_image_stack,
@@ -50,7 +51,6 @@ __all__ = [
     "feature_slices",
     "gram_vectors",
     "n_features",
-    "resolve_device",
     "texture_vectors",
 ]
 
@@ -90,19 +90,6 @@ def feature_slices(layers: Sequence[str] = DEFAULT_LAYERS) -> dict[str, slice]:
         out[name] = slice(start, start + size)
         start += size
     return out
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means the first CUDA device when there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"The 'device' parameter is {str(device)!r} but torch sees no CUDA device. "
-            "Pass device='cpu' or leave it as None to pick what is present."
-        )
-    return dev
 
 
 @contextlib.contextmanager

@@ -434,7 +434,7 @@ def test_stress_of_all_zero_distances_is_an_error() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_cuda_device_without_cuda_is_an_error(noisy) -> None:
-    with pytest.raises(ValueError, match=r"asks for 'cuda' but CUDA is not available"):
+    with pytest.raises(ValueError, match=r"'device' parameter is 'cuda' but torch sees no CUDA"):
         mds(noisy, 2, device="cuda")
 
 
