@@ -20,6 +20,7 @@ def distance_blocks(params: PipelineParams, descriptor: str, address: str | None
             client=client,
             block_size=params.block_size,
             device=params.device,
+            level=params.level,
             on_done=_progress.progress(f"distances-{descriptor}", f"{descriptor} block pairs"),
         )
     return {"blocks": counts.computed, "blocks_done_before": counts.skipped}

@@ -21,6 +21,7 @@ def embed_task(params: PipelineParams) -> tuple[list[Path], dict]:
         archive=params.archive,
         random_state=params.random_state,
         device=params.device,
+        level=params.level,
         parameters=params.model_dump(mode="json"),
     )
     files = write_map(ds, params.store)

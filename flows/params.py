@@ -37,6 +37,9 @@ class PipelineParams(BaseModel):
     descriptors: list[Literal["cnn", "ps"]] = Field(
         default_factory=lambda: ["cnn", "ps"], description="CNN texture vectors, PS baseline."
     )
+    level: Literal["image", "tile"] = Field(
+        "image", description="Map images (pixel-weighted mean of their tiles) or every tile."
+    )
     weights: str = Field("vgg19-normalized", description="Weights name or path.")
     device: str | None = Field(None, description="Torch device; empty: GPU if present.")
     batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")

@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pixel-size-nm", type=float, help="resample calibrated images to this")
     r.add_argument("--normalize", choices=["percentile", "minmax", "dtype"])
     r.add_argument("--descriptors", help="comma-separated: cnn,ps (default both)")
+    r.add_argument("--level", choices=["image", "tile"], help="map images (default) or tiles")
     r.add_argument("--device", help="torch device (default: GPU if present)")
     r.add_argument("--block-size", type=int, help="rows per distance block (default 256)")
     r.add_argument("--dims", type=_ints, help="MDS dimensions (default 1..10)")
@@ -167,6 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "normalize": args.normalize,
         "descriptors": args.descriptors.split(",") if args.descriptors else None,
         "device": args.device,
+        "level": args.level,
         "block_size": args.block_size,
         "n_components": list(args.dims) if args.dims else None,
     }

@@ -94,6 +94,7 @@ def map_store(
     device: str | None = None,
     parameters: dict[str, Any] | None = None,
     on_descriptor: Callable[[str], None] | None = None,
+    level: str = "image",
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -113,6 +114,8 @@ def map_store(
         Run parameters recorded in the provenance.
     on_descriptor : callable, optional
         Called with each descriptor after it is embedded.
+    level : {"image", "tile"}, optional
+        Map images (default) or every tile; a tile's id is ``<image id>@<row>,<col>``.
 
     Returns
     -------
@@ -123,25 +126,31 @@ def map_store(
         ``file_reason`` on a ``file`` dimension.
     """
     st = store.open_store(root, mode="r")
-    n = st.n_images
+    n = st.n_images if level == "image" else st.n_tiles
     dims = sorted({int(k) for k in dims if 0 < k < n})
     if not dims:
-        raise ValueError(f"The store holds {n} image(s): too few to embed; add images.")
+        raise ValueError(f"The store holds {n} {level}(s): too few to embed; add images.")
     embeddings, stresses, res = {}, {}, {}
     for d in descriptors:
         res = pipeline.embed(
-            root, descriptor=d, dims=dims, random_state=random_state, device=device
+            root, descriptor=d, dims=dims, random_state=random_state, device=device, level=level
         )
         embeddings[d], stresses[d] = res["embeddings"], res["stress"]
         if on_descriptor is not None:
             on_descriptor(d)
     paths = [str(p) for p in res["image_paths"]]
-    table = store.image_table(st)
+    pixel_size = np.asarray(store.image_table(st)["pixel_size_nm"], dtype=np.float64)
+    if level == "tile":
+        tiles = store.tile_table(st)
+        pixel_size = pixel_size[tiles["tile_image"]]
     truth = ground_truth(archive, paths)
     params = {
         "image_path": np.array(paths, dtype=object),
-        "pixel_size_nm": np.asarray(table["pixel_size_nm"], dtype=np.float64),
+        "pixel_size_nm": pixel_size,
     }
+    if level == "tile":
+        params["tile_origin_y"] = tiles["tile_origin"][:, 0]
+        params["tile_origin_x"] = tiles["tile_origin"][:, 1]
     metrics: dict[str, tuple] = {}
     coords: dict[str, Any] = {}
     if truth is not None:
@@ -166,7 +175,8 @@ def map_store(
     attrs = provenance(parameters={**st.attrs.get("ingest", {}), **(parameters or {})})
     if "cnn" in descriptors and store.has_array(st, "features/cnn"):
         attrs["weights_sha256"] = str(store.array_attrs(st, "features/cnn").get("weights_sha256"))
-    attrs["title"] = "microscale texture map"
+    attrs["title"] = f"microscale texture map ({level} level)"
+    attrs["level"] = level
     attrs["store"] = str(Path(root).resolve())
     return build_dataset(
         embeddings=embeddings,
@@ -180,21 +190,25 @@ def map_store(
 
 
 def write_map(ds: xr.Dataset, root: str | os.PathLike[str]) -> list[Path]:
-    """Write ``ds`` to ``ROOT/results/map.zarr`` and ``map.nc``, plus PNG figures."""
+    """Write ``ds`` to ``ROOT/results/map.zarr`` and ``map.nc`` (``tile_map.*`` for a tile-level
+    map), plus PNG figures: the map, stress against dimension and, for an archive without
+    ground truth, a thumbnail montage of the map's regions."""
     from microscale import plots
 
     out = Path(root) / "results"
-    files = list(write_dataset(ds, out / "map"))
-    files.append(plots.plot_map(ds, out / "map.png"))
-    files.append(plots.plot_stress_vs_dimension(ds, out / "stress_vs_dimension.png"))
+    stem = "map" if ds.attrs.get("level", "image") == "image" else "tile_map"
+    files = list(write_dataset(ds, out / stem))
+    files.append(plots.plot_map(ds, out / f"{stem}.png"))
+    files.append(plots.plot_stress_vs_dimension(ds, out / f"{stem}_stress_vs_dimension.png"))
     st = store.open_store(root, mode="r")
-    if "k" not in ds.coords and ds.sizes["image"] >= 4:
-        thumbs = _thumbnails(st)
-        files.append(plots.plot_montage(ds, thumbs, out / "montage.png"))
+    if "k" not in ds.coords and ds.sizes["image"] >= 4 and 2 in ds.n_components:
+        if ds.attrs.get("level") == "tile":
+            rows = np.arange(ds.sizes["image"])
+        else:  # an image's thumbnail is its first tile
+            rows = store.image_table(st)["image_tiles"][:, 0]
+
+        def thumbnail(i: int) -> np.ndarray:
+            return store.read_tiles(st, int(rows[i]), int(rows[i]) + 1)[0]
+
+        files.append(plots.plot_montage(ds, thumbnail, out / f"{stem}_montage.png"))
     return files
-
-
-def _thumbnails(st: store.Store) -> np.ndarray:
-    """The first tile of every image, (n, s, s) float32."""
-    table = store.image_table(st)
-    return np.stack([store.read_tiles(st, int(a), int(a) + 1)[0] for a, _ in table["image_tiles"]])

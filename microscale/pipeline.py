@@ -749,8 +749,56 @@ def image_features(
 # --------------------------------------------------------------------------- distances
 
 
-def _block_size(store: Store, descriptor: str, block_size: int | None) -> int:
-    name = f"distances/{descriptor}"
+LEVELS = ("image", "tile")
+
+
+@dataclass(frozen=True)
+class _Level:
+    """Where one level's rows, matrix, centre, records and embeddings live in the store.
+
+    ``level="image"`` (default) maps images: rows are the pixel-weighted image features.
+    ``level="tile"`` maps every tile: rows are the tile features themselves.
+    """
+
+    level: str
+    descriptor: str
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.level == "image" else "tile_"
+
+    @property
+    def rows(self) -> str:
+        base = "image_features" if self.level == "image" else "features"
+        return f"{base}/{self.descriptor}"
+
+    @property
+    def matrix(self) -> str:
+        return f"{self.prefix}distances/{self.descriptor}"
+
+    @property
+    def center(self) -> str:
+        return f"{self.prefix}center/{self.descriptor}"
+
+    @property
+    def stage(self) -> str:
+        return f"{self.prefix}distances.{self.descriptor}"
+
+    def embedding(self, k: int) -> str:
+        return f"{self.prefix}embeddings/{self.descriptor}/d{k}"
+
+    def n(self, store: Store) -> int:
+        return store.n_images if self.level == "image" else store.n_tiles
+
+
+def _level(descriptor: str, level: str) -> _Level:
+    if level not in LEVELS:
+        raise ValueError(f"The 'level' parameter must be one of {LEVELS}. Got {level!r} instead.")
+    return _Level(level, _check_descriptor(descriptor))
+
+
+def _block_size(store: Store, descriptor: str, block_size: int | None, level: str = "image") -> int:
+    name = _level(descriptor, level).matrix
     if has_array(store, name):
         stored = array_chunks(store, name)[0]
         if block_size is not None and block_size != stored:
@@ -763,7 +811,7 @@ def _block_size(store: Store, descriptor: str, block_size: int | None) -> int:
 
 
 def plan_distance_blocks(
-    store: Root, *, descriptor: str = "cnn", block_size: int | None = None
+    store: Root, *, descriptor: str = "cnn", block_size: int | None = None, level: str = "image"
 ) -> list[BlockPair]:
     """Block pairs ``(i, j)``, ``i <= j``, of the distance matrix not yet done.
 
@@ -777,10 +825,10 @@ def plan_distance_blocks(
         Sorted by ``(i, j)``.
     """
     store = _store(store)
-    descriptor = _check_descriptor(descriptor)
-    b = _block_size(store, descriptor, block_size)
-    stage = f"distances.{descriptor}"
-    ranges = _ranges(store.n_images, b)
+    lv = _level(descriptor, level)
+    b = _block_size(store, descriptor, block_size, level)
+    stage = lv.stage
+    ranges = _ranges(lv.n(store), b)
     pairs = [
         BlockPair(i, j, ranges[i], ranges[j])
         for i in range(len(ranges))
@@ -800,16 +848,27 @@ def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPa
     return groups
 
 
-def _ensure_center(store: Store, descriptor: str) -> np.ndarray:
-    """The centre for this run: mean of all image features, cached for the same n."""
-    name = f"center/{descriptor}"
-    n = store.n_images
+def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.ndarray:
+    """The centre for this run: mean of all rows (image or tile features), cached for n."""
+    lv = _level(descriptor, level)
+    name = lv.center
+    n = lv.n(store)
     if has_array(store, name) and array_attrs(store, name).get("n_images") == n:
         return read_array(store, name)
-    sums = f"image_feature_sums/{descriptor}"
-    total = np.zeros(array_shape(store, sums)[1])
-    for start, stop in _ranges(array_shape(store, sums)[0], 64):
-        total += read_rows(store, sums, start, stop).sum(axis=0)
+    if level == "image":
+        sums = f"image_feature_sums/{descriptor}"
+        total = np.zeros(array_shape(store, sums)[1])
+        for start, stop in _ranges(array_shape(store, sums)[0], 64):
+            total += read_rows(store, sums, start, stop).sum(axis=0)
+    else:
+        total = np.zeros(array_shape(store, lv.rows)[1])
+        for start, stop in _ranges(n, store.features_chunk):
+            total += read_rows(store, lv.rows, start, stop).sum(axis=0, dtype=np.float64)
+        if not np.isfinite(total).all():
+            raise StoreError(
+                f"Some tiles of {store.root} have no {descriptor!r} features (flat tiles have "
+                "no power spectrum); map them with level='image', or with descriptor 'cnn'."
+            )
     center = total / n
     if not np.isfinite(center).all():
         raise StoreError(
@@ -827,6 +886,7 @@ def compute_distance_blocks(
     descriptor: str = "cnn",
     precision: str = "mixed",
     device: str | None = None,
+    level: str = "image",
 ) -> list[BlockPair]:
     """Compute block pairs of the distance matrix, write them, mark each done.
 
@@ -872,12 +932,10 @@ def compute_distance_blocks(
     """
     from microscale.distance import block_sq_distances, row_sq_norms
 
-    descriptor = _check_descriptor(descriptor)
+    lv = _level(descriptor, level)
     store = _store(root)
-    feats = f"image_features/{descriptor}"
-    name = f"distances/{descriptor}"
-    stage = f"distances.{descriptor}"
-    center = read_array(store, f"center/{descriptor}")
+    feats, name, stage = lv.rows, lv.matrix, lv.stage
+    center = read_array(store, lv.center)
     cached: tuple[int, np.ndarray, np.ndarray] | None = None
     for pair in pairs:
         if cached is None or cached[0] != pair.i:
@@ -929,8 +987,12 @@ def run_distances(
     device: str | None = None,
     on_done: Progress | None = None,
     lock: bool = True,
+    level: str = "image",
 ) -> StageCounts:
     """Compute the missing blocks of the (n, n) distance matrix between image features.
+
+    With ``level="tile"`` the rows are the tiles (a map of every tile), stored apart as
+    ``tile_distances/<d>`` with its own centre, records and embeddings.
 
     Needs every image feature done. The driver
 
@@ -972,34 +1034,42 @@ def run_distances(
     StageCounts
         Block pairs computed and skipped as done.
     """
-    descriptor = _check_descriptor(descriptor)
+    lv = _level(descriptor, level)
     per_task = _check_positive(pairs_per_task, "pairs_per_task")
     store = _store(root)
     with _locked(store, lock):
-        if not has_array(store, f"image_feature_sums/{descriptor}"):
+        if level == "tile":
+            _require(
+                store,
+                plan_feature_batches(store, descriptor=descriptor),
+                f"features.{descriptor}",
+                f"run_features(descriptor={descriptor!r})",
+            )
+        elif not has_array(store, f"image_feature_sums/{descriptor}"):
             raise IncompleteStageError(
                 f"The store {store.root} has no image features for {descriptor!r}; run "
                 f"image_features(descriptor={descriptor!r}) first."
             )
-        _require(
-            store,
-            plan_image_groups(store, descriptor=descriptor),
-            f"image_features.{descriptor}",
-            f"image_features(descriptor={descriptor!r})",
-        )
-        n = store.n_images
-        b = _block_size(store, descriptor, block_size)
-        _ensure_center(store, descriptor)
+        if level == "image":
+            _require(
+                store,
+                plan_image_groups(store, descriptor=descriptor),
+                f"image_features.{descriptor}",
+                f"image_features(descriptor={descriptor!r})",
+            )
+        n = lv.n(store)
+        b = _block_size(store, descriptor, block_size, level)
+        _ensure_center(store, descriptor, level)
         created = ensure_distance_matrix(
             store,
-            f"distances/{descriptor}",
+            lv.matrix,
             n,
             b,
-            attrs={"descriptor": descriptor, "precision": precision},
+            attrs={"descriptor": descriptor, "precision": precision, "level": level},
         )
         if created:
-            store.clear_done(f"distances.{descriptor}")
-        todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b)
+            store.clear_done(lv.stage)
+        todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b, level=level)
         nb = len(_ranges(n, b))
         groups = _group_pairs(todo, per_task)
         _run_units(
@@ -1012,6 +1082,7 @@ def run_distances(
             descriptor=descriptor,
             precision=precision,
             device=device,
+            level=level,
         )
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))
 
@@ -1056,6 +1127,7 @@ def embed(
     device: str | None = None,
     save: bool = True,
     lock: bool = True,
+    level: str = "image",
 ) -> dict[str, Any]:
     """Metric MDS of the store's distance matrix, in each dimension of ``dims``.
 
@@ -1098,21 +1170,21 @@ def embed(
     """
     from microscale.manifold import mds
 
-    descriptor = _check_descriptor(descriptor)
+    lv = _level(descriptor, level)
     store = _store(root)
-    name = f"distances/{descriptor}"
+    name = lv.matrix
     with _locked(store, lock):
-        n = store.n_images
+        n = lv.n(store)
         if not has_array(store, name) or array_shape(store, name) != (n, n):
             raise IncompleteStageError(
-                f"The store {store.root} has no complete {name} for its {n} images; run "
-                f"run_distances(descriptor={descriptor!r}) first."
+                f"The store {store.root} has no complete {name} for its {n} {level}s; run "
+                f"run_distances(descriptor={descriptor!r}, level={level!r}) first."
             )
         _require(
             store,
-            plan_distance_blocks(store, descriptor=descriptor),
-            f"distances.{descriptor}",
-            f"run_distances(descriptor={descriptor!r})",
+            plan_distance_blocks(store, descriptor=descriptor, level=level),
+            lv.stage,
+            f"run_distances(descriptor={descriptor!r}, level={level!r})",
         )
         D = read_rows(store, name)
         dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
@@ -1131,7 +1203,7 @@ def embed(
         starts: dict[int, str] = {}
         for k in dims:
             X, sigma, start = fresh[k], infos[k].stress, "classical"
-            prev_name = f"embeddings/{descriptor}/d{k}"
+            prev_name = lv.embedding(k)
             if init_from_previous and has_array(store, prev_name):
                 previous = read_array(store, prev_name)
                 if previous.shape[1] == k and 0 < len(previous) <= n:
@@ -1147,16 +1219,23 @@ def embed(
             for k in dims:
                 write_array(
                     store,
-                    f"embeddings/{descriptor}/d{k}",
+                    lv.embedding(k),
                     embeddings[k],
                     attrs={"n_images": n, "stress": stresses[k], "start": starts[k]},
                 )
         table = image_table(store)
+        ids, paths = table["image_id"], table["image_path"]
+        if level == "tile":  # one row per tile: "<image path>@<row>,<col>"
+            tiles = tile_table(store)
+            img, origin = tiles["tile_image"], tiles["tile_origin"]
+            ids = np.array([f"{ids[i]}@{r},{c}" for i, (r, c) in zip(img, origin, strict=True)])
+            paths = np.array([str(paths[i]) for i in img])
     return {
         "descriptor": descriptor,
+        "level": level,
         "n_images": n,
-        "image_ids": table["image_id"],
-        "image_paths": table["image_path"],
+        "image_ids": ids,
+        "image_paths": paths,
         "embeddings": embeddings,
         "stress": stresses,
         "start": starts,

@@ -6,6 +6,7 @@ path, and writes one PNG.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,13 @@ def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def plot_montage(
-    ds: xr.Dataset, thumbnails: np.ndarray, path: str | Path, *, grid: int = 6
+    ds: xr.Dataset, thumbnail: Callable[[int], np.ndarray], path: str | Path, *, grid: int = 6
 ) -> Path:
-    """Thumbnails of the images nearest the centres of a grid laid over the 2-D map."""
+    """Thumbnails of the images nearest the centres of a grid laid over the 2-D map.
+
+    ``thumbnail(i)`` returns the (s, s) picture of point ``i`` in [0, 1]; only the points
+    shown are read.
+    """
     plt = _pyplot()
     desc = "cnn" if "cnn" in ds.descriptor.values else ds.descriptor.values[0]
     xy = ds.embedding.sel(descriptor=desc, n_components=2).values[:, :2]
@@ -221,6 +226,6 @@ def plot_montage(
             inside = np.all(np.abs(xy - centre) <= cell / 2 + 1e-12, axis=1)
             if inside.any():
                 k = np.flatnonzero(inside)[np.argmin(((xy[inside] - centre) ** 2).sum(1))]
-                ax.imshow(thumbnails[k], cmap="gray", vmin=0, vmax=1)
+                ax.imshow(thumbnail(int(k)), cmap="gray", vmin=0, vmax=1)
     fig.suptitle(f"What each region of the {_LABELS.get(str(desc), desc)} map looks like")
     return _save(fig, path)

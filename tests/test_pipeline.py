@@ -453,3 +453,29 @@ def test_grown_partial_batch_computes_only_its_new_tiles(tmp_path, monkeypatch):
         st.read_array(st.open_store(root), "features/ps"),
         st.read_array(st.open_store(clean), "features/ps"),
     )
+
+
+def test_tile_level_map_is_the_tiles_own_distances(tmp_path):
+    from scipy.spatial.distance import cdist
+
+    images = _images(6, 21, max_tiles=3)
+    root = _make(tmp_path / "tiles", images, features_chunk=4)
+    pl.run_features(root, descriptor="ps")
+    counts = pl.run_distances(root, descriptor="ps", block_size=3, level="tile")
+    store = st.open_store(root)
+    feats = st.read_array(store, "features/ps")
+    D = st.read_array(store, "tile_distances/ps")
+    n = store.n_tiles
+    assert (
+        D.shape == (n, n)
+        and counts.computed == len(range(0, n, 3)) * (len(range(0, n, 3)) + 1) // 2
+    )
+    np.testing.assert_allclose(D, cdist(feats, feats), rtol=1e-6, atol=1e-9 * D.max())
+    assert np.array_equal(D, D.T) and not np.diag(D).any()
+    res = pl.embed(root, descriptor="ps", dims=[2], level="tile")
+    assert res["embeddings"][2].shape == (n, 2) and len(res["image_ids"]) == n
+    assert all("@" in str(i) for i in res["image_ids"])
+    # the image-level matrix is untouched by the tile level and vice versa
+    assert not st.has_array(store, "distances/ps")
+    with pytest.raises(ValueError, match="'level' parameter must be one of"):
+        pl.run_distances(root, descriptor="ps", level="pixel")
