@@ -17,9 +17,10 @@ The defaults finish in a few minutes on a 2-core CPU (images of 128 x 128, small
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,6 @@ class PaperConfig:
     batch_size: int = 8
     weights: str = "vgg19-normalized"
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def full(cls, **overrides: Any) -> PaperConfig:
@@ -288,9 +288,14 @@ def _params(config: PaperConfig) -> dict[str, Any]:
 
 
 def _weights_sha(config: PaperConfig) -> str:
+    return _sha_of(config.weights)
+
+
+@functools.lru_cache(maxsize=4)
+def _sha_of(weights: str) -> str:
     from microscale.weights import load_weights
 
-    return load_weights(config.weights).sha256
+    return load_weights(weights).sha256
 
 
 def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
