@@ -1,4 +1,4 @@
-"""Ingest an archive folder into a store: discover, decode, normalise, tile, record.
+r"""Ingest an archive folder into a store: discover, decode, normalise, tile, record.
 
 Every discovered file ends with one outcome in the store's manifest, and the counts add up
 (``processed + skipped + failed == discovered``):
@@ -7,16 +7,29 @@ Every discovered file ends with one outcome in the store's manifest, and the cou
   under another name: files are identified by their sha256, computed once, and every path
   is recorded under that content);
 - ``skipped``: not an image (decided by content sniffing, never by the extension), or an
-  image with no texture (constant) or too small for one tile;
+  image with no texture (constant, or no finite pixel) or too small for one tile; or not a
+  regular file: symbolic links (never followed, so nothing outside the archive is read;
+  a loop cannot hang the walk), FIFOs, sockets and device files (never opened). A hard
+  link is a regular file whose content is by definition that of a file in the archive; it
+  is read like any other (and is a duplicate of its other names);
 - ``failed``: an image that could not be decoded (truncated, corrupt, too many pixels),
   with the decoder's reason.
+
+Paths are recorded relative to the archive, with ``/`` separators. A name that is not
+valid UTF-8 (raw bytes on Linux) is recorded with its undecodable bytes written as
+``\xNN`` escapes (``os.fsencode(name).decode("utf-8", "backslashreplace")``), so every
+recorded path is a valid string. Processed files also record the ``channel_policy`` of
+their first page (:mod:`microscale.io`: what was done with colour, alpha, palette or
+extra channels).
 
 One bad file never stops the others. Each image is committed to the store on its own, so a
 crash loses at most the file being read.
 
-Per image, in order: the SEM information bar is cropped (``crop_bottom`` pixels, or from
-the FEI header with ``crop_bottom="auto"``); the image is resampled to ``pixel_size_nm``
-when that is set and the file has a calibration; intensities are mapped to [0, 1] per image
+Per image, in order: NaN and infinite pixels of a floating-point image are replaced by the
+median of its finite pixels (an image with no finite pixel is skipped); the SEM information
+bar is cropped (``crop_bottom`` pixels, or from the FEI header with
+``crop_bottom="auto"``); the image is resampled to ``pixel_size_nm`` when that is set and
+the file has a calibration; intensities are mapped to [0, 1] per image
 (``normalize``, METHOD.md section 1: so that all tiles of an image share its contrast);
 then it is tiled (:func:`microscale.io.tile`). A multi-page file contributes one image per
 page, with identity ``sha256#p<page>``.
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +73,9 @@ class IngestReport:
     Attributes
     ----------
     outcomes : dict
-        Relative path -> {"status", "reason", "image_id"} for every file discovered now.
+        Relative path -> {"status", "kind", "reason", "image_id"} for every entry found
+        now (links, FIFOs and devices included, as skipped); processed images also carry
+        ``"channel_policy"``.
     new_images, new_tiles : int
         Images and tiles added by this run.
     n_images, n_tiles : int
@@ -163,15 +179,24 @@ def ingest_archive(
         "crop_bottom": crop_bottom,
     }
     root = Path(archive)
-    files = io.discover(root)
+    left_out: list[tuple[Path, str]] = []
+    files = io.discover(root, skipped=left_out)
     st = _open_or_create(store, params=params, tiles_per_chunk=tiles_per_chunk)
     report = IngestReport()
     with st.lock():
         known = read_manifest(st)
         known_digests = {image_id.split("#")[0] for image_id in known["images"]}
         pending: dict[str, dict[str, Any]] = {}
+        for path, why in left_out:
+            rel = _recorded_name(path.relative_to(root.resolve()).as_posix())
+            report.outcomes[rel] = pending[rel] = _outcome(
+                "skipped", "not a regular file", f"{rel}: {why}; not read"
+            )
+        if pending and not files:
+            record_files(st, pending)
+            pending = {}
         for done, path in enumerate(files, 1):
-            rel = path.relative_to(root.resolve()).as_posix()
+            rel = _recorded_name(path.relative_to(root.resolve()).as_posix())
             try:
                 outcome = _ingest_file(st, path, rel, known_digests, params, max_pixels, report)
             except Exception as exc:  # one bad file never loses the others
@@ -186,6 +211,15 @@ def ingest_archive(
                 on_file(done, len(files))
     report.n_images, report.n_tiles = st.n_images, st.n_tiles
     return report
+
+
+def _recorded_name(rel: str) -> str:
+    """``rel`` as a valid string: undecodable bytes of the file name as ``\\xNN``."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return rel
 
 
 def _outcome(status: str, kind: str, reason: str = "", image_id: str | None = None) -> dict:
@@ -204,6 +238,8 @@ def _ingest_file(
     max_pixels: int,
     report: IngestReport,
 ) -> dict[str, Any]:
+    if not stat.S_ISREG(os.lstat(path).st_mode):  # replaced since discover: never opened
+        return _outcome("skipped", "not a regular file", f"{rel}: not a regular file; not read")
     fmt = io.sniff_format(path)
     if fmt is None:
         return _outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)")
@@ -217,11 +253,12 @@ def _ingest_file(
         return _outcome("failed", "decode", str(exc))
     kinds = []
     first_id = None
+    notes: dict[str, Any] = {}
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
         label = rel if n_pages == 1 else f"{rel}#{page}"
         status, kind, reason = _ingest_page(
-            st, path, label, page, image_id, params, max_pixels, report
+            st, path, label, page, image_id, params, max_pixels, report, notes
         )
         kinds.append((status, kind, reason))
         if status == "processed" and first_id is None:
@@ -230,7 +267,7 @@ def _ingest_file(
     if first_id is not None:
         bad = [r for s, _, r in kinds if s != "processed"]
         note = f"{n_pages} page(s)" + (f"; {len(bad)} page(s) not used: {bad[0]}" if bad else "")
-        return _outcome("processed", "image", note, first_id)
+        return {**_outcome("processed", "image", note, first_id), **notes}
     status, kind, reason = kinds[0]
     return _outcome(status, kind, reason)
 
@@ -244,6 +281,7 @@ def _ingest_page(
     params: dict[str, Any],
     max_pixels: int,
     report: IngestReport,
+    notes: dict[str, Any],
 ) -> tuple[str, str, str]:
     try:
         micro = io.read_micrograph(path, page=page, max_pixels=max_pixels)
@@ -252,6 +290,13 @@ def _ingest_page(
     except (io.DecodeError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
         return "failed", "decode", str(exc)
     image = micro.data
+    notes.setdefault("channel_policy", micro.metadata.get("channel_policy"))
+    if np.issubdtype(image.dtype, np.floating):
+        bad = ~np.isfinite(image)
+        if bad.any():  # documented rule: NaN/inf pixels take the image's finite median
+            if bad.all():
+                return "skipped", "no finite pixels", f"{rel} page {page}: no finite pixels"
+            image = np.where(bad, np.median(image[~bad]), image)
     bar = io.detect_info_bar(micro) if params["crop_bottom"] == "auto" else params["crop_bottom"]
     if bar:
         image = io.crop(image, bottom=int(bar))
@@ -259,12 +304,6 @@ def _ingest_page(
     if params["pixel_size_nm"] is not None and pixel_size is not None:
         image = io.resample(image, pixel_size_nm=pixel_size, target_nm=params["pixel_size_nm"])
         pixel_size = params["pixel_size_nm"]
-    if not np.issubdtype(image.dtype, np.bool_) and np.issubdtype(image.dtype, np.floating):
-        bad = ~np.isfinite(image)
-        if bad.any():  # documented rule: NaN/inf pixels take the image's finite median
-            if bad.all():
-                return "skipped", "no finite pixels", f"{rel} page {page}: no finite pixels"
-            image = np.where(bad, np.median(image[~bad]), image)
     try:
         grey = normalize_intensity(image, method=params["normalize"])[0]
     except ConstantImageError as exc:

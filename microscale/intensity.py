@@ -130,7 +130,7 @@ def intensity_range(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if constant.any():
         first = int(np.flatnonzero(constant)[0])
         raise ConstantImageError(
-            f"Image {first} is constant (every pixel equals {flat[first, 0]!r}): it has no "
+            f"Image {first} is constant (every pixel equals {flat[first, 0].item()!r}): it has no "
             f"texture ({int(constant.sum())} constant image(s) in the stack). Remove it "
             "from the input."
         )
@@ -210,7 +210,9 @@ def normalize_intensity(
             )
     else:
         lo_f, hi_f = _dtype_range(stack.dtype, bit_depth, lo, hi)
-    out = (work - lo_f[:, None]) / (hi_f - lo_f)[:, None]
+    # halved first, so that hi - lo cannot overflow for float64 data near +-1.8e308
+    half_lo, half_hi = lo_f / 2, hi_f / 2
+    out = (work / 2 - half_lo[:, None]) / (half_hi - half_lo)[:, None]
     if method == "percentile":
         np.clip(out, 0.0, 1.0, out=out)
     return out.reshape(stack.shape).astype(dtype, copy=False)

@@ -22,10 +22,11 @@ format    signature                                            decoder
 ========  ===================================================  ===========================
 
 Anything else (text, an empty file, ``.DS_Store``...) is not an image:
-:func:`read_micrograph` raises :class:`UnsupportedFormatError`. A file that has an image
-signature but cannot be decoded (truncated, corrupt, an unsupported compression) raises
-:class:`DecodeError` with the decoder's own reason; a partial or zero-filled image is never
-returned (Pillow's ``LOAD_TRUNCATED_IMAGES`` is never set, and PNG chunk checksums are
+:func:`read_micrograph` raises :class:`UnsupportedFormatError`. Anything but a regular file
+is refused the same way: FIFOs, sockets and device files are never opened. A file that has
+an image signature but cannot be decoded (truncated, corrupt, an unsupported compression)
+raises :class:`DecodeError` with the decoder's own reason; a partial or zero-filled image is
+never returned (Pillow's ``LOAD_TRUNCATED_IMAGES`` is never set, and PNG chunk checksums are
 verified). The pixel count is read from the header and checked against ``max_pixels``
 *before* any pixel data is decoded (:class:`ImageTooLargeError`).
 
@@ -70,7 +71,9 @@ when the file does not say. Sources, in order of precedence (the first one found
 ``metadata["pixel_size_source"]`` names it):
 
 1. OME-XML: ``Pixels/@PhysicalSizeX`` in ``PhysicalSizeXUnit`` (µm when absent, as the
-   OME schema says), for the image of the selected page's series;
+   OME schema says), for the image of the selected page's series. An OME-XML text that
+   declares a DOCTYPE or ENTITY (the vehicle of "billion laughs" entity-expansion bombs,
+   never needed by OME) is not parsed at all: the file is read as a plain TIFF;
 2. FEI / Thermo Fisher SEM and FIB (TIFF tag 34680 FEI_SFEG or 34682 FEI_HELIOS, an
    INI-style text): ``[Scan] PixelWidth`` (else ``[EScan] PixelWidth``), in metres;
 3. Zeiss SEM (TIFF tag 34118 CZ_SEM): ``AP_IMAGE_PIXEL_SIZE`` (else ``AP_PIXEL_SIZE``),
@@ -213,7 +216,12 @@ def _check_2d(image: ArrayLike, what: str = "image") -> np.ndarray:
 # --------------------------------------------------------------------------- discovery
 
 
-def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> list[Path]:
+def discover(
+    root: str | os.PathLike[str],
+    *,
+    follow_symlinks: bool = False,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[Path]:
     """List every regular file under ``root``, recursively, in a deterministic order.
 
     Parameters
@@ -225,6 +233,11 @@ def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> 
         outside ``root`` (after resolving every link) is skipped, as is a link back to a
         folder being walked (a loop), and a file reachable by several paths is listed once,
         under the first path in sorted order. By default links are not followed at all.
+    skipped : list, optional
+        If given, every entry left out is appended to it as ``(path, reason)``, in sorted
+        order: links (not followed, dangling, looping, or leading outside ``root``) and
+        FIFOs, sockets and device files, which are never opened (so a FIFO cannot hang the
+        walk).
 
     Returns
     -------
@@ -232,7 +245,9 @@ def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> 
         Absolute paths under the resolved ``root``, sorted by their components relative to
         it. Only regular files: no folders, links (unless followed), sockets, FIFOs or
         devices. Hidden files such as ``.DS_Store`` are listed; :func:`sniff_format` tells
-        them apart from images.
+        them apart from images. A hard link is a regular file and is listed wherever its
+        other names are: its content is the same file as the one inside ``root``, so
+        reading it reads nothing else.
 
     Raises
     ------
@@ -266,6 +281,7 @@ def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> 
     top = root_path.resolve(strict=True)
     top_stat = top.stat()
     found: list[tuple[tuple[str, ...], Path]] = []
+    left_out: list[tuple[tuple[str, ...], str]] = []
     # each item: (parts relative to top, real folder path, inodes of real ancestors)
     stack: list[tuple[tuple[str, ...], Path, frozenset[tuple[int, int]]]] = [
         ((), top, frozenset({(top_stat.st_dev, top_stat.st_ino)}))
@@ -277,20 +293,27 @@ def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> 
                 parts = (*rel, entry.name)
                 if entry.is_symlink():
                     if not follow_symlinks:
+                        left_out.append((parts, "a symbolic link (links are not followed)"))
                         continue
                     try:
                         target = Path(entry.path).resolve(strict=True)
                         target_stat = target.stat()
                     except (OSError, RuntimeError):  # dangling link or a loop of links
+                        left_out.append((parts, "a dangling symbolic link or a loop of links"))
                         continue
                     if not target.is_relative_to(top):
+                        left_out.append((parts, "a symbolic link to outside the archive root"))
                         continue
                     if stat.S_ISDIR(target_stat.st_mode):
                         key = (target_stat.st_dev, target_stat.st_ino)
                         if key not in ancestors:
                             stack.append((parts, target, ancestors | {key}))
+                        else:
+                            left_out.append((parts, "a link back to a folder above it (a loop)"))
                     elif stat.S_ISREG(target_stat.st_mode):
                         found.append((parts, target))
+                    else:
+                        left_out.append((parts, "a link to a FIFO, socket or device file"))
                 elif entry.is_dir(follow_symlinks=False):
                     sub = Path(entry.path)
                     st = entry.stat(follow_symlinks=False)
@@ -299,7 +322,11 @@ def discover(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> 
                         stack.append((parts, sub, ancestors | {key}))
                 elif entry.is_file(follow_symlinks=False):
                     found.append((parts, Path(entry.path)))
+                else:
+                    left_out.append((parts, "not a regular file (a FIFO, socket or device file)"))
     found.sort(key=lambda item: item[0])
+    if skipped is not None:
+        skipped.extend((top.joinpath(*parts), reason) for parts, reason in sorted(left_out))
     seen: set[Path] = set()
     paths: list[Path] = []
     for parts, real in found:
@@ -363,12 +390,21 @@ def sniff_format(path: str | os.PathLike[str]) -> str | None:
 
     Notes
     -----
+    Only regular files are opened (checked with ``os.stat`` before opening, and again on
+    the open descriptor, which is opened non-blocking): a FIFO, socket or device file is
+    ``None``, so a FIFO can never hang the caller.
+
     Signatures: TIFF ``II*\\0`` / ``MM\\0*`` and BigTIFF ``II+\\0`` / ``MM\\0+``; PNG's
     8-byte signature; JPEG ``FF D8 FF``; BMP ``BM`` followed by a known DIB header size at
     byte 14; Gatan DM3 (DM4): a big-endian version 3 (4), the file size in 4 (8) bytes and a
     big-endian byte-order flag 0 or 1.
     """
-    with open(path, "rb") as fh:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the check
+            return None
         head = fh.read(20)
     return _sniff_bytes(head)
 
@@ -394,7 +430,13 @@ def _sniff_bytes(head: bytes) -> str | None:
 
 
 def _not_an_image(path: Path) -> UnsupportedFormatError:
-    size = path.stat().st_size
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return UnsupportedFormatError(
+            f"{os.fspath(path)!r} is not a regular file (a FIFO, socket or device file), so "
+            "it is never opened. Leave it out of the archive."
+        )
+    size = info.st_size
     if size == 0:
         return UnsupportedFormatError(
             f"{os.fspath(path)!r} is empty (0 bytes), so it holds no image. Remove it from "
@@ -522,6 +564,8 @@ def _pixel_size_ome(ome_xml: str, image_index: int = 0) -> float | None:
 
     The unit defaults to µm, as in the OME schema.
     """
+    if _has_dtd(ome_xml):  # never expand entities (billion laughs)
+        return None
     try:
         root = ET.fromstring(ome_xml)
     except ET.ParseError:
@@ -795,10 +839,8 @@ def count_pages(path: str | os.PathLike[str]) -> int:
     if fmt is None:
         raise _not_an_image(path)
     if fmt == "tiff":
-        import tifffile
-
         try:
-            with tifffile.TiffFile(path) as tif:
+            with _open_tiff(path) as tif:
                 return len(_tiff_frames(path, tif))
         except (UnsupportedFormatError, DecodeError):
             raise
@@ -882,11 +924,39 @@ def _tiff_channel_policy(page: Any, samples: np.ndarray) -> tuple[np.ndarray, st
     return samples, "grey", samples
 
 
-def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
+def _has_dtd(xml: object) -> bool:
+    """Whether an XML text declares a DOCTYPE or ENTITY (entity-expansion bombs need one)."""
+    return isinstance(xml, str) and ("<!DOCTYPE" in xml or "<!ENTITY" in xml)
+
+
+def _open_tiff(path: Path) -> Any:
+    """A ``tifffile.TiffFile``; an OME-XML description with a DTD is never parsed.
+
+    OME-XML has no use for DOCTYPE or ENTITY declarations, and they are how an XML
+    "billion laughs" bomb expands. Such a file is opened as a plain TIFF instead
+    (``is_ome=False``): its pixels are read, its OME metadata ignored.
+    """
     import tifffile
 
+    tif = tifffile.TiffFile(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        if tif.is_ome and _has_dtd(tif.pages.first.description):
+            _log.warning(
+                "%r: the OME-XML description declares a DOCTYPE/ENTITY (an XML bomb?); it is "
+                "not parsed and the file is read as a plain TIFF",
+                os.fspath(path),
+            )
+            tif.close()
+            tif = tifffile.TiffFile(path, is_ome=False)
+    except BaseException:
+        tif.close()
+        raise
+    return tif
+
+
+def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
+    try:
+        with _open_tiff(path) as tif:
             frames = _tiff_frames(path, tif)
             if page >= len(frames):
                 raise _page_error(path, page, len(frames))

@@ -91,3 +91,17 @@ def test_rerun_computes_nothing_and_growth_computes_only_new_blocks(run):
         assert counts["blocks"] + counts["blocks_done_before"] == n_blocks_total
     ds = read_dataset(params.store / "results" / "map.zarr").load()
     assert ds.sizes["image"] == 12
+
+
+def test_cli_run_writes_the_demo_archive_and_prints_a_summary(harness, tmp_path, capsys):
+    from microscale.cli import main
+
+    store = tmp_path / "store"
+    code = main(["run", "--store", str(store), "--demo-images", "9", "--tile-size", "128",
+                 "--dims", "1,2,3", "--workers", "1", "--device", "cpu"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (store / "demo-archive" / "parameters.csv").is_file()
+    assert "processed" in out and "failed" in out and "Stress-1 by dimension" in out
+    assert "R^2 of linear maps to the ground truth at D*=3" in out
+    assert str(store / "results" / "map.nc") in out
