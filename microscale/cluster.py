@@ -22,8 +22,9 @@ each worker process before it starts (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
 ``torch.set_num_threads`` and threadpoolctl. Workers that run inside the calling process
 (``processes=False``) share its thread pools, which are left alone.
 
-The dashboard is off unless ``dashboard=True`` (then on a free port, ``":0"``), so two
-runs on one machine never fight over port 8787.
+The dashboard of a local cluster is always on a free port (``":0"``): distributed binds its
+HTTP server even when asked for no dashboard, and a fixed 8787 makes two runs on one
+machine collide. :func:`describe_cluster` reports its link.
 """
 
 from __future__ import annotations
@@ -153,7 +154,6 @@ def _local_cluster(
     n_workers: int | None,
     threads_per_worker: int | None,
     processes: bool,
-    dashboard: bool,
     memory_limit: str | float | None,
 ) -> tuple[distributed.LocalCluster, int]:
     cores = _cores()
@@ -172,7 +172,7 @@ def _local_cluster(
         "n_workers": n_workers,
         "threads_per_worker": tpw,
         "processes": processes,
-        "dashboard_address": ":0" if dashboard else None,
+        "dashboard_address": ":0",
         "memory_limit": memory_limit if memory_limit is not None else "auto",
     }
     if processes:
@@ -189,7 +189,6 @@ def _cuda_cluster(
     *,
     n_workers: int | None,
     threads_per_worker: int | None,
-    dashboard: bool,
     memory_limit: str | float | None,
 ) -> tuple[Any, int]:
     n_gpus = _gpu_count()
@@ -216,7 +215,7 @@ def _cuda_cluster(
             n_workers=n,
             threads_per_worker=threads_per_worker or 1,
             host="127.0.0.1",
-            dashboard_address=":0" if dashboard else None,
+            dashboard_address=":0",
             memory_limit=memory_limit if memory_limit is not None else "auto",
         )
     except Exception as exc:  # e.g. pynvml.NVMLError_LibraryNotFound
@@ -236,7 +235,6 @@ def get_client(
     processes: bool = True,
     allow_insecure: bool = False,
     security: Any = None,
-    dashboard: bool = False,
     memory_limit: str | float | None = None,
     timeout: str | float = "30s",
 ) -> distributed.Client:
@@ -269,8 +267,6 @@ def get_client(
         Allow a plain ``tcp://`` address on another machine.
     security : distributed.security.Security, optional
         TLS settings for a ``tls://`` address.
-    dashboard : bool, optional
-        Serve the Dask dashboard of a local cluster on a free port.
     memory_limit : str or float, optional
         Per-worker memory limit of a local cluster (default ``"auto"``: the machine's
         memory split between the workers).
@@ -300,7 +296,6 @@ def get_client(
         cluster, inner = _cuda_cluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
-            dashboard=dashboard,
             memory_limit=memory_limit,
         )
     else:
@@ -308,7 +303,6 @@ def get_client(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=processes,
-            dashboard=dashboard,
             memory_limit=memory_limit,
         )
     try:
@@ -376,6 +370,7 @@ def describe_cluster(client: distributed.Client) -> dict[str, Any]:
     gpus = {(w["host"], w["gpu"]["device"]) for w in workers.values() if w["gpu"]}
     return {
         "scheduler": client.scheduler.address,
+        "dashboard": client.dashboard_link,
         "n_workers": len(workers),
         "n_threads": sum(w["task_threads"] for w in workers.values()),
         "n_gpus": len(gpus),

@@ -30,6 +30,18 @@ The ``run_*`` functions and :func:`embed` create and resize arrays, so they hold
 store's run lock (:meth:`microscale.store.Store.lock`, re-entrant in one process) unless
 ``lock=False``; the ``compute_*`` functions never take it.
 
+Faults
+------
+A unit's data are written before its record, and Zarr writes each chunk by renaming a
+temporary file, so whatever kills a run (the driver or a worker killed, a full disk) leaves
+only whole chunks and records of written work: re-running the stage computes the rest. On
+a Dask client, a killed worker's tasks are rescheduled by Dask; a unit that kills every
+worker that runs it (``distributed.scheduler.allowed-failures``) is given up while the
+others run on, and the stage then raises :class:`FailedUnitsError` naming it. A cluster
+that has no workers for :data:`WORKER_TIMEOUT` seconds raises :class:`NoWorkersError`
+rather than waiting forever. Transient read errors of a network file system are retried
+by the store (:mod:`microscale.store`).
+
 Constant tiles
 --------------
 Tiles are stored normalised with their whole image, so a flat tile (a saturated or empty
@@ -45,8 +57,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +92,10 @@ __all__ = [
     "DESCRIPTORS",
     "Batch",
     "BlockPair",
+    "FailedUnitsError",
+    "NoWorkersError",
     "StageCounts",
+    "WORKER_TIMEOUT",
     "compute_distance_block",
     "compute_distance_blocks",
     "compute_feature_batch",
@@ -105,8 +122,33 @@ DEFAULT_PAIRS_PER_TASK = 4
 #: Rows per distance block; the kernel's measured optimum (see microscale.distance).
 DEFAULT_BLOCK_SIZE = 1024
 
+#: Seconds a stage waits for a Dask cluster without workers before giving up.
+WORKER_TIMEOUT = 60.0
+_POLL_S = 1.0  # how often a waiting driver checks that the cluster still has workers
+
 Progress = Callable[[int, int], None]
 Root = Store | str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class NoWorkersError(RuntimeError):
+    """The Dask cluster of a stage has no workers (none started, or all gone)."""
+
+
+class FailedUnitsError(RuntimeError):
+    """Units of a stage that killed every worker that ran them; the other units are done.
+
+    Attributes
+    ----------
+    failed : dict
+        Description of each failed unit (its record key and rows) -> the reason.
+    """
+
+    def __init__(self, message: str, *, failed: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failed = dict(failed)
 
 
 # --------------------------------------------------------------------------- work units
@@ -225,6 +267,29 @@ def _apply(func: Callable[..., Any], root: Path, unit: Any, kwargs: dict[str, An
     return func(root, unit, **kwargs)
 
 
+def _describe(unit: Any) -> str:
+    if isinstance(unit, Batch):
+        return f"{unit.key} (rows {unit.start}:{unit.stop})"
+    if isinstance(unit, Sequence) and all(isinstance(p, BlockPair) for p in unit):
+        return "block pairs " + ", ".join(p.key for p in unit)
+    return repr(unit)
+
+
+def _wait_for_workers(client: Any, timeout: float) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise NoWorkersError(_no_workers_message(client, timeout)) from None
+
+
+def _no_workers_message(client: Any, timeout: float) -> str:
+    return (
+        f"The Dask cluster at {client.scheduler.address} has had no workers for {timeout:g} "
+        "s, so the stage cannot run. Start workers for it (or check why they died: memory "
+        "limit, GPU, the worker logs), or run without a client. The work done so far is kept."
+    )
+
+
 def _run_units(
     func: Callable[..., Any],
     root: Path,
@@ -240,6 +305,14 @@ def _run_units(
     ``sizes`` (default 1 each) is how much each unit advances the progress count.
     On a task error the pending tasks are cancelled and the error is raised; the units
     already done keep their completion records.
+
+    On a client, a worker that dies (killed, out of memory) is replaced by Dask and its
+    tasks are rescheduled; a task that killed ``distributed.scheduler.allowed-failures +
+    1`` workers is given up (``KilledWorker``). Such a unit does not stop the others: they
+    run to the end and then :class:`FailedUnitsError` names the failed units. A cluster
+    with no worker for :data:`WORKER_TIMEOUT` seconds, before or during the run, raises
+    :class:`NoWorkersError` instead of waiting forever; a lost scheduler cancels the tasks
+    at once (Dask's ``CancelledError``, with a note).
     """
     sizes = [1] * len(units) if sizes is None else list(sizes)
     total = sum(sizes)
@@ -253,24 +326,68 @@ def _run_units(
             if on_done is not None:
                 on_done(done, total)
         return
-    from distributed import as_completed
+    import distributed
+    from distributed.scheduler import KilledWorker
 
+    patience = float(WORKER_TIMEOUT)
+    if units:
+        _wait_for_workers(client, patience)
     # The options travel as one dict argument, not as map(**kwargs): Client.map has options
     # of its own (batch_size, key, retries ...) that would swallow ours. Futures inside the
     # dict (scattered weights) are resolved on the worker.
     n = len(units)
     keys = [f"{func.__name__}-{uuid.uuid4().hex}" for _ in range(n)]  # named in the dashboard
     futures = client.map(_apply, [func] * n, [root] * n, list(units), [kwargs] * n, key=keys)
-    size_of = {f.key: s for f, s in zip(futures, sizes, strict=True)}
+    unit_of = {f.key: (u, s) for f, u, s in zip(futures, units, sizes, strict=True)}
+    failed: dict[str, str] = {}
+    pending = list(futures)
+    idle_since: float | None = None
     try:
-        for future in as_completed(futures):
-            future.result()
-            done += size_of[future.key]
-            if on_done is not None:
-                on_done(done, total)
-    except BaseException:
+        while pending:
+            try:
+                finished, rest = distributed.wait(
+                    pending, timeout=_POLL_S, return_when="FIRST_COMPLETED"
+                )
+            except TimeoutError:  # nothing finished: are there still workers?
+                if client.nthreads():
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > patience:
+                    raise NoWorkersError(_no_workers_message(client, patience)) from None
+                continue
+            idle_since = None
+            pending = list(rest)
+            for future in finished:
+                unit, size = unit_of[future.key]
+                try:
+                    future.result()
+                except KilledWorker as exc:
+                    failed[_describe(unit)] = str(exc)
+                    _log.error(
+                        "%s %s killed every worker that ran it: %s", func.__name__, unit, exc
+                    )
+                    continue
+                done += size
+                if on_done is not None:
+                    on_done(done, total)
+    except BaseException as exc:
         client.cancel(futures)
+        if isinstance(exc, CancelledError) and client.status != "running":
+            exc.add_note(
+                "microscale: the Dask scheduler is gone. The units done so far keep their "
+                "completion records; re-run the stage with a new client to compute the rest."
+            )
         raise
+    if failed:
+        detail = "; ".join(f"{unit}: {why}" for unit, why in failed.items())
+        raise FailedUnitsError(
+            f"{len(failed)} of {len(units)} task(s) of {func.__name__} killed every worker "
+            f"that ran them and were given up: {detail}. The other tasks are done and "
+            "recorded; re-run the stage to retry only these, and if they fail again look for "
+            "what kills the workers (memory limit, a corrupt input) in the worker logs.",
+            failed=failed,
+        )
 
 
 # --------------------------------------------------------------------------- features

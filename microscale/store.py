@@ -51,7 +51,16 @@ Commit, concurrency and crash rules
   arrays are never used: concurrent writers to one shard lose each other's updates.
   Arrays are created and resized only by the driver (under the run lock) before it submits
   the tasks that write them. Zarr's local store writes each chunk and metadata document to
-  a temporary file and renames it, so a chunk is never half-written.
+  a temporary file (``<chunk>.<uuid>.partial``) and renames it, so a chunk is never
+  half-written. A process killed between the two leaves the temporary file behind; the
+  driver removes such leftovers of an array when it reuses the array
+  (:func:`ensure_array`, under the run lock, before any task writes it).
+- **Full disks and flaky reads.** A write that fails (e.g. ``ENOSPC``) raises before the
+  completion record is written, so nothing is marked done that is not on disk; free space
+  and re-run. Reads of tiles and rows (:func:`read_tiles`, :func:`read_rows`,
+  :func:`read_array`) retry transient I/O errors (``EIO``, ``EAGAIN``, ``ETIMEDOUT``,
+  ``ESTALE``: a network file system's hiccups) with exponential backoff; any other error,
+  such as a missing or unreadable file, is raised at once.
 - **Completion records.** A chunk never written reads back as the fill value, silently, so
   a task marks its work done with :meth:`Store.mark_done` *after* writing the data: a small
   JSON file ``_done/<stage>/<key>`` written to a temporary name, fsynced and renamed. The
@@ -74,12 +83,14 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,8 +139,17 @@ DONE_DIR = "_done"
 LOCK_NAME = ".lock"
 FILE_STATUSES = ("processed", "skipped", "failed")
 
+#: errno values of read errors worth retrying: a network file system's transient failures.
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE})
+#: Attempts of a read that fails transiently, and the first wait (doubled after each).
+READ_ATTEMPTS = 4
+READ_BACKOFF_S = 0.1
+_sleep = time.sleep  # between read attempts (tests replace it)
+_PARTIAL_SUFFIX = ".partial"  # zarr's LocalStore: <key>.<uuid hex>.partial, then rename
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STRING = str  # zarr's variable-length UTF-8 data type
+_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- errors
@@ -174,6 +194,41 @@ def _atomic_write(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _retry_transient(
+    read: Callable[[], Any], *, attempts: int = READ_ATTEMPTS, backoff: float = READ_BACKOFF_S
+) -> Any:
+    """``read()``, retried with exponential backoff while it fails with a transient errno.
+
+    Waits ``backoff``, ``2 * backoff`` ... between attempts (0.7 s in all by default). Any
+    other exception, and the last transient one, is raised unchanged.
+    """
+    for attempt in range(attempts):
+        try:
+            return read()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS:
+                raise
+            if attempt == attempts - 1:
+                exc.add_note(f"microscale: the read failed {attempts} times; giving up.")
+                raise
+            wait = backoff * 2**attempt
+            _log.warning("Transient read error (%s); retrying in %.2f s", exc, wait)
+        _sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _remove_partial_writes(store: Store, name: str) -> int:
+    """Delete the temporary chunk files of ``name`` left by killed writers; how many."""
+    removed = 0
+    for path in (store.root / GROUP_NAME / name).rglob(f"*{_PARTIAL_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        _log.info("Removed %d partial chunk file(s) of %r left by a killed writer", removed, name)
+    return removed
 
 
 def _jsonable(value: Any) -> Any:
@@ -822,7 +877,7 @@ def _check_range(start: int, stop: int | None, n: int, what: str) -> tuple[int, 
 def read_tiles(store: Store, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Committed tiles ``start:stop``, a (t, s, s) float32 array."""
     start, stop = _check_range(start, stop, store.n_tiles, "tiles")
-    return store.group["tiles"][start:stop]
+    return _retry_transient(lambda: store.group["tiles"][start:stop])
 
 
 def tile_table(store: Store, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
@@ -893,12 +948,13 @@ def read_rows(store: Store, name: str, start: int = 0, stop: int | None = None) 
     """
     arr = _array(store, name)
     start, stop = _check_range(start, stop, arr.shape[0], f"rows of {name!r} in")
-    return arr[start:stop]
+    return _retry_transient(lambda: arr[start:stop])
 
 
 def read_array(store: Store, name: str) -> np.ndarray:
     """The whole array ``name``."""
-    return _array(store, name)[...]
+    arr = _array(store, name)
+    return _retry_transient(lambda: arr[...])
 
 
 # --------------------------------------------------------------------------- arrays
@@ -919,7 +975,8 @@ def ensure_array(
     Driver-side only (under the run lock, before tasks that write it are submitted).
     An existing array must have the same chunks, dtype and ``attrs`` (for the keys given:
     they identify what the array holds, e.g. the VGG layers), and may only grow. Growing
-    keeps every chunk already written. New arrays are uncompressed (texture vectors and
+    keeps every chunk already written. The temporary chunk files of an existing array left
+    by writers killed mid-write are removed. New arrays are uncompressed (texture vectors and
     distances do not compress) with fill value NaN.
 
     Returns
@@ -959,6 +1016,7 @@ def ensure_array(
             )
         if tuple(arr.shape) != tuple(shape):
             arr.resize(tuple(shape))
+        _remove_partial_writes(store, name)
         return False
     parent, _, leaf = name.rpartition("/")
     group = store.group.require_group(parent) if parent else store.group
@@ -1076,6 +1134,9 @@ def write_block(
     ------
     StoreError
         If the region is not made of whole chunks or the data's shape does not match.
+    OSError
+        If the file system refuses the write (e.g. ``ENOSPC``: it is full). No chunk is
+        half-written, and the caller's completion record is not written.
     """
     arr = _array(store, name)
     region = [rows] if cols is None else [rows, cols]
@@ -1095,7 +1156,16 @@ def write_block(
         raise StoreError(
             f"Data of shape {data.shape} does not fit a region of shape {expected} of {name!r}."
         )
-    arr[tuple(index)] = data
+    try:
+        arr[tuple(index)] = data
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            exc.add_note(
+                f"microscale: the file system of {store.root} is full (or over quota) while "
+                f"writing {name!r}; this work is not marked done. Free space and re-run the "
+                "stage: only the work without a completion record is computed."
+            )
+        raise
 
 
 def write_array(

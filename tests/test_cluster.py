@@ -56,7 +56,7 @@ def test_connect_to_a_scheduler_address():
         processes=False,
         protocol="tcp://",
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
     ) as local:
         address = local.scheduler_address
         assert address.startswith("tcp://127.0.0.1:")
