@@ -54,6 +54,7 @@ from microscale.store import (
     append_images,
     append_tiles,
     create_store,
+    image_table,
     open_store,
     read_manifest,
     record_files,
@@ -185,7 +186,12 @@ def ingest_archive(
     report = IngestReport()
     with st.lock():
         known = read_manifest(st)
+        # Contents already done: those the manifest lists, and single-page images that a
+        # crashed run committed before it could write their outcome (pages of a multi-page
+        # file that was cut short are completed page by page below).
+        committed = image_table(st)["image_id"] if st.n_images else []
         known_digests = {image_id.split("#")[0] for image_id in known["images"]}
+        known_digests |= {str(i) for i in committed if "#" not in str(i)}
         pending: dict[str, dict[str, Any]] = {}
         for path, why in left_out:
             rel = _recorded_name(path.relative_to(root.resolve()).as_posix())
@@ -257,6 +263,10 @@ def _ingest_file(
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
         label = rel if n_pages == 1 else f"{rel}#{page}"
+        if st.image_index(image_id) is not None:  # committed by a run that was cut short
+            first_id = first_id or image_id
+            kinds.append(("processed", "image", ""))
+            continue
         status, kind, reason = _ingest_page(
             st, path, label, page, image_id, params, max_pixels, report, notes
         )

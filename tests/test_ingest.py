@@ -88,3 +88,24 @@ def test_constant_and_small_images_are_skipped_with_reason(tmp_path):
     assert report.outcomes["tiny.tif"]["kind"] == "too small"
     assert report.outcomes["nan.tif"]["status"] == "processed"
     assert np.isfinite(read_tiles(open_store(tmp_path / "st"))).all()
+
+
+def test_crash_after_commit_before_outcomes_does_not_duplicate(archive, tmp_path, monkeypatch):
+    import microscale.ingest as ingest_mod
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the outcomes were written")
+
+    monkeypatch.setattr(ingest_mod, "record_files", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_archive(archive, tmp_path / "st", tile_size=32)
+    monkeypatch.undo()
+    committed = open_store(tmp_path / "st").n_images
+    assert committed > 0  # images were committed, their outcomes were not
+    report = ingest_archive(archive, tmp_path / "st", tile_size=32)
+    clean = ingest_archive(archive, tmp_path / "clean", tile_size=32)
+    assert report.n_images == clean.n_images  # nothing appended twice
+    assert report.counts() == clean.counts()
+    np.testing.assert_array_equal(
+        read_tiles(open_store(tmp_path / "st")), read_tiles(open_store(tmp_path / "clean"))
+    )
