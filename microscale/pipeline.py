@@ -55,6 +55,7 @@ mean. An image with no describable tile is an error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -326,21 +327,60 @@ def _run_units(
             if on_done is not None:
                 on_done(done, total)
         return
-    import distributed
-    from distributed.scheduler import KilledWorker
-
     patience = float(WORKER_TIMEOUT)
     if units:
         _wait_for_workers(client, patience)
     # The options travel as one dict argument, not as map(**kwargs): Client.map has options
     # of its own (batch_size, key, retries ...) that would swallow ours. Futures inside the
     # dict (scattered weights) are resolved on the worker.
+    run = functools.partial(
+        _run_on_client, func, root, kwargs=kwargs, client=client, patience=patience,
+        on_done=on_done, total=total,
+    )  # fmt: skip
+    failed, done = run(units, sizes, done=0)
+    if failed:  # tasks queued on a worker that a poison task killed count as failures too:
+        retry = [(u, z) for u, z in zip(units, sizes, strict=True) if _describe(u) in failed]
+        failed = {}
+        for unit, size in retry:  # so each gets a second chance, alone
+            again, done = run([unit], [size], done=done)
+            failed.update(again)
+    if failed:
+        detail = "; ".join(f"{unit}: {why}" for unit, why in failed.items())
+        raise FailedUnitsError(
+            f"{len(failed)} of {len(units)} task(s) of {func.__name__} killed every worker "
+            f"that ran them and were given up: {detail}. The other tasks are done and "
+            "recorded; re-run the stage to retry only these, and if they fail again look for "
+            "what kills the workers (memory limit, a corrupt input) in the worker logs.",
+            failed=failed,
+        )
+
+
+def _run_on_client(
+    func: Callable[..., Any],
+    root: Path,
+    units: Sequence[Any],
+    sizes: Sequence[int],
+    *,
+    kwargs: dict[str, Any],
+    client: Any,
+    patience: float,
+    on_done: Progress | None,
+    total: int,
+    done: int,
+) -> tuple[dict[str, str], int]:
+    """Submit ``units``, wait for all; ({unit: reason} of those given up, progress count).
+
+    Each future is released as soon as its result is read, so a worker that dies later does
+    not make Dask recompute work that is already written and recorded.
+    """
+    import distributed
+    from distributed.scheduler import KilledWorker
+
     n = len(units)
     keys = [f"{func.__name__}-{uuid.uuid4().hex}" for _ in range(n)]  # named in the dashboard
-    futures = client.map(_apply, [func] * n, [root] * n, list(units), [kwargs] * n, key=keys)
-    unit_of = {f.key: (u, s) for f, u, s in zip(futures, units, sizes, strict=True)}
+    pending = client.map(_apply, [func] * n, [root] * n, list(units), [kwargs] * n, key=keys)
+    unit_of = {f.key: (u, s) for f, u, s in zip(pending, units, sizes, strict=True)}
     failed: dict[str, str] = {}
-    pending = list(futures)
     idle_since: float | None = None
     try:
         while pending:
@@ -359,7 +399,7 @@ def _run_units(
             idle_since = None
             pending = list(rest)
             for future in finished:
-                unit, size = unit_of[future.key]
+                unit, size = unit_of.pop(future.key)
                 try:
                     future.result()
                 except KilledWorker as exc:
@@ -368,26 +408,21 @@ def _run_units(
                         "%s %s killed every worker that ran it: %s", func.__name__, unit, exc
                     )
                     continue
+                finally:
+                    future.release()
                 done += size
                 if on_done is not None:
                     on_done(done, total)
+            del finished
     except BaseException as exc:
-        client.cancel(futures)
+        client.cancel(pending)
         if isinstance(exc, CancelledError) and client.status != "running":
             exc.add_note(
                 "microscale: the Dask scheduler is gone. The units done so far keep their "
                 "completion records; re-run the stage with a new client to compute the rest."
             )
         raise
-    if failed:
-        detail = "; ".join(f"{unit}: {why}" for unit, why in failed.items())
-        raise FailedUnitsError(
-            f"{len(failed)} of {len(units)} task(s) of {func.__name__} killed every worker "
-            f"that ran them and were given up: {detail}. The other tasks are done and "
-            "recorded; re-run the stage to retry only these, and if they fail again look for "
-            "what kills the workers (memory limit, a corrupt input) in the worker logs.",
-            failed=failed,
-        )
+    return failed, done
 
 
 # --------------------------------------------------------------------------- features

@@ -1,0 +1,657 @@
+"""Fault-injection campaign on a small archive: what breaks, what is redone, what it costs.
+
+Builds a demo archive (with its broken files) plus two decompression bombs, ingests it, runs
+the stages once cleanly, then injects real faults with real processes and resumes:
+
+* driver SIGKILLed mid-features and mid-distances (a subprocess that kills itself after k
+  units), then a resume in this process;
+* a worker SIGKILLed mid-features on a 3-worker LocalCluster (Dask reschedules its task);
+* a poisoned batch (a worker plugin that ``os._exit``\\s on one batch: every worker that runs
+  it dies) -> ``FailedUnitsError`` names it, the others are done, a re-run retries it;
+* a cluster with no workers -> ``NoWorkersError`` after ``WORKER_TIMEOUT``.
+
+Prints the tables of issue 4's "Figures": files by outcome and reason; units recomputed on
+resume; time to detect and to recover; overhead vs a clean run; peak memory of ingesting the
+bombs; numeric checks of every final distance matrix (asymmetry, min distance, diagonal,
+NaNs) and its max abs difference from the clean run.
+
+    python benchmarks/bench_faults.py [--n 24] [--size 256] [--tile 64] [--descriptor ps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from microscale import pipeline as pl
+from microscale import store as st
+from microscale.demo import write_demo_archive
+from microscale.ingest import ingest_archive
+
+# --------------------------------------------------------------------------- helpers
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(header)]  # fmt: skip
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def lying_png(width: int, height: int, size: int = 99) -> bytes:
+    """A ``size``-byte PNG: a valid IHDR claiming ``width x height`` and an IDAT's start."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
+    return data + b"\x00" * (size - len(data))
+
+
+def zlib_tiff_bomb(path: Path, side: int = 40960, tile_side: int = 512) -> None:
+    """A ~1.8 MB tiled zlib TIFF that decodes to ``side**2`` bytes (1.6 GiB) of zeros."""
+    compressed = zlib.compress(bytes(tile_side * tile_side), 9)
+    n = (side // tile_side) ** 2
+    tifffile.imwrite(
+        path,
+        (compressed for _ in range(n)),  # pre-compressed tiles, written as they are
+        shape=(side, side),
+        dtype=np.uint8,
+        tile=(tile_side, tile_side),
+        compression="zlib",
+        photometric="minisblack",
+    )
+
+
+def add_bombs(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    png, tif = folder / "bomb.png", folder / "bomb.tif"
+    png.write_bytes(lying_png(20000, 20000))
+    zlib_tiff_bomb(tif)
+    return [png, tif]
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def distances(root: Path, descriptor: str) -> np.ndarray:
+    return st.read_array(st.open_store(root), f"distances/{descriptor}")
+
+
+def n_done(root: Path, stage: str) -> int:
+    return len(st.open_store(root).done_keys(stage))
+
+
+class Sabotage:
+    """Worker plugin: slow down ``microscale.pipeline.<target>`` and poison one start row.
+
+    Registered as a worker plugin, so a worker that Dask's nanny restarts after a kill gets
+    it again. ``poison``: the first positional argument after the store (a tile start row)
+    for which the worker process exits at once (``os._exit``, as a segfault or OOM kill).
+    """
+
+    name = "microscale-sabotage"
+
+    def __init__(
+        self, target: str, delay: float, poison: int | None = None, log: str | None = None
+    ) -> None:
+        self.target, self.delay, self.poison, self.log = target, delay, poison, log
+
+    def setup(self, worker):  # noqa: ANN001
+        import microscale.pipeline as module
+
+        original = getattr(module, self.target)
+        delay, poison, log = self.delay, self.poison, self.log
+
+        def sabotaged(store, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+            if log is not None:  # one line per call: counts the work done, re-runs included
+                with open(log, "a") as fh:
+                    fh.write(f"{args[0] if args else ''}\n")
+            if poison is not None and args and args[0] == poison:
+                os._exit(137)
+            time.sleep(delay)
+            return original(store, *args, **kwargs)
+
+        setattr(module, self.target, sabotaged)
+
+
+@contextlib.contextmanager
+def three_workers(plugin: Sabotage, *, allowed_failures: int = 3):
+    """Three single-threaded worker processes (nannies restart killed ones) on 127.0.0.1."""
+    import dask
+    import distributed
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class Plugin(Sabotage, WorkerPlugin):
+        pass
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
+        distributed.LocalCluster(
+            n_workers=3,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            worker_dashboard_address=None,
+            env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.register_plugin(Plugin(plugin.target, plugin.delay, plugin.poison, plugin.log))
+        yield client
+
+
+def run_and_kill(code: str) -> float:
+    """Run ``code`` in a fresh interpreter that SIGKILLs itself; the wall time of its kill.
+
+    The child writes ``time.time()`` to the file named by ``KILLED_AT`` just before it
+    kills itself, so that the detection delay (kill -> exit seen -> store lock free) is
+    measured across the two processes.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".t", delete=False) as fh:
+        stamp = fh.name
+    env = {**os.environ, "KILLED_AT": stamp}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    if out.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"the driver was not killed (rc {out.returncode}):\n{out.stderr}")
+    killed_at = float(Path(stamp).read_text())
+    os.unlink(stamp)
+    return killed_at
+
+
+DIE_AFTER = """
+import os, signal, time
+from microscale import pipeline
+
+def die_after(done, total):
+    if done == {k}:
+        with open(os.environ["KILLED_AT"], "w") as fh:
+            fh.write(repr(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def wait_until_lock_free(root: Path) -> float:
+    """Time of the first moment the store's run lock could be taken."""
+    store = st.open_store(root)
+    while True:
+        try:
+            with store.lock():
+                return time.time()
+        except st.StoreLockedError:
+            time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_features(root: Path, d: str, client=None, on_done=None) -> pl.StageCounts:  # noqa: ANN001
+    return pl.run_features(root, descriptor=d, client=client, on_done=on_done)
+
+
+def stage_rest(root: Path, d: str, block: int, client=None, on_done=None) -> pl.StageCounts:  # noqa: ANN001
+    pl.image_features(root, descriptor=d, client=client, images_per_task=4)
+    return pl.run_distances(
+        root, descriptor=d, client=client, block_size=block, pairs_per_task=1, on_done=on_done
+    )
+
+
+def all_stages(root: Path, d: str, block: int) -> dict[str, float]:
+    times = {}
+    t = time.perf_counter()
+    stage_features(root, d)
+    times["features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pl.image_features(root, descriptor=d, images_per_task=4)
+    times["image_features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pl.run_distances(root, descriptor=d, block_size=block, pairs_per_task=1)
+    times["distances"] = time.perf_counter() - t
+    return times
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def kill_driver_features(base: Path, work: Path, d: str, block: int, clean_t: dict) -> dict:
+    root = copy_store(base, work / "kill_driver_features")
+    n = len(pl.plan_feature_batches(root, descriptor=d))
+    k = max(1, n // 2)
+    t0 = time.perf_counter()
+    killed_at = run_and_kill(
+        DIE_AFTER.format(k=k)
+        + f"pipeline.run_features({str(root)!r}, descriptor={d!r}, on_done=die_after)\n"
+    )
+    detected = wait_until_lock_free(root) - killed_at
+    lost = time.perf_counter() - t0
+    before = n_done(root, f"features.{d}")
+    t = time.perf_counter()
+    counts = stage_features(root, d)
+    recover = time.perf_counter() - t
+    stage_rest(root, d, block)
+    return {
+        "name": "driver killed mid-features",
+        "root": root,
+        "unit": "batches",
+        "done_before": before,
+        "counts": counts,
+        "detect_s": detected,
+        "recover_s": recover,
+        "faulty_s": lost + recover,
+        "clean_s": clean_t["features"],
+        "note": f"SIGKILL after {k}/{n} batches (faulty total includes the killed "
+        "driver's interpreter start, ~0.3 s)",
+    }
+
+
+def kill_driver_distances(base: Path, work: Path, d: str, block: int, clean_t: dict) -> dict:
+    root = copy_store(base, work / "kill_driver_distances")
+    stage_features(root, d)
+    pl.image_features(root, descriptor=d, images_per_task=4)
+    n_img = st.open_store(root).n_images
+    nb = -(-n_img // block)
+    n = nb * (nb + 1) // 2
+    k = max(1, n // 2)
+    t0 = time.perf_counter()
+    killed_at = run_and_kill(
+        DIE_AFTER.format(k=k)
+        + f"pipeline.run_distances({str(root)!r}, descriptor={d!r}, block_size={block}, "
+        "pairs_per_task=1, on_done=die_after)\n"
+    )
+    detected = wait_until_lock_free(root) - killed_at
+    lost = time.perf_counter() - t0
+    before = n_done(root, f"distances.{d}")
+    t = time.perf_counter()
+    counts = pl.run_distances(root, descriptor=d, block_size=block, pairs_per_task=1)
+    recover = time.perf_counter() - t
+    return {
+        "name": "driver killed mid-distances",
+        "root": root,
+        "unit": "block pairs",
+        "done_before": before,
+        "counts": counts,
+        "detect_s": detected,
+        "recover_s": recover,
+        "faulty_s": lost + recover,
+        "clean_s": clean_t["distances"],
+        "note": f"SIGKILL after {k}/{n} pairs (faulty total includes the killed driver's "
+        "interpreter start and its features/centre reads)",
+    }
+
+
+def kill_worker_features(base: Path, work: Path, d: str, block: int, delay: float) -> dict:
+    clean = copy_store(base, work / "cluster_clean")
+    root = copy_store(base, work / "kill_worker_features")
+    killed: list[dict] = []
+    log = work / "worker_reads.log"
+    with three_workers(Sabotage("read_tiles", delay, log=str(log))) as client:
+        t = time.perf_counter()
+        stage_features(clean, d, client=client)
+        clean_s = time.perf_counter() - t
+        log.write_text("")  # count the faulty run's reads only
+        n_workers_before = len(client.nthreads())
+
+        def watch(address: str, t_kill: float) -> None:  # scheduler notices the loss
+            while time.monotonic() - t_kill < 60:
+                if address not in client.nthreads():
+                    killed[0]["detect_s"] = time.monotonic() - t_kill
+                    return
+                time.sleep(0.02)
+
+        def on_done(done: int, total: int) -> None:
+            if done == 2 and not killed:
+                for address, keys in client.processing().items():
+                    if keys:
+                        pid = client.run(os.getpid, workers=[address])[address]
+                        t_kill = time.monotonic()
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append({"lost_tasks": len(keys), "t_kill": t_kill})
+                        thread = threading.Thread(target=watch, args=(address, t_kill))
+                        thread.start()
+                        killed[0]["thread"] = thread
+                        return
+
+        t = time.perf_counter()
+        counts = stage_features(root, d, client=client, on_done=on_done)
+        faulty_s = time.perf_counter() - t
+        if killed:
+            killed[0]["recover_s"] = time.monotonic() - killed[0]["t_kill"]
+            killed[0]["thread"].join()
+        n_workers_after = len(client.nthreads())
+    reads = len(log.read_text().splitlines())
+    resume = stage_features(root, d)  # nothing should be left
+    stage_rest(root, d, block)
+    info = killed[0] if killed else {}
+    return {
+        "name": "worker killed mid-features",
+        "root": root,
+        "unit": "batches",
+        "done_before": counts.total - resume.computed,
+        "counts": resume,
+        "detect_s": info.get("detect_s", float("nan")),
+        "recover_s": info.get("recover_s", float("nan")),  # kill -> the run's end
+        "faulty_s": faulty_s,
+        "clean_s": clean_s,
+        "note": (
+            f"{len(killed)} worker SIGKILLed while running {info.get('lost_tasks', 0)} task(s); "
+            f"batch reads on workers {reads} for {counts.total} batches (re-runs: "
+            f"{reads - counts.total}, lost results included); workers "
+            f"{n_workers_before}->{n_workers_after}; {delay} s/read sabotage"
+        ),
+    }
+
+
+def poison_batch(base: Path, work: Path, d: str, block: int, delay: float) -> dict:
+    root = copy_store(base, work / "poison_batch")
+    batches = pl.plan_feature_batches(root, descriptor=d)
+    victim = batches[len(batches) // 2]
+    log = work / "poison_reads.log"
+    plugin = Sabotage("read_tiles", delay, poison=victim.start, log=str(log))
+    with three_workers(plugin, allowed_failures=1) as client:
+        t = time.perf_counter()
+        try:
+            stage_features(root, d, client=client)
+            failed, error = {}, "no error"
+        except pl.FailedUnitsError as exc:
+            failed, error = exc.failed, "FailedUnitsError"
+        detect = time.perf_counter() - t
+        alive = len(client.nthreads())
+    done = st.open_store(root).done_keys(f"features.{d}")
+    before = len(done)
+    reads = len(log.read_text().splitlines())
+    t = time.perf_counter()
+    counts = stage_features(root, d)  # the poison is gone: a re-run retries only that batch
+    recover = time.perf_counter() - t
+    stage_rest(root, d, block)
+    others = sorted(int(k) for k in done)
+    all_but_victim = victim.index not in others and len(others) == len(batches) - 1
+    victim_tries = log.read_text().split().count(str(victim.start))
+    return {
+        "name": "poisoned batch (kills every worker)",
+        "root": root,
+        "unit": "batches",
+        "done_before": before,
+        "counts": counts,
+        "detect_s": detect,
+        "recover_s": recover,
+        "faulty_s": detect + recover,
+        "clean_s": float("nan"),
+        "note": (
+            f"{error}: given up {list(failed)}; {len(others)}/{len(batches)} others done "
+            f"(all but #{victim.index}: {all_but_victim}); {alive} workers alive after; "
+            f"batch reads on workers {reads} for {len(batches)} batches "
+            f"(victim tried {victim_tries}x)"
+        ),
+    }
+
+
+def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> dict:
+    import distributed
+
+    root = copy_store(base, work / "no_workers")
+    old = pl.WORKER_TIMEOUT
+    pl.WORKER_TIMEOUT = timeout
+    try:
+        with (
+            distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as c,
+            distributed.Client(c) as client,
+        ):
+            t = time.perf_counter()
+            try:
+                stage_features(root, d, client=client)
+                error = "no error!"
+            except pl.NoWorkersError as exc:
+                error = f"NoWorkersError: {str(exc)[:60]}..."
+            detect = time.perf_counter() - t
+    finally:
+        pl.WORKER_TIMEOUT = old
+    before = n_done(root, f"features.{d}")
+    t = time.perf_counter()
+    counts = stage_features(root, d)
+    recover = time.perf_counter() - t
+    stage_rest(root, d, block)
+    return {
+        "name": "no workers",
+        "root": root,
+        "unit": "batches",
+        "done_before": before,
+        "counts": counts,
+        "detect_s": detect,
+        "recover_s": recover,
+        "faulty_s": detect + recover,
+        "clean_s": float("nan"),
+        "note": f"WORKER_TIMEOUT={timeout}s -> {error}",
+    }
+
+
+# --------------------------------------------------------------------------- bombs
+
+BOMB_CODE = """
+import json, resource, sys, tracemalloc
+from microscale.ingest import ingest_archive
+import microscale.io, numpy, tifffile  # imported before the baseline
+archive, store = sys.argv[1], sys.argv[2]
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+report = ingest_archive(archive, store, tile_size=64)
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"traced_peak_mib": peak / 2**20, "maxrss_growth_mib": (rss1 - rss0) / 1024,
+                  "maxrss_mib": rss1 / 1024,
+                  "outcomes": {k: [v["status"], v.get("kind", ""), v.get("reason", "")]
+                               for k, v in report.outcomes.items()}}))
+"""
+
+
+def bomb_memory(work: Path) -> list[list[object]]:
+    rows = []
+    for name in ("bomb.png", "bomb.tif"):
+        archive = work / f"bombs_{name}"
+        archive.mkdir()
+        add_bombs(archive)
+        for other in archive.iterdir():
+            if other.name != name:
+                other.unlink()
+        size = (archive / name).stat().st_size
+        out = subprocess.run(
+            [sys.executable, "-c", BOMB_CODE, str(archive), str(work / f"store_{name}")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode:
+            rows.append([name, size, "-", "-", "-", f"crashed rc={out.returncode}"])
+            continue
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        status, kind, reason = res["outcomes"][name]
+        claimed = 20000 * 20000 if name == "bomb.png" else 40960 * 40960
+        rows.append([
+            name,
+            size,
+            f"{claimed / 2**20:.0f}",
+            res["traced_peak_mib"],
+            res["maxrss_growth_mib"],
+            f"{status}/{kind}: {reason[:70]}",
+        ])  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def numeric(D: np.ndarray) -> list[object]:
+    off = D[~np.eye(len(D), dtype=bool)]
+    return [
+        D.shape[0],
+        float(np.nanmax(np.abs(D - D.T))),
+        float(np.nanmin(off)) if off.size else float("nan"),
+        float(np.nanmax(np.abs(np.diag(D)))),
+        int(np.isnan(D).sum()),
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=24, help="demo textures")
+    p.add_argument("--size", type=int, default=256, help="image side")
+    p.add_argument("--tile", type=int, default=64, help="tile side")
+    p.add_argument("--tiles-per-chunk", type=int, default=16, help="tiles per feature batch")
+    p.add_argument("--block", type=int, default=4, help="distance block (images)")
+    p.add_argument("--descriptor", default="ps", choices=("ps", "cnn"))
+    p.add_argument("--delay", type=float, default=0.3, help="sabotaged read delay on workers")
+    p.add_argument("--worker-timeout", type=float, default=5.0)
+    p.add_argument("--skip-cluster", action="store_true", help="no Dask scenarios")
+    args = p.parse_args()
+    d = args.descriptor
+    t_all = time.perf_counter()
+
+    import distributed
+
+    print(f"machine: {os.cpu_count()} cores (usable {len(os.sched_getaffinity(0))}), "
+          f"python {sys.version.split()[0]}, numpy {np.__version__}, "
+          f"distributed {distributed.__version__}")  # fmt: skip
+    print(f"archive: demo n={args.n} size={args.size} + 2 bombs; tile {args.tile}, "
+          f"{args.tiles_per_chunk} tiles/batch, block {args.block}, descriptor {d!r}")  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="bench_faults_") as tmp:
+        work = Path(tmp)
+        archive = write_demo_archive(work / "archive", n=args.n, size=args.size)
+        add_bombs(archive / "bombs")
+        base = work / "base"
+        t = time.perf_counter()
+        report = ingest_archive(
+            archive, base, tile_size=args.tile, tiles_per_chunk=args.tiles_per_chunk
+        )
+        ingest_s = time.perf_counter() - t
+        counts = report.counts()
+        table(
+            f"Files by outcome ({sum(counts.values())} found, ingest {ingest_s:.2f} s, "
+            f"{report.n_images} images, {report.n_tiles} tiles)",
+            ["outcome", "files"],
+            [[k, v] for k, v in counts.items()],
+        )
+        table(
+            "Files by outcome and reason",
+            ["outcome", "reason", "files"],
+            [[s, k, v] for (s, k), v in sorted(report.reasons().items())],
+        )
+        table(
+            "Every file not processed",
+            ["file", "outcome", "reason"],
+            [[f, o["status"], o.get("reason", "")[:90]]
+             for f, o in sorted(report.outcomes.items()) if o["status"] != "processed"],
+        )  # fmt: skip
+
+        clean = copy_store(base, work / "clean")
+        clean_t = all_stages(clean, d, args.block)
+        D0 = distances(clean, d)
+
+        results = []
+        scenarios = [
+            ("driver/features", lambda: kill_driver_features(base, work, d, args.block, clean_t)),
+            ("driver/distances",
+             lambda: kill_driver_distances(base, work, d, args.block, clean_t)),
+        ]  # fmt: skip
+        if not args.skip_cluster:
+            scenarios += [
+                ("worker", lambda: kill_worker_features(base, work, d, args.block, args.delay)),
+                ("poison", lambda: poison_batch(base, work, d, args.block, args.delay)),
+                ("none", lambda: no_workers(base, work, d, args.block, args.worker_timeout)),
+            ]
+        failures = []
+        for label, fn in scenarios:
+            t = time.perf_counter()
+            try:
+                results.append(fn())
+            except Exception as exc:  # one broken scenario must not hide the others
+                failures.append(f"{label}: {type(exc).__name__}: {exc}")
+            print(f"  [{label}: {time.perf_counter() - t:.1f} s]", flush=True)
+
+        table(
+            "Recomputed after each crash (resume run)",
+            ["fault", "unit", "done before resume", "recomputed / total", "fraction",
+             "redone beyond missing"],
+            [[r["name"], r["unit"], r["done_before"],
+              f"{r['counts'].computed}/{r['counts'].total}",
+              r["counts"].computed / max(1, r["counts"].total),
+              r["counts"].computed - (r["counts"].total - r["done_before"])]
+             for r in results],
+        )  # fmt: skip
+        table(
+            "Time to detect and recover (s)",
+            ["fault", "detect", "recover (resume run)", "faulty total", "clean", "overhead"],
+            [[r["name"], r["detect_s"], r["recover_s"], r["faulty_s"], r["clean_s"],
+              (f"{r['faulty_s'] / r['clean_s']:.2f}x" if r["clean_s"] == r["clean_s"]
+               else "-")]
+             for r in results],
+        )  # fmt: skip
+        table("Notes", ["fault", "what happened"], [[r["name"], r["note"]] for r in results])
+        table(
+            "Clean run, sequential stage times (s)",
+            ["stage", "seconds"],
+            [[k, v] for k, v in clean_t.items()],
+        )
+
+        rows = [["clean", *numeric(D0), 0.0]]
+        for r in results:
+            D = distances(r["root"], d)
+            diff = float(np.nanmax(np.abs(D - D0))) if D.shape == D0.shape else float("nan")
+            rows.append([r["name"], *numeric(D), diff])
+        table(
+            f"Numeric checks of distances/{d}",
+            ["run", "n", "max |D-D^T|", "min off-diag", "max |diag|", "NaNs", "max |D-clean|"],
+            rows,
+        )
+
+        table(
+            "Peak memory ingesting decompression bombs (fresh subprocess each)",
+            ["file", "bytes", "claimed MiB", "tracemalloc peak MiB", "maxrss growth MiB",
+             "outcome"],
+            bomb_memory(work),
+        )  # fmt: skip
+        if failures:
+            print("\nScenarios that did not run:")
+            for f in failures:
+                print(f"  {f}")
+    print(f"\ntotal {time.perf_counter() - t_all:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
