@@ -6,30 +6,39 @@ from prefect import flow, get_run_logger, task
 
 from flows import _progress
 from flows.params import PipelineParams
+from microscale.cluster import cluster_client
 from microscale.ingest import IngestReport, ingest_archive
 
 
 @task(name="ingest-archive")
-def ingest_task(params: PipelineParams) -> IngestReport:
-    """Discover, decode, normalise and tile the new files of the archive."""
-    return ingest_archive(
-        params.archive,
-        params.store,
-        tile_size=params.tile_size,
-        stride=params.stride,
-        normalize=params.normalize,
-        pixel_size_nm=params.pixel_size_nm,
-        crop_bottom=params.crop_bottom,
-        max_pixels=params.max_pixels,
-        on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
-    )
+def ingest_task(params: PipelineParams, address: str | None = None) -> IngestReport:
+    """Discover the new files of the archive; decode, normalise and tile them on Dask workers.
+
+    A file that crashes the decoder kills only the worker decoding it: it is recorded as
+    failed, and the flow goes on. Without an address a local cluster is started for the task.
+    """
+    with cluster_client(
+        address=address, n_workers=params.n_workers, allow_insecure=params.allow_insecure_dask
+    ) as client:
+        return ingest_archive(
+            params.archive,
+            params.store,
+            tile_size=params.tile_size,
+            stride=params.stride,
+            normalize=params.normalize,
+            pixel_size_nm=params.pixel_size_nm,
+            crop_bottom=params.crop_bottom,
+            max_pixels=params.max_pixels,
+            on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
+            client=client,
+        )
 
 
 @flow(name="ingest", log_prints=True)
-def ingest(params: PipelineParams) -> dict[str, int]:
+def ingest(params: PipelineParams, dask_address: str | None = None) -> dict[str, int]:
     """Tile the archive into the store; publish outcomes by status and reason."""
     logger = get_run_logger()
-    report = ingest_task(params)
+    report = ingest_task(params, dask_address or params.dask_address)
     counts = report.counts()
     logger.info(
         "%d files: %d processed, %d skipped, %d failed; %d new images (%d tiles), %d in the store",

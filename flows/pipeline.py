@@ -17,10 +17,10 @@ def pipeline(params: PipelineParams) -> dict:
     """Map an archive of micrographs: only new files, features and blocks are computed.
 
     A local Dask cluster (GPU workers when there are GPUs) is started for the run unless
-    ``params.dask_address`` names one; the compute subflows connect to it by address.
+    ``params.dask_address`` names one; the subflows connect to it by address (ingest
+    decodes on its workers, so a file that crashes the decoder takes down only a worker).
     """
     logger = get_run_logger()
-    counts = ingest(params)
     with cluster_client(
         address=params.dask_address,
         n_workers=params.n_workers,
@@ -28,6 +28,7 @@ def pipeline(params: PipelineParams) -> dict:
     ) as client:
         address = client.scheduler.address
         logger.info("Dask cluster: %s", describe_cluster(client))
+        counts = ingest(params, dask_address=address)
         feats = features(params, dask_address=address)
         dists = distances(params, dask_address=address)
     result = embed(params)

@@ -37,13 +37,14 @@ page, with identity ``sha256#p<page>``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Set
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -60,7 +61,10 @@ from microscale.store import (
     record_files,
 )
 
-__all__ = ["IngestReport", "ingest_archive"]
+if TYPE_CHECKING:
+    import distributed
+
+__all__ = ["IngestReport", "PreparedFile", "ingest_archive", "prepare_file", "prepare_files"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,8 @@ def ingest_archive(
     max_pixels: int = 2**28,
     tiles_per_chunk: int = 64,
     on_file: Callable[[int, int], None] | None = None,
+    client: distributed.Client | None = None,
+    files_per_task: int = 8,
 ) -> IngestReport:
     """Add the new images of ``archive`` to the store at ``store`` (created if absent).
 
@@ -166,6 +172,19 @@ def ingest_archive(
         Zarr chunk length along the tile axis, for a new store.
     on_file : callable(done, total), optional
         Progress callback after each file.
+    client : distributed.Client, optional
+        Decode, normalise and tile the files on this cluster's workers (which must see
+        ``archive`` at the same path), ``files_per_task`` files per task; this process
+        only writes the store, in discovery order, so the store is the
+        same as without a client. A file that kills the worker decoding it (a decoder
+        crash: segfault, memory) is recorded ``failed`` (kind ``"worker killed"``) once
+        Dask gives up on it (``distributed.scheduler.allowed-failures``); the other files
+        of its task (and of tasks beside it on the dying worker, which Dask blames too) are
+        retried one by one, each alone on the cluster, so only the file that kills workers
+        on its own is recorded so. Without a client, files are read here, one after the
+        other.
+    files_per_task : int, optional
+        Files per Dask task.
 
     Returns
     -------
@@ -179,6 +198,8 @@ def ingest_archive(
         "pixel_size_nm": None if pixel_size_nm is None else float(pixel_size_nm),
         "crop_bottom": crop_bottom,
     }
+    if int(files_per_task) < 1:
+        raise ValueError(f"files_per_task must be at least 1, not {files_per_task!r}")
     root = Path(archive)
     left_out: list[tuple[Path, str]] = []
     files = io.discover(root, skipped=left_out)
@@ -201,10 +222,22 @@ def ingest_archive(
         if pending and not files:
             record_files(st, pending)
             pending = {}
-        for done, path in enumerate(files, 1):
-            rel = _recorded_name(path.relative_to(root.resolve()).as_posix())
+        items = [
+            (str(path), _recorded_name(path.relative_to(root.resolve()).as_posix()))
+            for path in files
+        ]
+        if client is None:
+            stream = (
+                prepare_file(path, rel, params, max_pixels, known_digests) for path, rel in items
+            )
+        else:
+            stream = _prepare_on_cluster(
+                client, items, params, max_pixels, frozenset(known_digests), int(files_per_task)
+            )
+        for done, prepared in enumerate(stream, 1):
+            rel = prepared.rel
             try:
-                outcome = _ingest_file(st, path, rel, known_digests, params, max_pixels, report)
+                outcome = _commit_file(st, prepared, known_digests, report)
             except Exception as exc:  # one bad file never loses the others
                 log.exception("unexpected error on %s", rel)
                 outcome = _outcome("failed", "error", f"{type(exc).__name__}: {exc}")
@@ -235,77 +268,128 @@ def _outcome(status: str, kind: str, reason: str = "", image_id: str | None = No
     return out
 
 
-def _ingest_file(
-    st: Store,
-    path: Path,
+@dataclass
+class PreparedPage:
+    """One page of a file, ready to append (``status == "processed"``) or with its reason."""
+
+    image_id: str
+    label: str
+    status: str
+    kind: str
+    reason: str = ""
+    decoded: bool = False
+    channel_policy: Any = None
+    tiles: np.ndarray | None = None
+    origins: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    pixel_size_nm: float | None = None
+
+
+@dataclass
+class PreparedFile:
+    """What a worker made of one file: its tiles per page, or its outcome.
+
+    ``outcome`` is set when the file ends without pages to append (not a regular file, not
+    an image, undecodable, or content already known: ``digest`` then says which).
+    """
+
+    rel: str
+    digest: str | None = None
+    outcome: dict[str, Any] | None = None
+    pages: list[PreparedPage] = field(default_factory=list)
+
+
+def prepare_file(
+    path: str,
     rel: str,
-    known_digests: set[str],
     params: dict[str, Any],
     max_pixels: int,
-    report: IngestReport,
-) -> dict[str, Any]:
+    known_digests: Set[str] = frozenset(),
+) -> PreparedFile:
+    """Sniff, hash, decode, normalise and tile every page of one file; no store access.
+
+    Runs on a Dask worker (or in this process without a client). A file whose digest is in
+    ``known_digests`` is not decoded. Never raises for a bad file: the reason is in the
+    result.
+    """
+    try:
+        return _prepare(Path(path), rel, params, max_pixels, known_digests)
+    except Exception as exc:  # one bad file never loses the others
+        log.exception("unexpected error on %s", rel)
+        return PreparedFile(
+            rel, outcome=_outcome("failed", "error", f"{type(exc).__name__}: {exc}")
+        )
+
+
+def prepare_files(
+    items: list[tuple[str, str]],
+    params: dict[str, Any],
+    max_pixels: int,
+    known_digests: Set[str] = frozenset(),
+) -> list[PreparedFile]:
+    """:func:`prepare_file` of each ``(path, rel)``: one Dask task."""
+    return [prepare_file(path, rel, params, max_pixels, known_digests) for path, rel in items]
+
+
+def _prepare(
+    path: Path, rel: str, params: dict[str, Any], max_pixels: int, known_digests: Set[str]
+) -> PreparedFile:
     if not stat.S_ISREG(os.lstat(path).st_mode):  # replaced since discover: never opened
-        return _outcome("skipped", "not a regular file", f"{rel}: not a regular file; not read")
+        return PreparedFile(
+            rel,
+            outcome=_outcome(
+                "skipped", "not a regular file", f"{rel}: not a regular file; not read"
+            ),
+        )
     fmt = io.sniff_format(path)
     if fmt is None:
-        return _outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)")
+        return PreparedFile(
+            rel,
+            outcome=_outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)"),
+        )
     digest = io.file_digest(path)
     if digest in known_digests:
-        first = next((i for i in (digest, f"{digest}#p0") if st.image_index(i) is not None), None)
-        return _outcome("processed", "duplicate", "same content as an image already stored", first)
+        return PreparedFile(rel, digest=digest)  # the driver records the duplicate
     try:
         n_pages = io.count_pages(path)
     except (io.DecodeError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
-        return _outcome("failed", "decode", str(exc))
-    kinds = []
-    first_id = None
-    notes: dict[str, Any] = {}
+        return PreparedFile(rel, digest=digest, outcome=_outcome("failed", "decode", str(exc)))
+    out = PreparedFile(rel, digest=digest)
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
         label = rel if n_pages == 1 else f"{rel}#{page}"
-        if st.image_index(image_id) is not None:  # committed by a run that was cut short
-            first_id = first_id or image_id
-            kinds.append(("processed", "image", ""))
-            continue
-        status, kind, reason = _ingest_page(
-            st, path, label, page, image_id, params, max_pixels, report, notes
-        )
-        kinds.append((status, kind, reason))
-        if status == "processed" and first_id is None:
-            first_id = image_id
-    known_digests.add(digest)
-    if first_id is not None:
-        bad = [r for s, _, r in kinds if s != "processed"]
-        note = f"{n_pages} page(s)" + (f"; {len(bad)} page(s) not used: {bad[0]}" if bad else "")
-        return {**_outcome("processed", "image", note, first_id), **notes}
-    status, kind, reason = kinds[0]
-    return _outcome(status, kind, reason)
+        out.pages.append(_prepare_page(path, label, page, image_id, params, max_pixels))
+    return out
 
 
-def _ingest_page(
-    st: Store,
+def _prepare_page(
     path: Path,
     rel: str,
     page: int,
     image_id: str,
     params: dict[str, Any],
     max_pixels: int,
-    report: IngestReport,
-    notes: dict[str, Any],
-) -> tuple[str, str, str]:
+) -> PreparedPage:
     try:
         micro = io.read_micrograph(path, page=page, max_pixels=max_pixels)
     except io.ImageTooLargeError as exc:
-        return "failed", "too large", str(exc)
+        return PreparedPage(image_id, rel, "failed", "too large", str(exc))
     except (io.DecodeError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
-        return "failed", "decode", str(exc)
+        return PreparedPage(image_id, rel, "failed", "decode", str(exc))
     image = micro.data
-    notes.setdefault("channel_policy", micro.metadata.get("channel_policy"))
+    done = PreparedPage(
+        image_id, rel, "", "", decoded=True, channel_policy=micro.metadata.get("channel_policy")
+    )
     if np.issubdtype(image.dtype, np.floating):
         bad = ~np.isfinite(image)
         if bad.any():  # documented rule: NaN/inf pixels take the image's finite median
             if bad.all():
-                return "skipped", "no finite pixels", f"{rel} page {page}: no finite pixels"
+                return replace(
+                    done,
+                    status="skipped",
+                    kind="no finite pixels",
+                    reason=f"{rel} page {page}: no finite pixels",
+                )
             image = np.where(bad, np.median(image[~bad]), image)
     bar = io.detect_info_bar(micro) if params["crop_bottom"] == "auto" else params["crop_bottom"]
     if bar:
@@ -317,7 +401,7 @@ def _ingest_page(
     try:
         grey = normalize_intensity(image, method=params["normalize"])[0]
     except ConstantImageError as exc:
-        return "skipped", "constant", f"{rel} page {page}: {exc}"
+        return replace(done, status="skipped", kind="constant", reason=f"{rel} page {page}: {exc}")
     try:
         tiles, origins = io.tile(
             grey,
@@ -327,22 +411,178 @@ def _ingest_page(
             source=rel,
         )
     except io.ImageTooSmallError as exc:
-        return "skipped", "too small", str(exc)
+        return replace(done, status="skipped", kind="too small", reason=str(exc))
     real = np.minimum(origins + params["tile_size"], grey.shape) - origins
-    index = st.next_image_index
-    append_tiles(
-        st,
-        tiles,
-        image_index=np.full(len(tiles), index),
+    return replace(
+        done,
+        status="processed",
+        kind="image",
+        tiles=tiles,
         origins=origins,
         weights=real.prod(axis=1).astype(np.float64),
+        pixel_size_nm=pixel_size,
     )
-    append_images(
-        st,
-        image_ids=[image_id],
-        paths=[rel],
-        pixel_size_nm=[np.nan if pixel_size is None else pixel_size],
-    )
-    report.new_images += 1
-    report.new_tiles += len(tiles)
-    return "processed", "image", ""
+
+
+def _commit_file(
+    st: Store, prepared: PreparedFile, known_digests: set[str], report: IngestReport
+) -> dict[str, Any]:
+    """Append a prepared file's pages to the store (the single writer); its outcome."""
+    digest = prepared.digest
+    if digest is not None and digest in known_digests:  # stored before, or earlier this run
+        first = next((i for i in (digest, f"{digest}#p0") if st.image_index(i) is not None), None)
+        return _outcome("processed", "duplicate", "same content as an image already stored", first)
+    if prepared.outcome is not None:
+        return prepared.outcome
+    assert digest is not None
+    kinds = []
+    first_id = None
+    notes: dict[str, Any] = {}
+    for page in prepared.pages:
+        image_id = page.image_id
+        if st.image_index(image_id) is not None:  # committed by a run that was cut short
+            first_id = first_id or image_id
+            kinds.append(("processed", "image", ""))
+            continue
+        if page.decoded:
+            notes.setdefault("channel_policy", page.channel_policy)
+        if page.status == "processed":
+            assert page.tiles is not None and page.origins is not None
+            index = st.next_image_index
+            append_tiles(
+                st,
+                page.tiles,
+                image_index=np.full(len(page.tiles), index),
+                origins=page.origins,
+                weights=page.weights,
+            )
+            append_images(
+                st,
+                image_ids=[image_id],
+                paths=[page.label],
+                pixel_size_nm=[np.nan if page.pixel_size_nm is None else page.pixel_size_nm],
+            )
+            report.new_images += 1
+            report.new_tiles += len(page.tiles)
+            if first_id is None:
+                first_id = image_id
+        kinds.append((page.status, page.kind, page.reason))
+    known_digests.add(digest)
+    if first_id is not None:
+        bad = [r for s, _, r in kinds if s != "processed"]
+        note = f"{len(kinds)} page(s)" + (f"; {len(bad)} page(s) not used: {bad[0]}" if bad else "")
+        return {**_outcome("processed", "image", note, first_id), **notes}
+    status, kind, reason = kinds[0]
+    return _outcome(status, kind, reason)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _prepare_on_cluster(
+    client: distributed.Client,
+    items: list[tuple[str, str]],
+    params: dict[str, Any],
+    max_pixels: int,
+    known_digests: frozenset[str],
+    files_per_task: int,
+) -> Iterator[PreparedFile]:
+    """Prepared files in the order of ``items``, prepared on the cluster's workers.
+
+    Groups of ``files_per_task`` files are submitted at most ``2 * task slots`` ahead of
+    the next one to yield (results that come early wait here: memory stays bounded).
+
+    When a worker dies, Dask blames every task it was running or holding in its queue, so
+    a task that ends in ``KilledWorker`` holds a file that kills workers, or was only next
+    to one. Its files are therefore retried one by one, each alone on the cluster (no other
+    task of this ingest in flight): a file whose lone task is killed again is the one that
+    kills workers, and is reported failed; its neighbours are prepared as usual.
+    """
+    import distributed
+
+    if not items:
+        return
+    groups = [items[i : i + files_per_task] for i in range(0, len(items), files_per_task)]
+    window = max(2, 2 * sum(client.nthreads().values()))
+    # A task rather than scattered data: the scheduler recomputes it if every worker that
+    # held it was killed.
+    known = client.submit(_same, known_digests, pure=False)
+    units = itertools.count()
+    members: dict[int, list[tuple[str, str]]] = {}  # unit -> its files
+    alone: set[int] = set()  # units run with nothing else in flight
+    suspects: list[int] = []  # units waiting to run alone, in order
+    unit_of: dict[distributed.Future, int] = {}
+    results: dict[int, list[PreparedFile]] = {}
+    order: list[int] = []  # units still to yield, in discovery order
+    done = distributed.as_completed()
+    next_group = 0
+
+    def submit(unit: int) -> None:
+        future = client.submit(prepare_files, members[unit], params, max_pixels, known, pure=False)
+        unit_of[future] = unit
+        done.add(future)
+
+    try:
+        while order or next_group < len(groups):
+            if suspects:
+                if not unit_of:  # the cluster is ours alone: run the next suspect
+                    unit = suspects.pop(0)
+                    alone.add(unit)
+                    submit(unit)
+            else:
+                while next_group < len(groups) and len(order) < window:
+                    unit = next(units)
+                    members[unit] = groups[next_group]
+                    order.append(unit)
+                    submit(unit)
+                    next_group += 1
+            while order and order[0] in results:
+                unit = order.pop(0)
+                yield from results.pop(unit)
+                members.pop(unit)
+                alone.discard(unit)
+            if not unit_of:
+                continue
+            future = next(done)
+            unit = unit_of.pop(future)
+            try:
+                results[unit] = future.result()
+            except distributed.KilledWorker:
+                files = members[unit]
+                if unit not in alone:  # this task, or one beside it, killed workers
+                    log.warning(
+                        "a task of %d file(s) was on workers that died; "
+                        "retrying its files one by one, each alone",
+                        len(files),
+                    )
+                    retry = []
+                    for file in files:
+                        retry.append(next(units))
+                        members[retry[-1]] = [file]
+                    at = order.index(unit)
+                    order[at : at + 1] = retry
+                    suspects.extend(retry)
+                    suspects.sort(key=order.index)  # unblock the next file to yield first
+                    members.pop(unit)
+                else:
+                    path, rel = files[0]
+                    log.error("%s killed the workers that decoded it", rel)
+                    results[unit] = [
+                        PreparedFile(
+                            rel,
+                            outcome=_outcome(
+                                "failed",
+                                "worker killed",
+                                f"{rel}: decoding it killed the Dask worker process, on every "
+                                "worker that tried: the decoder crashed (a bug in the decoder, "
+                                "or a malformed or malicious file)",
+                            ),
+                        )
+                    ]
+            finally:
+                future.release()
+    finally:
+        for future in list(unit_of):
+            future.cancel()
+        known.release()

@@ -109,3 +109,96 @@ def test_crash_after_commit_before_outcomes_does_not_duplicate(archive, tmp_path
     np.testing.assert_array_equal(
         read_tiles(open_store(tmp_path / "st")), read_tiles(open_store(tmp_path / "clean"))
     )
+
+
+def _outcome_table(report):
+    return {k: (v["status"], v["kind"], v.get("image_id")) for k, v in report.outcomes.items()}
+
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    import dask
+    import distributed
+
+    # A poison file kills workers on purpose: the scheduler gives up after one retry.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.mark.slow
+def test_ingest_on_dask_workers_equals_the_sequential_ingest(tmp_path, process_cluster):
+    write_demo_archive(tmp_path / "a", n=10, size=64)
+    here = ingest_archive(tmp_path / "a", tmp_path / "here", tile_size=32)
+    there = ingest_archive(
+        tmp_path / "a", tmp_path / "there", tile_size=32, client=process_cluster, files_per_task=3
+    )
+    assert here.outcomes == there.outcomes
+    assert (here.new_images, here.new_tiles) == (there.new_images, there.new_tiles)
+    a, b = open_store(tmp_path / "here"), open_store(tmp_path / "there")
+    np.testing.assert_array_equal(read_tiles(a), read_tiles(b))
+    for table in (tile_table, image_table):
+        x, y = table(a), table(b)
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(np.asarray(x[key]), np.asarray(y[key]))
+    assert read_manifest(a)["files"] == read_manifest(b)["files"]
+    again = ingest_archive(tmp_path / "a", tmp_path / "there", tile_size=32, client=process_cluster)
+    assert again.new_images == 0 and again.n_images == there.n_images
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_every_worker_is_recorded_failed(tmp_path, process_cluster):
+    import time
+
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    write_demo_archive(tmp_path / "a", n=10, size=64)
+    images = sorted(p for p in (tmp_path / "a").rglob("*.tif") if "trunc" not in p.name)
+    poison = images[len(images) // 2]
+
+    class Poison(WorkerPlugin):  # defined here, so pickled by value to the workers
+        name = "poison-decoder"
+
+        def __init__(self, victim: str):
+            self.victim = victim
+
+        def setup(self, worker):
+            import os
+
+            from microscale import io
+
+            real = io.read_micrograph
+            victim = self.victim
+
+            def read_micrograph(path, *args, **kwargs):
+                if os.path.basename(str(path)) == victim:
+                    os._exit(1)  # the decoder "segfaults": the worker process dies
+                return real(path, *args, **kwargs)
+
+            io.read_micrograph = read_micrograph
+
+    clean = ingest_archive(tmp_path / "a", tmp_path / "clean", tile_size=32)
+    process_cluster.register_plugin(Poison(poison.name))  # re-applied to restarted workers
+    try:
+        start = time.monotonic()
+        report = ingest_archive(
+            tmp_path / "a", tmp_path / "st", tile_size=32, client=process_cluster, files_per_task=4
+        )
+        elapsed = time.monotonic() - start
+    finally:
+        process_cluster.unregister_worker_plugin("poison-decoder")
+    assert elapsed < 60
+    rel = poison.relative_to(tmp_path / "a").as_posix()
+    bad = report.outcomes[rel]
+    assert bad["status"] == "failed" and bad["kind"] == "worker killed"
+    assert rel in bad["reason"] and "decoder crashed" in bad["reason"]
+    others = {k: v for k, v in _outcome_table(report).items() if k != rel}
+    assert others == {k: v for k, v in _outcome_table(clean).items() if k != rel}
+    assert read_manifest(tmp_path / "st")["files"][rel]["kind"] == "worker killed"
+    assert report.n_images == clean.n_images - 1
