@@ -41,6 +41,7 @@ import itertools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,9 @@ import numpy as np
 from microscale import io
 from microscale.intensity import ConstantImageError, Normalization, normalize_intensity
 from microscale.store import (
+    READ_ATTEMPTS,
+    READ_BACKOFF_S,
+    TRANSIENT_ERRNOS,
     Store,
     append_images,
     append_tiles,
@@ -347,12 +351,15 @@ def _prepare(
             rel,
             outcome=_outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)"),
         )
-    digest = io.file_digest(path)
+    try:
+        digest = _with_retries(lambda: io.file_digest(path))
+    except OSError as exc:  # permission denied, or an I/O error that did not go away
+        return PreparedFile(rel, outcome=_outcome("failed", "unreadable", f"{rel}: {exc}"))
     if digest in known_digests:
         return PreparedFile(rel, digest=digest)  # the driver records the duplicate
     try:
-        n_pages = io.count_pages(path)
-    except (io.DecodeError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
+        n_pages = _with_retries(lambda: io.count_pages(path))
+    except (OSError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
         return PreparedFile(rel, digest=digest, outcome=_outcome("failed", "decode", str(exc)))
     out = PreparedFile(rel, digest=digest)
     for page in range(n_pages):
@@ -360,6 +367,32 @@ def _prepare(
         label = rel if n_pages == 1 else f"{rel}#{page}"
         out.pages.append(_prepare_page(path, label, page, image_id, params, max_pixels))
     return out
+
+
+def _is_transient(exc: BaseException | None) -> bool:
+    """An I/O error worth retrying (EIO, EAGAIN, ETIMEDOUT, ESTALE), here or as a cause."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _with_retries(read: Callable[[], Any]) -> Any:
+    """``read()``, retried with exponential back-off (0.1, 0.2, 0.4 s) on transient I/O
+    errors (a flaky network file system); any other error is raised at once and the file is
+    recorded as failed without retry."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return read()
+        except OSError as exc:
+            if not _is_transient(exc) or attempt == READ_ATTEMPTS - 1:
+                raise
+            wait = READ_BACKOFF_S * 2**attempt
+            log.warning("transient read error (%s); retrying in %.2f s", exc, wait)
+        time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _prepare_page(
@@ -371,10 +404,10 @@ def _prepare_page(
     max_pixels: int,
 ) -> PreparedPage:
     try:
-        micro = io.read_micrograph(path, page=page, max_pixels=max_pixels)
+        micro = _with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
     except io.ImageTooLargeError as exc:
         return PreparedPage(image_id, rel, "failed", "too large", str(exc))
-    except (io.DecodeError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
+    except (OSError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
         return PreparedPage(image_id, rel, "failed", "decode", str(exc))
     image = micro.data
     done = PreparedPage(

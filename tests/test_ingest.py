@@ -202,3 +202,35 @@ def test_a_file_that_kills_every_worker_is_recorded_failed(tmp_path, process_clu
     assert others == {k: v for k, v in _outcome_table(clean).items() if k != rel}
     assert read_manifest(tmp_path / "st")["files"][rel]["kind"] == "worker killed"
     assert report.n_images == clean.n_images - 1
+
+
+def test_transient_read_errors_are_retried_and_permanent_ones_recorded(tmp_path, monkeypatch):
+    import errno
+
+    import microscale.ingest as ingest_mod
+
+    (tmp_path / "a").mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("flaky.tif", "denied.tif", "fine.tif"):
+        tifffile.imwrite(tmp_path / "a" / name, (rng.random((40, 40)) * 200).astype(np.uint8))
+    calls = {"flaky.tif": 0, "denied.tif": 0}
+    real = ingest_mod.io.read_micrograph
+
+    def flaky(path, **kw):
+        name = path.name
+        if name in calls:
+            calls[name] += 1
+            if name == "denied.tif":
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            if calls[name] <= 2:  # a network file system hiccup, twice
+                raise OSError(errno.EIO, "Input/output error", str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(ingest_mod.io, "read_micrograph", flaky)
+    monkeypatch.setattr(ingest_mod.time, "sleep", lambda s: None)
+    report = ingest_archive(tmp_path / "a", tmp_path / "st", tile_size=32)
+    assert report.outcomes["flaky.tif"]["status"] == "processed" and calls["flaky.tif"] == 3
+    denied = report.outcomes["denied.tif"]
+    assert denied["status"] == "failed" and "Permission denied" in denied["reason"]
+    assert calls["denied.tif"] == 1  # a permanent error is not retried
+    assert report.outcomes["fine.tif"]["status"] == "processed"
