@@ -33,12 +33,41 @@ the file has a calibration; intensities are mapped to [0, 1] per image
 (``normalize``, METHOD.md section 1: so that all tiles of an image share its contrast);
 then it is tiled (:func:`microscale.io.tile`). A multi-page file contributes one image per
 page, with identity ``sha256#p<page>``.
+
+Streamed pages
+--------------
+``max_pixels`` bounds what is decoded at once. A tiled TIFF page above it that is genuine
+(not a decompression bomb: :mod:`microscale.io`, "Pixel budget and streamed pages") is
+ingested from bands of full-width rows of at most ``max_pixels`` pixels, never whole:
+
+1. statistics pass over bands: exact minimum and maximum of the finite pixels and the count
+   of non-finite ones; then, when needed (``normalize="percentile"``, or NaN/inf pixels), a
+   histogram pass: integer data whose range spans at most ``HISTOGRAM_BINS`` (65536)
+   values are counted per value, so their percentiles are exactly ``np.percentile``'s
+   (linear interpolation between order statistics); other data are counted in
+   ``HISTOGRAM_BINS`` equal bins between min and max, order statistics being interpolated
+   uniformly within their bin (error below one bin, ``(max - min) / 65536``). The finite
+   median that replaces NaN/inf pixels is approximated the same way, and those pixels are
+   counted at it for the percentiles;
+2. output pass: the rows of consecutive tile rows of the grid that :func:`io.tile` would
+   use on the whole image are read as one band (as many tile rows as fit in
+   ``max_pixels // width`` rows; overlapping tile rows with ``stride < tile_size`` read
+   their shared rows again), normalised with the statistics of pass 1 by the same
+   arithmetic as :func:`normalize_intensity` and cut into tiles. The tiles, origins and
+   weights are exactly those of the whole-image path (for ``minmax`` and ``dtype``
+   bit-identical; for ``percentile`` too when the histogram is exact).
+
+A streamed page needs ``tile_size * width <= max_pixels`` (else it fails ``too large``).
+Cropping the information bar and resampling are not supported for streamed pages: they
+are skipped, and the outcome's reason says so. The page's tiles (float32, at least four
+bytes a pixel) are still held in memory until they are committed.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import stat
 import time
@@ -50,7 +79,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from microscale import io
-from microscale.intensity import ConstantImageError, Normalization, normalize_intensity
+from microscale.intensity import (
+    ConstantImageError,
+    Normalization,
+    _dtype_range,
+    normalize_intensity,
+)
 from microscale.store import (
     READ_ATTEMPTS,
     READ_BACKOFF_S,
@@ -71,6 +105,9 @@ if TYPE_CHECKING:
 __all__ = ["IngestReport", "PreparedFile", "ingest_archive", "prepare_file", "prepare_files"]
 
 log = logging.getLogger(__name__)
+
+#: Bins of the histogram behind the percentiles and median of streamed pages.
+HISTOGRAM_BINS = 65536
 
 STORE_PARAMS = ("tile_size", "stride", "min_fraction", "normalize", "pixel_size_nm", "crop_bottom")
 
@@ -406,6 +443,8 @@ def _prepare_page(
     try:
         micro = _with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
     except io.ImageTooLargeError as exc:
+        if exc.streamable:
+            return _prepare_streamed(path, rel, page, image_id, params, max_pixels)
         return PreparedPage(image_id, rel, "failed", "too large", str(exc))
     except (OSError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
         return PreparedPage(image_id, rel, "failed", "decode", str(exc))
@@ -457,6 +496,212 @@ def _prepare_page(
     )
 
 
+def _prepare_streamed(
+    path: Path,
+    rel: str,
+    page: int,
+    image_id: str,
+    params: dict[str, Any],
+    max_pixels: int,
+) -> PreparedPage:
+    """:func:`_prepare_page` for a page above ``max_pixels`` read by bands (module docstring)."""
+    try:
+        opened = _with_retries(lambda: io.open_tiled_page(path, page=page, max_pixels=max_pixels))
+    except io.ImageTooLargeError as exc:
+        return PreparedPage(image_id, rel, "failed", "too large", str(exc))
+    except (OSError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
+        return PreparedPage(image_id, rel, "failed", "decode", str(exc))
+    with opened as tp:
+        try:
+            return _stream_page(tp, rel, page, image_id, params, max_pixels)
+        except io.ImageTooLargeError as exc:
+            return PreparedPage(image_id, rel, "failed", "too large", str(exc))
+        except (OSError, io.UnsupportedFormatError, ValueError) as exc:
+            return PreparedPage(image_id, rel, "failed", "decode", str(exc))
+
+
+def _stream_page(
+    tp: io.TiledPage,
+    rel: str,
+    page: int,
+    image_id: str,
+    params: dict[str, Any],
+    max_pixels: int,
+) -> PreparedPage:
+    h, w = tp.shape
+    s = params["tile_size"]
+    step = s if params["stride"] is None else params["stride"]
+    done = PreparedPage(
+        image_id, rel, "", "", decoded=True, channel_policy=tp.metadata.get("channel_policy")
+    )
+    budget_rows = max_pixels // w
+    if budget_rows < s:
+        return replace(
+            done,
+            status="failed",
+            kind="too large",
+            reason=(
+                f"{rel} page {page}: a {h}x{w} image above max_pixels={max_pixels:,} is read "
+                f"in bands of tile_size={s} full-width rows, but {s}x{w} pixels are more than "
+                "max_pixels; pass a larger max_pixels."
+            ),
+        )
+    notes = [f"page {page} ({h}x{w}) streamed in bands of at most {max_pixels:,} pixels"]
+    if params["crop_bottom"] == "auto" or params["crop_bottom"]:
+        notes.append("information bar not cropped (not supported for streamed pages)")
+    if params["pixel_size_nm"] is not None and tp.pixel_size_nm is not None:
+        notes.append("not resampled (not supported for streamed pages)")
+    floating = np.issubdtype(tp.dtype, np.floating)
+
+    def bands(rows: int) -> Iterator[np.ndarray]:
+        for y0 in range(0, h, rows):
+            yield tp.read(y0, y0 + rows)
+
+    # pass 1: exact min / max of the finite pixels, count of the others
+    lo, hi, n_bad = np.inf, -np.inf, 0
+    for band in bands(budget_rows):
+        if floating:
+            finite = np.isfinite(band)
+            n_bad += int(band.size - np.count_nonzero(finite))
+            band = band[finite]
+            if band.size == 0:
+                continue
+        lo, hi = min(lo, band.min().item()), max(hi, band.max().item())
+    if n_bad == h * w:
+        reason = f"{rel} page {page}: no finite pixels"
+        return replace(done, status="skipped", kind="no finite pixels", reason=reason)
+    if lo == hi:
+        return replace(
+            done,
+            status="skipped",
+            kind="constant",
+            reason=(
+                f"{rel} page {page}: Image 0 is constant (every pixel equals {lo!r}): it has no "
+                "texture. Remove it from the input."
+            ),
+        )
+    method = params["normalize"]
+    fill = None
+    if method == "percentile" or n_bad:
+        hist = _Histogram(tp.dtype, lo, hi)
+        for band in bands(budget_rows):
+            hist.add(band[np.isfinite(band)] if floating and n_bad else band)
+        if n_bad:
+            fill = hist.quantile(50.0)
+            hist.add_value(fill, n_bad)
+    if method == "percentile":
+        p_lo, p_hi = 0.5, 99.5  # normalize_intensity's default percentiles
+        lo_f, hi_f = hist.quantile(p_lo), hist.quantile(p_hi)
+        if lo_f == hi_f:
+            return replace(
+                done,
+                status="skipped",
+                kind="constant",
+                reason=(
+                    f"{rel} page {page}: Image 0 has no contrast between its {p_lo} and {p_hi} "
+                    f"percentiles (both equal {lo_f!r}). Use method='minmax' or wider "
+                    "percentiles."
+                ),
+            )
+    elif method == "minmax":
+        lo_f, hi_f = float(lo), float(hi)
+    else:
+        lo_a, hi_a = _dtype_range(tp.dtype, None, np.array([lo]), np.array([hi]))
+        lo_f, hi_f = float(lo_a[0]), float(hi_a[0])
+    half_lo, half_hi = lo_f / 2, hi_f / 2
+
+    # pass 2: the tile grid of io.tile, tile rows grouped into bands within the budget
+    if w < params["min_fraction"] * s:
+        return replace(
+            done,
+            status="skipped",
+            kind="too small",
+            reason=f"{rel!r}: the image is {h}x{w} pixels, narrower than min_fraction * "
+            f"tile_size = {params['min_fraction'] * s:g} pixels.",
+        )
+    rows = io._tile_starts(h, s, step)
+    cols = io._tile_starts(max(w, s), s, step)
+    origins = np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
+    tiles = np.empty((len(origins), s, s), np.float32)  # filled band by band
+    i = 0
+    while i < len(rows):
+        j = i + 1
+        while j < len(rows) and rows[j] + s - rows[i] <= budget_rows:
+            j += 1
+        y0, y1 = rows[i], rows[j - 1] + s
+        band = tp.read(y0, y1)
+        if fill is not None:
+            band = np.where(np.isfinite(band), band, fill)
+        grey = (band.astype(np.float64) / 2 - half_lo) / (half_hi - half_lo)
+        if method == "percentile":
+            np.clip(grey, 0.0, 1.0, out=grey)
+        grey = grey.astype(np.float32)
+        if w < s:
+            grey = np.pad(grey, ((0, 0), (0, s - w)), mode="reflect" if w > 1 else "symmetric")
+        first, last = i * len(cols), j * len(cols)
+        windows = np.lib.stride_tricks.sliding_window_view(grey, (s, s))
+        tiles[first:last] = windows[origins[first:last, 0] - y0, origins[first:last, 1]]
+        del band, grey, windows
+        i = j
+    real = np.minimum(origins + s, (h, w)) - origins
+    log.info("%s: %s", rel, "; ".join(notes))
+    return replace(
+        done,
+        status="processed",
+        kind="image",
+        reason="; ".join(notes),
+        tiles=tiles,
+        origins=origins,
+        weights=real.prod(axis=1).astype(np.float64),
+        pixel_size_nm=tp.pixel_size_nm,
+    )
+
+
+class _Histogram:
+    """Counts of a page's values for its percentiles (module docstring, "Streamed pages").
+
+    Integer data spanning at most ``HISTOGRAM_BINS`` values: one bin per value (exact).
+    Otherwise ``HISTOGRAM_BINS`` equal bins between ``lo`` and ``hi``.
+    """
+
+    def __init__(self, dtype: np.dtype, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, hi
+        span = hi - lo + 1 if not np.issubdtype(dtype, np.floating) else math.inf
+        self.exact = span <= HISTOGRAM_BINS
+        self.n_bins = int(span) if self.exact else HISTOGRAM_BINS
+        self.counts = np.zeros(self.n_bins, np.int64)
+
+    def _index(self, values: np.ndarray) -> np.ndarray:
+        if self.exact:
+            return (values.astype(np.int64) - int(self.lo)).ravel()
+        scaled = (values.astype(np.float64) / 2 - self.lo / 2) / (self.hi / 2 - self.lo / 2)
+        return np.clip((scaled * self.n_bins).astype(np.int64), 0, self.n_bins - 1).ravel()
+
+    def add(self, values: np.ndarray) -> None:
+        self.counts += np.bincount(self._index(values), minlength=self.n_bins)
+
+    def add_value(self, value: float, count: int) -> None:
+        self.counts[self._index(np.array([value]))[0]] += count
+
+    def _order_statistic(self, cum: np.ndarray, k: int) -> float:
+        b = int(np.searchsorted(cum, k, side="right"))  # the bin holding the k-th value
+        if self.exact:
+            return float(self.lo + b)
+        before = int(cum[b - 1]) if b else 0
+        position = b + (k - before + 0.5) / int(self.counts[b])
+        value = self.lo + position * ((self.hi / 2 - self.lo / 2) / self.n_bins) * 2
+        return min(max(value, self.lo), self.hi)
+
+    def quantile(self, q: float) -> float:
+        """``np.percentile(values, q)`` (linear), exact or within a bin."""
+        cum = np.cumsum(self.counts)
+        rank = q / 100 * (int(cum[-1]) - 1)
+        k0 = math.floor(rank)
+        v0 = self._order_statistic(cum, k0)
+        v1 = self._order_statistic(cum, min(k0 + 1, int(cum[-1]) - 1))
+        return v0 + (rank - k0) * (v1 - v0)
+
+
 def _commit_file(
     st: Store, prepared: PreparedFile, known_digests: set[str], report: IngestReport
 ) -> dict[str, Any]:
@@ -504,6 +749,9 @@ def _commit_file(
     if first_id is not None:
         bad = [r for s, _, r in kinds if s != "processed"]
         note = f"{len(kinds)} page(s)" + (f"; {len(bad)} page(s) not used: {bad[0]}" if bad else "")
+        streamed = [r for s, _, r in kinds if s == "processed" and r]
+        if streamed:
+            note += f"; {streamed[0]}"
         return {**_outcome("processed", "image", note, first_id), **notes}
     status, kind, reason = kinds[0]
     return _outcome(status, kind, reason)

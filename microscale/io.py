@@ -30,6 +30,23 @@ never returned (Pillow's ``LOAD_TRUNCATED_IMAGES`` is never set, and PNG chunk c
 verified). The pixel count is read from the header and checked against ``max_pixels``
 *before* any pixel data is decoded (:class:`ImageTooLargeError`).
 
+Pixel budget and streamed pages
+-------------------------------
+``max_pixels`` bounds how many pixels are decoded *at once*. :func:`read_micrograph`
+returns a whole page, so it refuses any page above the budget. A **tiled** TIFF page above
+it is not necessarily a decompression bomb, and can be read region by region
+(:func:`open_tiled_page`, :func:`read_regions`), never decoding more than the requested
+region plus the TIFF tiles that straddle its border. Bomb or genuine is decided by the
+bytes the file actually stores for the page (each tile's byte count clipped to the file's
+size): a page is *streamable* when it is tiled, each TIFF tile holds at most
+``max_pixels`` pixels, and its stored bytes are at least ``1 / MAX_COMPRESSION_RATIO``
+(1/100) of its decoded bytes. Lossless compression of real micrographs (zlib, LZW, zstd on
+noisy data) rarely exceeds 10x, whereas a bomb is a few bytes per megabyte (a 1.8 MB zlib
+TIFF announcing a 40960 x 40960 page of zeros is ~900x). A streamable page still makes
+:func:`read_micrograph` raise :class:`ImageTooLargeError`, with ``streamable = True`` and a
+message pointing to :func:`open_tiled_page`; a bomb (and any stripped, PNG, JPEG, BMP or DM
+image) is refused as before. Strip-based TIFFs are never streamed.
+
 Channel policy
 --------------
 Every micrograph comes out as one 2-D ``(H, W)`` grey array (METHOD.md section 1):
@@ -124,7 +141,7 @@ import stat
 import struct
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,14 +156,18 @@ __all__ = [
     "FORMATS",
     "ImageTooLargeError",
     "ImageTooSmallError",
+    "MAX_COMPRESSION_RATIO",
     "Micrograph",
+    "TiledPage",
     "UnsupportedFormatError",
     "count_pages",
     "crop",
     "detect_info_bar",
     "discover",
     "file_digest",
+    "open_tiled_page",
     "read_micrograph",
+    "read_regions",
     "resample",
     "sniff_format",
     "tile",
@@ -174,7 +195,19 @@ class DecodeError(OSError):
 
 
 class ImageTooLargeError(ValueError):
-    """The image header announces more pixels than ``max_pixels`` allows."""
+    """The image header announces more pixels than ``max_pixels`` allows.
+
+    ``streamable`` is True when the page is a genuine tiled TIFF page that
+    :func:`open_tiled_page` can read region by region within the budget (see the module
+    docstring); False for a suspected bomb or a format that cannot be streamed.
+    """
+
+    streamable: bool = False
+
+
+#: A tiled TIFF page above ``max_pixels`` is streamed (not refused) only when the file
+#: stores at least 1/MAX_COMPRESSION_RATIO of its decoded bytes; see the module docstring.
+MAX_COMPRESSION_RATIO = 100
 
 
 class ImageTooSmallError(ValueError):
@@ -972,6 +1005,18 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
             axes = keyframe.axes
             shape = keyframe.shape
             height, width = shape[axes.index("Y")], shape[axes.index("X")]
+            if height * width > max_pixels and _tiff_streamable(
+                path, tiff_page, keyframe, max_pixels
+            ):
+                exc = ImageTooLargeError(
+                    f"{os.fspath(path)!r} holds a {height}x{width} image "
+                    f"({height * width:,} pixels), more than max_pixels={max_pixels:,} to "
+                    "decode at once; it is a tiled TIFF whose stored data make it genuine "
+                    "(not a decompression bomb), so read it region by region with "
+                    "open_tiled_page() or read_regions(), or pass a larger max_pixels."
+                )
+                exc.streamable = True
+                raise exc
             _check_pixels(path, height, width, max_pixels, keyframe.dtype.itemsize)
 
             raw = tiff_page.asarray()
@@ -980,33 +1025,43 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
             if "S" in axes:
                 raw = np.moveaxis(raw, axes.index("S"), -1)
             data, policy, _ = _tiff_channel_policy(keyframe, raw)
-            if "C" in series.axes:
-                n_channels = series.shape[series.axes.index("C")]
-                if n_channels > 1:
-                    policy = f"{policy}; channel 0 of {n_channels} (C axis)"
-
-            first = tif.pages.first
-            ij = tif.imagej_metadata if tif.is_imagej else None
-            fei = tif.fei_metadata if tif.is_fei else None
-            sem = tif.sem_metadata if tif.is_sem else None
-            # tifffile keeps the raw value of a header it could not parse: ignore those
-            fei = fei if isinstance(fei, Mapping) else None
-            sem = sem if isinstance(sem, Mapping) else None
-            ome = tif.ome_metadata if tif.is_ome else None
-            x_res = _tiff_resolution(keyframe)
-            unit_tag = keyframe.tags.get("ResolutionUnit")
-            unit_code = int(unit_tag.value) if unit_tag is not None else None
-            instrument_tags = sorted({tag.name for tag in first.tags.values() if tag.code >= 32768})
-            bits = int(keyframe.bitspersample)
-            meta_series_axes = series.axes
-            meta_series_shape = list(series.shape)
-            stored_dtype = str(keyframe.dtype)
-            is_ome = tif.is_ome
-            is_imagej = tif.is_imagej
+            pixel_size, metadata = _tiff_metadata(tif, frames, frame, policy)
     except (UnsupportedFormatError, DecodeError, ImageTooLargeError, _PageError):
         raise
     except _DECODER_ERRORS as exc:
         raise _decode_error(path, "tiff", exc) from exc
+    return Micrograph(_native(data), pixel_size, os.fspath(path), page, metadata)
+
+
+def _tiff_metadata(
+    tif: Any, frames: list[_TiffFrame], frame: _TiffFrame, policy: str
+) -> tuple[float | None, dict[str, Any]]:
+    """Pixel size and the metadata dict of one TIFF frame (``policy``: its channel policy)."""
+    series = tif.series[frame.series]
+    keyframe = series.keyframe
+    if "C" in series.axes:
+        n_channels = series.shape[series.axes.index("C")]
+        if n_channels > 1:
+            policy = f"{policy}; channel 0 of {n_channels} (C axis)"
+
+    first = tif.pages.first
+    ij = tif.imagej_metadata if tif.is_imagej else None
+    fei = tif.fei_metadata if tif.is_fei else None
+    sem = tif.sem_metadata if tif.is_sem else None
+    # tifffile keeps the raw value of a header it could not parse: ignore those
+    fei = fei if isinstance(fei, Mapping) else None
+    sem = sem if isinstance(sem, Mapping) else None
+    ome = tif.ome_metadata if tif.is_ome else None
+    x_res = _tiff_resolution(keyframe)
+    unit_tag = keyframe.tags.get("ResolutionUnit")
+    unit_code = int(unit_tag.value) if unit_tag is not None else None
+    instrument_tags = sorted({tag.name for tag in first.tags.values() if tag.code >= 32768})
+    bits = int(keyframe.bitspersample)
+    meta_series_axes = series.axes
+    meta_series_shape = list(series.shape)
+    stored_dtype = str(keyframe.dtype)
+    is_ome = tif.is_ome
+    is_imagej = tif.is_imagej
 
     candidates = [
         ("OME-XML PhysicalSizeX", _pixel_size_ome(ome, frame.series) if ome else None),
@@ -1036,7 +1091,193 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
         "ome": is_ome,
         "imagej": is_imagej,
     }
-    return Micrograph(_native(data), pixel_size, os.fspath(path), page, metadata)
+    return pixel_size, metadata
+
+
+def _tiff_streamable(path: Path, tiff_page: Any, keyframe: Any, max_pixels: int) -> bool:
+    """Whether a TIFF page above ``max_pixels`` is a genuine tiled page that can be streamed.
+
+    Tiled, each TIFF tile within ``max_pixels``, and stored bytes (byte counts clipped to
+    the file's size) at least ``1 / MAX_COMPRESSION_RATIO`` of the decoded bytes.
+    """
+    if not getattr(keyframe, "is_tiled", False):
+        return False
+    if int(keyframe.tilelength) * int(keyframe.tilewidth) > max_pixels:
+        return False
+    size = os.stat(path).st_size
+    stored = 0
+    for offset, count in zip(tiff_page.dataoffsets, tiff_page.databytecounts, strict=True):
+        stored += max(0, min(int(offset) + int(count), size) - int(offset))
+    decoded = math.prod(keyframe.shape) * keyframe.dtype.itemsize
+    return stored * MAX_COMPRESSION_RATIO >= decoded
+
+
+class TiledPage:
+    """One genuine tiled TIFF page, read region by region (see :func:`open_tiled_page`).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(H, W)`` of the 2-D grey page.
+    dtype : numpy dtype
+        dtype of the regions :meth:`read` returns (after the channel policy).
+    pixel_size_nm, source, page, metadata
+        As :class:`Micrograph`; ``metadata["streamed"]`` is True.
+    max_pixels : int
+        The budget: :meth:`read` refuses a region larger than this.
+    """
+
+    def __init__(self, tif: Any, tiff_page: Any, keyframe: Any, **fields: Any) -> None:
+        import zarr
+
+        self._tif = tif
+        self._keyframe = keyframe
+        self._axes = keyframe.axes
+        self._store = tiff_page.aszarr()
+        self._array = zarr.open(self._store, mode="r")
+        self.shape: tuple[int, int] = fields["shape"]
+        self.pixel_size_nm: float | None = fields["pixel_size_nm"]
+        self.source: str = fields["source"]
+        self.page: int = fields["page"]
+        self.metadata: dict[str, Any] = fields["metadata"]
+        self.max_pixels: int = fields["max_pixels"]
+        self.dtype = self.read(0, 1, 0, 1).dtype
+
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Rows ``y0:y1`` and columns ``x0:x1`` as a 2-D grey array (channel policy applied).
+
+        Only the TIFF tiles that overlap the region are decoded.
+
+        Raises
+        ------
+        ImageTooLargeError
+            If the region holds more than ``max_pixels`` pixels.
+        DecodeError
+            If a tile of the region cannot be decoded.
+        """
+        h, w = self.shape
+        x1 = w if x1 is None else x1
+        y0, y1, x0, x1 = max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+        n = max(0, y1 - y0) * max(0, x1 - x0)
+        if n > self.max_pixels:
+            raise ImageTooLargeError(
+                f"A region of {y1 - y0}x{x1 - x0} pixels of {self.source!r} ({n:,}) is more "
+                f"than max_pixels={self.max_pixels:,}; read smaller regions."
+            )
+        index = tuple(
+            slice(y0, y1) if ax == "Y" else slice(x0, x1) if ax == "X" else slice(None)
+            for ax in self._axes
+        )
+        try:
+            raw = np.asarray(self._array[index])
+        except _DECODER_ERRORS as exc:
+            raise _decode_error(Path(self.source), "tiff", exc) from exc
+        if "S" in self._axes:
+            raw = np.moveaxis(raw, self._axes.index("S"), -1)
+        data, _, _ = _tiff_channel_policy(self._keyframe, raw)
+        return _native(data)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._store.close()
+        self._tif.close()
+
+    def __enter__(self) -> TiledPage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_tiled_page(
+    path: str | os.PathLike[str], *, page: int = 0, max_pixels: int = 2**28
+) -> TiledPage:
+    """Open one page of a tiled TIFF for reading region by region (a context manager).
+
+    For pages above ``max_pixels`` that :func:`read_micrograph` refuses with
+    ``ImageTooLargeError.streamable``; any tiled TIFF page can be opened.
+
+    Raises
+    ------
+    ImageTooLargeError
+        If the page is above ``max_pixels`` and is not streamable (a suspected
+        decompression bomb: see the module docstring), with ``streamable = False``.
+    UnsupportedFormatError
+        If the file is not a TIFF, or the page is not tiled.
+    DecodeError, ValueError
+        As :func:`read_micrograph`.
+    """
+    page = _check_int(page, "page", minimum=0)
+    max_pixels = _check_int(max_pixels, "max_pixels", minimum=1)
+    path = Path(path)
+    if sniff_format(path) != "tiff":
+        raise UnsupportedFormatError(
+            f"{os.fspath(path)!r} is not a TIFF; only tiled TIFF pages are read by region."
+        )
+    tif = _open_tiff(path)
+    try:
+        frames = _tiff_frames(path, tif)
+        if page >= len(frames):
+            raise _page_error(path, page, len(frames))
+        frame = frames[page]
+        series = tif.series[frame.series]
+        tiff_page = series.pages[frame.page_index]
+        keyframe = series.keyframe
+        if tiff_page is None or not getattr(keyframe, "is_tiled", False):
+            raise UnsupportedFormatError(
+                f"{os.fspath(path)!r}: page {page} is not a tiled TIFF page, so it cannot be "
+                "read region by region. Use read_micrograph()."
+            )
+        if not hasattr(tiff_page, "aszarr"):  # a TiffFrame: load the full page header
+            tiff_page = tif.pages[tiff_page.index]
+        axes, shape = keyframe.axes, keyframe.shape
+        height, width = shape[axes.index("Y")], shape[axes.index("X")]
+        if height * width > max_pixels and not _tiff_streamable(
+            path, tiff_page, keyframe, max_pixels
+        ):
+            _check_pixels(path, height, width, max_pixels, keyframe.dtype.itemsize)
+        probe = (1, 1, shape[axes.index("S")]) if "S" in axes else (1, 1)
+        _, policy, _ = _tiff_channel_policy(keyframe, np.zeros(probe, keyframe.dtype))
+        pixel_size, metadata = _tiff_metadata(tif, frames, frame, policy)
+        metadata["streamed"] = True
+        return TiledPage(
+            tif,
+            tiff_page,
+            keyframe,
+            shape=(int(height), int(width)),
+            pixel_size_nm=pixel_size,
+            source=os.fspath(path),
+            page=page,
+            metadata=metadata,
+            max_pixels=max_pixels,
+        )
+    except BaseException as exc:
+        tif.close()
+        if isinstance(exc, _DECODER_ERRORS) and not isinstance(
+            exc, UnsupportedFormatError | DecodeError | ImageTooLargeError | _PageError
+        ):
+            raise _decode_error(path, "tiff", exc) from exc
+        raise
+
+
+def read_regions(
+    path: str | os.PathLike[str],
+    *,
+    page: int = 0,
+    region: int = 4096,
+    max_pixels: int = 2**28,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(y0, x0, array)`` for square regions of side ``region`` of a tiled TIFF page, row
+    by row (edge regions are smaller); at most one region is held at a time.
+
+    See :func:`open_tiled_page` for what is accepted and raised.
+    """
+    region = _check_int(region, "region", minimum=1)
+    with open_tiled_page(path, page=page, max_pixels=max_pixels) as tp:
+        h, w = tp.shape
+        for y0 in range(0, h, region):
+            for x0 in range(0, w, region):
+                yield y0, x0, tp.read(y0, y0 + region, x0, x0 + region)
 
 
 def _tiff_resolution(page: Any) -> float | None:

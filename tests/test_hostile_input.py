@@ -622,3 +622,72 @@ def test_ome_xml_bomb_is_never_parsed_and_the_pixels_are_read(tmp_path, caplog):
     np.testing.assert_array_equal(micro.data, arr)
     assert micro.metadata["ome"] is False and micro.pixel_size_nm is None
     assert _pixel_size_ome(_BILLION_LAUGHS) is None
+
+
+# --------------------------------------------------------------------------- streamed pages
+
+
+def _striped_noise(side: int) -> np.ndarray:
+    """uint16 noise on vertical and horizontal stripes: a texture zlib cannot shrink much."""
+    y, x = np.mgrid[:side, :side]
+    stripes = (x % 64) * 20 + (y % 96) * 10
+    return (RNG.integers(0, 2000, (side, side)) + stripes).astype(np.uint16)
+
+
+def test_a_huge_genuine_tiled_tiff_is_streamed_within_budget(tmp_path):
+    from microscale.ingest import prepare_file
+    from microscale.io import ImageTooLargeError, open_tiled_page, read_regions
+
+    side = 2048
+    image = _striped_noise(side)
+    a = tmp_path / "a"
+    a.mkdir()
+    path = a / "huge.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), compression="zlib", photometric="minisblack")
+    budget = side * side // 8
+    # read_micrograph never decodes it whole under this budget, but says it can be streamed
+    with pytest.raises(ImageTooLargeError) as err:
+        read_micrograph(path, max_pixels=budget)
+    assert err.value.streamable and "region by region" in str(err.value)
+    regions = list(read_regions(path, region=700, max_pixels=budget))
+    assert len(regions) == 9
+    for y0, x0, region in regions:
+        np.testing.assert_array_equal(region, image[y0 : y0 + 700, x0 : x0 + 700])
+    # a bomb is still refused when opened for streaming
+    _zlib_tiff_bomb(a / "bomb.tif", side=8192)
+    with pytest.raises(ImageTooLargeError, match="holds a 8192x8192 image") as err:
+        open_tiled_page(a / "bomb.tif", max_pixels=budget)
+    assert not err.value.streamable
+    (a / "bomb.tif").unlink()
+
+    params = {
+        "tile_size": 64,
+        "stride": None,
+        "min_fraction": 0.5,
+        "pixel_size_nm": None,
+        "crop_bottom": "auto",
+    }
+    for normalize in ("minmax", "percentile"):
+        p = {**params, "normalize": normalize}
+        whole = prepare_file(str(path), "huge.tif", p, side * side).pages[0]
+        with _peak_memory() as peak:
+            streamed = prepare_file(str(path), "huge.tif", p, budget).pages[0]
+        assert (streamed.status, whole.status) == ("processed", "processed"), streamed
+        assert "streamed in bands" in streamed.reason and "not cropped" in streamed.reason
+        np.testing.assert_array_equal(streamed.origins, whole.origins)
+        np.testing.assert_array_equal(streamed.weights, whole.weights)
+        if normalize == "minmax":
+            np.testing.assert_array_equal(streamed.tiles, whole.tiles)
+            whole_tiles = whole.tiles
+        else:  # histogram percentiles: exact for uint16 data, within 1e-3 in general
+            np.testing.assert_allclose(streamed.tiles, whole.tiles, rtol=0, atol=1e-3)
+        # beyond its result (the float32 tiles), the streamed page works in bands: far
+        # below decoding and normalising the whole image (float64: 32 MiB here)
+        working = peak["traced_peak_mib"] - streamed.tiles.nbytes / 2**20
+        assert working < 0.4 * side * side * 8 / 2**20, peak
+
+    report = _ingest(a, tmp_path, max_pixels=budget, tile_size=64, normalize="minmax")
+    outcome = report.outcomes["huge.tif"]
+    assert (outcome["status"], outcome["kind"]) == ("processed", "image"), outcome
+    assert "streamed in bands of at most 524,288 pixels" in outcome["reason"]
+    np.testing.assert_array_equal(read_tiles(open_store(tmp_path / "store")), whole_tiles)
