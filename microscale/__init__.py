@@ -23,6 +23,7 @@ _FUNCTIONS = {
     "mds": "microscale.manifold",
     "classical_mds": "microscale.manifold",
     "stress": "microscale.manifold",
+    "landmark_mds": "microscale.manifold",
     "normalize_intensity": "microscale.intensity",
     "load_weights": "microscale.weights",
     "fetch_weights": "microscale.weights",
@@ -42,6 +43,7 @@ _SUBMODULES = {
     "paper",
     "io",
     "demo",
+    "sketch",
 }
 
 __all__ = sorted([*_FUNCTIONS, *_SUBMODULES, "__version__"])

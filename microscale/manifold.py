@@ -9,6 +9,10 @@ four plain functions on arrays:
 - :func:`mds` -- classical MDS followed by SMACOF, for one dimension or several at once;
 - :func:`stress` -- Kruskal's stress-1 of an embedding, in float64.
 
+Beyond what a dense ``(n, n)`` matrix allows, :func:`landmark_mds` embeds ``m`` landmarks
+(picked by :func:`choose_landmarks`) and places every other point out of sample, and
+:func:`stress_from_rows` reports the stress of the full matrix from row blocks.
+
 The SMACOF iterations are dense torch work on ``(n, n)`` float32 matrices, so they run on a
 GPU when there is one; the stress that decides convergence is accumulated in float64.
 Outputs are float64 numpy arrays.
@@ -17,7 +21,7 @@ Outputs are float64 numpy arrays.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -31,7 +35,16 @@ from threadpoolctl import threadpool_limits
 
 from microscale.device import resolve_device
 
-__all__ = ["MDSInfo", "classical_mds", "mds", "smacof", "stress"]
+__all__ = [
+    "MDSInfo",
+    "choose_landmarks",
+    "classical_mds",
+    "landmark_mds",
+    "mds",
+    "smacof",
+    "stress",
+    "stress_from_rows",
+]
 
 # Relative tolerance (to the largest distance) for the symmetry and zero-diagonal checks.
 # Distances computed in float32 on a GPU are symmetric only to about 1e-7.
@@ -788,3 +801,368 @@ def mds(
         return (embeddings, infos) if return_info else embeddings
     k = dims[0]
     return (embeddings[k], infos[k]) if return_info else embeddings[k]
+
+
+# --------------------------------------------------------------------------- landmark MDS
+
+# Rows per block in the out-of-sample placement (bounds the (rows, m) temporaries).
+_PLACE_BLOCK = 4096
+
+
+def _check_rows(R: ArrayLike | torch.Tensor, m: int, name: str) -> np.ndarray:
+    """Validate a (r, m) block of distances to the m landmarks; return it as float64."""
+    R = _to_numpy(R)
+    if not (np.issubdtype(R.dtype, np.floating) or np.issubdtype(R.dtype, np.integer)):
+        raise ValueError(f"The '{name}' array must hold real numbers. Got dtype {R.dtype} instead.")
+    if R.ndim != 2 or R.shape[1] != m:
+        raise ValueError(
+            f"The '{name}' array must have shape (n_points, {m}), one column per landmark. "
+            f"Got shape {R.shape} instead."
+        )
+    R = np.array(R, dtype=np.float64)
+    if not np.isfinite(R).all():
+        raise ValueError(
+            f"The '{name}' array contains {int((~np.isfinite(R)).sum())} NaN or infinite "
+            "entries; all distances must be finite."
+        )
+    if (R < 0).any():
+        raise ValueError(
+            f"The '{name}' array contains {int((R < 0).sum())} negative entries (smallest "
+            f"{R.min():g}); distances must be non-negative."
+        )
+    return R
+
+
+def _place(
+    R: np.ndarray,
+    L: np.ndarray,
+    w: np.ndarray,
+    Y: np.ndarray,
+    delta_mean: np.ndarray,
+    n_refine: int,
+) -> np.ndarray:
+    """Triangulate the rows of R (r, m) against the landmarks, then refine them.
+
+    L (m, k) are the landmarks' classical-MDS coordinates (eigenvalues w), Y (m, k) their
+    final (SMACOF) coordinates. The start is de Silva & Tenenbaum's
+    x = -1/2 L# (r_i**2 - delta_mean), L#' = L / w, carried into Y's frame by the affine
+    map that best takes L to Y (least squares over the landmarks). Each refinement step is
+    the Guttman transform of the point's own stress sum_j (r_ij - |x - y_j|)**2 with the
+    landmarks fixed: x <- mean_j y_j + (x sum_j b_j - sum_j b_j y_j) / m, with
+    b_j = r_ij / |x - y_j| (0 where x = y_j). It never increases that stress.
+    """
+    m = Y.shape[0]
+    pinv_t = L / np.where(w > 0, w, np.inf)  # (m, k): L#, the pseudo-inverse transpose
+    A, *_ = np.linalg.lstsq(np.column_stack([L, np.ones(m)]), Y, rcond=None)
+    y_mean = Y.mean(axis=0)
+    tol = 1e-10 * float(np.abs(Y).max())  # stop once no point moves more than this
+    out = np.empty((R.shape[0], Y.shape[1]))
+    for start in range(0, R.shape[0], _PLACE_BLOCK):
+        Rb = R[start : start + _PLACE_BLOCK]
+        X = -0.5 * (np.square(Rb) - delta_mean) @ pinv_t
+        X = X @ A[:-1] + A[-1]
+        for _ in range(n_refine):
+            H = cdist(X, Y)
+            B = np.divide(Rb, H, out=np.zeros_like(H), where=H > 0)
+            X_new = y_mean + (X * B.sum(axis=1, keepdims=True) - B @ Y) / m
+            done = np.abs(X_new - X).max() <= tol
+            X = X_new
+            if done:
+                break
+        out[start : start + _PLACE_BLOCK] = X
+    return out
+
+
+def landmark_mds(
+    D_landmarks: ArrayLike | torch.Tensor,
+    D_rest: ArrayLike | torch.Tensor,
+    n_components: int,
+    *,
+    landmarks: ArrayLike | None = None,
+    n_refine: int = 50,
+    max_iter: int = 300,
+    eps: float = 1e-6,
+    random_state: int | np.random.Generator | None = None,
+    device: str | None = None,
+) -> np.ndarray:
+    """Landmark MDS: SMACOF on ``m`` landmarks, every other point placed out of sample.
+
+    For ``n`` beyond what a dense ``(n, n)`` matrix allows. Only the distances among the
+    landmarks and from every point to the landmarks are needed, ``O(n m)`` memory:
+
+    1. the landmarks are embedded by :func:`mds` (classical MDS, then SMACOF);
+    2. every other point is placed by the triangulation of de Silva & Tenenbaum (2004),
+       ``x = -1/2 L# (delta - delta_mean)``, with ``delta`` its squared distances to the
+       landmarks, ``delta_mean`` the column means of the landmarks' squared distances and
+       ``L#`` the pseudo-inverse transpose of the (centred) landmark coordinates ``L``.
+       With ``L`` the classical-MDS coordinates this is exactly their formula; here ``L``
+       is the SMACOF embedding, and for exactly Euclidean distances it still recovers
+       every point;
+    3. each placed point is then refined by up to ``n_refine`` majorization (Guttman) steps on
+       its own stress ``sum_j (delta_j**0.5 - |x - l_j|)**2`` against the fixed landmarks,
+       which never increase it; the steps are vectorised over the points.
+
+    The price of the approximation is the stress of the full matrix: compute it block-wise
+    with :func:`stress_from_rows`, without ever holding ``(n, n)``.
+
+    Parameters
+    ----------
+    D_landmarks : (m, m) array_like or torch.Tensor
+        Distances among the landmarks: symmetric, non-negative, zero diagonal.
+    D_rest : (r, m) array_like or torch.Tensor
+        Distances from points to the landmarks, columns in the order of ``D_landmarks``.
+        Without ``landmarks``: the ``r = n - m`` other points. With ``landmarks``: every
+        point, ``r = n`` (the landmark rows are then not used for placement).
+    n_components : int
+        Embedding dimension, ``1 <= n_components < m``.
+    landmarks : (m,) array_like of int, optional
+        Row indices of the landmarks in ``D_rest`` (e.g. from :func:`choose_landmarks`).
+    n_refine : int, default 50
+        Most refinement steps per placed point (they stop early once no point of a block
+        of 4096 moves by more than 1e-10 of the landmark scale); 0 keeps the bare
+        triangulation. Placing the landmarks themselves this way returns their own
+        coordinates, to the precision of their SMACOF convergence.
+    max_iter, eps : int, float
+        SMACOF settings for the landmarks, as in :func:`mds`.
+    random_state : int or numpy.random.Generator, optional
+        Passed to :func:`mds` (random values for clipped classical-MDS dimensions).
+    device : str, optional
+        Torch device for the landmark SMACOF; default CUDA when available, else CPU. The
+        placement is numpy work on the host.
+
+    Returns
+    -------
+    X : (n, n_components) ndarray of float64
+        Without ``landmarks``: the ``m`` landmarks first, then the rows of ``D_rest`` in
+        order (``n = m + r``). With ``landmarks``: one row per row of ``D_rest``, the
+        landmark rows holding their SMACOF coordinates. Centred on the landmarks.
+
+    Raises
+    ------
+    ValueError
+        If the distances are not valid, the shapes do not agree, or ``landmarks`` are not
+        ``m`` distinct row indices of ``D_rest``.
+
+    References
+    ----------
+    .. [1] V. de Silva and J. B. Tenenbaum, "Sparse multidimensional scaling using landmark
+       points", Technical report, Stanford University (2004).
+    .. [2] V. de Silva and J. B. Tenenbaum, "Global versus local methods in nonlinear
+       dimensionality reduction", NIPS 15, 721-728 (2003).
+    .. [3] I. Borg and P. J. F. Groenen, Modern Multidimensional Scaling, 2nd ed.,
+       Springer (2005), ch. 8. doi:10.1007/0-387-28981-X
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> points = np.random.default_rng(0).normal(size=(500, 3))
+    >>> idx = choose_landmarks(500, 50, random_state=0)
+    >>> D_rest = cdist(points, points[idx])
+    >>> X = landmark_mds(D_rest[idx], D_rest, 3, landmarks=idx, device="cpu")
+    >>> X.shape
+    (500, 3)
+    >>> stress_from_rows(lambda i0, i1: cdist(points[i0:i1], points), X) < 1e-6
+    True
+    """
+    DL = _check_distances(D_landmarks)
+    m = DL.shape[0]
+    k = _check_n_components(n_components, m)
+    R = _check_rows(D_rest, m, "D_rest")
+    if isinstance(n_refine, bool) or not isinstance(n_refine, numbers.Integral) or n_refine < 0:
+        raise ValueError(
+            f"The 'n_refine' parameter must be a non-negative int. Got {n_refine!r} instead."
+        )
+    idx = None
+    if landmarks is not None:
+        idx = np.asarray(landmarks)
+        if idx.ndim != 1 or idx.shape[0] != m or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(
+                f"The 'landmarks' parameter must be {m} integer row indices of 'D_rest', one "
+                f"per landmark. Got shape {idx.shape} and dtype {idx.dtype} instead."
+            )
+        if idx.min() < 0 or idx.max() >= R.shape[0] or np.unique(idx).size != m:
+            raise ValueError(
+                f"The 'landmarks' parameter must hold {m} distinct indices in [0, "
+                f"{R.shape[0]}), the rows of 'D_rest'. Got duplicates or indices out of range."
+            )
+    Y, info = mds(
+        DL,
+        k,
+        max_iter=max_iter,
+        eps=eps,
+        random_state=random_state,
+        device=device,
+        return_info=True,
+    )
+    Y = Y - Y.mean(axis=0)
+    L = classical_mds(DL, k, device=device)
+    w = info.eigenvalues
+    delta_mean = np.square(DL).mean(axis=0)
+    if idx is None:
+        return np.vstack([Y, _place(R, L, w, Y, delta_mean, int(n_refine))])
+    rest = np.ones(R.shape[0], dtype=bool)
+    rest[idx] = False
+    X = np.empty((R.shape[0], k))
+    X[idx] = Y
+    X[rest] = _place(R[rest], L, w, Y, delta_mean, int(n_refine))
+    return X
+
+
+def choose_landmarks(
+    n: int,
+    m: int,
+    *,
+    random_state: int | np.random.Generator | None = None,
+    D_fn: Callable[[int], ArrayLike] | None = None,
+) -> np.ndarray:
+    """Pick ``m`` of ``n`` points as landmarks for :func:`landmark_mds`.
+
+    Without ``D_fn``: ``m`` distinct points uniformly at random. With ``D_fn``: MaxMin
+    (greedy farthest-point) selection -- a random first point, then repeatedly the point
+    farthest from all landmarks chosen so far -- which spreads the landmarks over the data
+    and is the choice recommended by de Silva & Tenenbaum; it calls ``D_fn`` ``m`` times.
+    MaxMin favours outliers: on data with a few far-away points random landmarks can be
+    the better choice.
+
+    Parameters
+    ----------
+    n : int
+        Number of points.
+    m : int
+        Number of landmarks, ``1 <= m <= n``.
+    random_state : int or numpy.random.Generator, optional
+        Seeds the random choice (or MaxMin's first point).
+    D_fn : callable, optional
+        ``D_fn(i)`` returns the ``(n,)`` distances from point ``i`` to every point.
+
+    Returns
+    -------
+    indices : (m,) ndarray of int
+        The landmarks: sorted for the random choice, in order of selection for MaxMin.
+
+    References
+    ----------
+    .. [1] V. de Silva and J. B. Tenenbaum, "Sparse multidimensional scaling using landmark
+       points", Technical report, Stanford University (2004).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> points = np.random.default_rng(0).normal(size=(100, 2))
+    >>> choose_landmarks(100, 5, random_state=0).shape
+    (5,)
+    >>> idx = choose_landmarks(100, 5, random_state=0,
+    ...                        D_fn=lambda i: cdist(points[i : i + 1], points)[0])
+    >>> len(set(idx.tolist()))
+    5
+    """
+    n = _check_positive_int(n, "n")
+    m = _check_positive_int(m, "m")
+    if m > n:
+        raise ValueError(
+            f"The 'm' parameter must be at most the number of points ({n}). Got {m} instead."
+        )
+    rng = np.random.default_rng(random_state)
+    if D_fn is None:
+        return np.sort(rng.choice(n, size=m, replace=False))
+    idx = np.empty(m, dtype=np.intp)
+    idx[0] = rng.integers(n)
+    nearest = np.full(n, np.inf)
+    for j in range(m):
+        if j > 0:
+            idx[j] = int(np.argmax(nearest))
+        d = np.asarray(D_fn(int(idx[j])), dtype=np.float64)
+        if d.shape != (n,):
+            raise ValueError(
+                f"The 'D_fn' callable must return the ({n},) distances from one point to "
+                f"every point. Got shape {d.shape} instead."
+            )
+        np.minimum(nearest, d, out=nearest)
+        nearest[idx[: j + 1]] = -1.0  # never pick a landmark twice, even with ties at 0
+    return idx
+
+
+def stress_from_rows(
+    rows: Callable[[int, int], ArrayLike],
+    X: ArrayLike | torch.Tensor,
+    *,
+    batch_size: int = _STRESS_BLOCK,
+) -> float:
+    """Kruskal's stress-1 of an embedding, with the distances supplied in row blocks.
+
+    The same number as :func:`stress` -- ``sqrt( sum (d_ij - dhat_ij)**2 / sum d_ij**2 )``
+    in float64 from exact coordinate differences -- but the ``(n, n)`` distance matrix is
+    never held: ``rows(i0, i1)`` is called for consecutive blocks and must return the
+    distances from points ``i0:i1`` to every point. This is how the price of
+    :func:`landmark_mds` is measured on the full matrix.
+
+    Parameters
+    ----------
+    rows : callable
+        ``rows(i0, i1)`` returns the ``(i1 - i0, n)`` distances of rows ``i0:i1`` (e.g.
+        ``lambda i0, i1: cdist(points[i0:i1], points)``); it should describe a symmetric
+        matrix with a zero diagonal (only the diagonal is checked).
+    X : (n, d) array_like or torch.Tensor
+        The embedded points, one row per item.
+    batch_size : int, default 1024
+        Rows per block; memory is a few ``(batch_size, n)`` float64 arrays.
+
+    Returns
+    -------
+    float
+        The stress-1, 0 for a perfect fit.
+
+    Raises
+    ------
+    ValueError
+        If a block has the wrong shape or holds invalid distances, or if every distance is
+        0 (the stress is then undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> points = np.random.default_rng(0).normal(size=(50, 2))
+    >>> s = stress_from_rows(lambda i0, i1: cdist(points[i0:i1], points), 2 * points)
+    >>> round(s, 3)
+    1.0
+    """
+    X = _to_numpy(X)
+    if X.ndim != 2:
+        raise ValueError(
+            f"The 'X' array must be 2-D, of shape (n_points, n_components). Got shape "
+            f"{X.shape} instead."
+        )
+    n = X.shape[0]
+    X = _check_configuration(X, n, "X")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    raw = norm = 0.0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        D = _check_rows(rows(start, stop), n, "rows(i0, i1)")
+        if D.shape[0] != stop - start:
+            raise ValueError(
+                f"The 'rows' callable must return {stop - start} rows for rows({start}, "
+                f"{stop}). Got {D.shape[0]} instead."
+            )
+        diag = np.abs(D[np.arange(stop - start), np.arange(start, stop)])
+        atol = _ATOL_REL * float(D.max()) if D.size else 0.0
+        if (diag > atol).any():
+            raise ValueError(
+                f"The distances from 'rows' must have a zero diagonal, but "
+                f"{int((diag > atol).sum())} diagonal entries in rows {start}:{stop} are "
+                f"nonzero (largest {diag.max():g}). Each item is at distance 0 from itself."
+            )
+        norm += float(np.einsum("ij,ij->", D, D))
+        block = cdist(X[start:stop], X)
+        block -= D
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        raw += float(np.einsum("ij,ij->", block, block))
+    if norm == 0.0:
+        raise ValueError(
+            "The stress is undefined when every distance is 0 (it is normalised by the sum "
+            "of squared distances); there is nothing to embed."
+        )
+    return float(np.sqrt(raw / norm))
