@@ -722,6 +722,20 @@ def _group_size(store: Store, descriptor: str, images_per_task: int | None) -> i
     return _check_positive(images_per_task, "images_per_task")
 
 
+def _require_features(store: Store, descriptor: str) -> None:
+    """Raise unless every feature batch of ``descriptor`` is done."""
+    _require(
+        store,
+        plan_feature_batches(store, descriptor=descriptor),
+        f"features.{descriptor}",
+        f"run_features(descriptor={descriptor!r})",
+    )
+    if not has_array(store, f"features/{descriptor}"):
+        raise IncompleteStageError(
+            f"The store {store.root} has no features/{descriptor}; run run_features first."
+        )
+
+
 def plan_image_groups(
     store: Root, *, descriptor: str = "cnn", images_per_task: int | None = None
 ) -> list[Batch]:
@@ -848,16 +862,7 @@ def image_features(
     descriptor = _check_descriptor(descriptor)
     store = _store(root)
     with _locked(store, lock):
-        _require(
-            store,
-            plan_feature_batches(store, descriptor=descriptor),
-            f"features.{descriptor}",
-            f"run_features(descriptor={descriptor!r})",
-        )
-        if not has_array(store, f"features/{descriptor}"):
-            raise IncompleteStageError(
-                f"The store {store.root} has no features/{descriptor}; run run_features first."
-            )
+        _require_features(store, descriptor)
         feats = f"features/{descriptor}"
         d = array_shape(store, feats)[1]
         dtype = _feature_dtype(descriptor)
@@ -1191,12 +1196,7 @@ def run_distances(
     store = _store(root)
     with _locked(store, lock):
         if level == "tile":
-            _require(
-                store,
-                plan_feature_batches(store, descriptor=descriptor),
-                f"features.{descriptor}",
-                f"run_features(descriptor={descriptor!r})",
-            )
+            _require_features(store, descriptor)
         elif not has_array(store, f"image_feature_sums/{descriptor}"):
             raise IncompleteStageError(
                 f"The store {store.root} has no image features for {descriptor!r}; run "
