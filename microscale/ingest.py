@@ -432,6 +432,16 @@ def _with_retries(read: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# What decoding a page may raise for a bad file (never for a bug of ours).
+_READ_ERRORS = (OSError, io.UnsupportedFormatError, ImportError, ValueError)
+
+
+def _failed_read(exc: BaseException, image_id: str, rel: str) -> PreparedPage:
+    """The outcome of a page that could not be read: too large (a bomb), or undecodable."""
+    kind = "too large" if isinstance(exc, io.ImageTooLargeError) else "decode"
+    return PreparedPage(image_id, rel, "failed", kind, str(exc))
+
+
 def _prepare_page(
     path: Path,
     rel: str,
@@ -442,12 +452,10 @@ def _prepare_page(
 ) -> PreparedPage:
     try:
         micro = _with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
-    except io.ImageTooLargeError as exc:
-        if exc.streamable:
+    except _READ_ERRORS as exc:
+        if getattr(exc, "streamable", False):
             return _prepare_streamed(path, rel, page, image_id, params, max_pixels)
-        return PreparedPage(image_id, rel, "failed", "too large", str(exc))
-    except (OSError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
-        return PreparedPage(image_id, rel, "failed", "decode", str(exc))
+        return _failed_read(exc, image_id, rel)
     image = micro.data
     done = PreparedPage(
         image_id, rel, "", "", decoded=True, channel_policy=micro.metadata.get("channel_policy")
@@ -507,10 +515,8 @@ def _prepare_streamed(
     """:func:`_prepare_page` for a page above ``max_pixels`` read by bands (module docstring)."""
     try:
         opened = _with_retries(lambda: io.open_tiled_page(path, page=page, max_pixels=max_pixels))
-    except io.ImageTooLargeError as exc:
-        return PreparedPage(image_id, rel, "failed", "too large", str(exc))
-    except (OSError, io.UnsupportedFormatError, ImportError, ValueError) as exc:
-        return PreparedPage(image_id, rel, "failed", "decode", str(exc))
+    except _READ_ERRORS as exc:
+        return _failed_read(exc, image_id, rel)
     with opened as tp:
         try:
             return _stream_page(tp, rel, page, image_id, params, max_pixels)
