@@ -25,8 +25,9 @@ A store is a directory ``ROOT``::
         center/<d>          (feature,)       float64: the common centre of the distance kernel
         distances/<d>       (image, image)   float64, chunks (block, block)
         embeddings/<d>/d<k> (image, k)       float64: the last MDS embedding in k dimensions
-      images.json                          manifest: content hash -> every path with that
-                                           content; per-file outcomes
+      images.jsonl                         manifest, an append-only log (one JSON line per
+                                           update): content hash -> every path with that
+                                           content; per-file outcomes (see read_manifest)
       _done/<stage>/<key>                  completion records (JSON)
       .lock                                run lock (``fcntl.flock``), holder's pid and time
 
@@ -134,7 +135,10 @@ __all__ = [
 FORMAT_VERSION = 1
 #: Name of the Zarr group inside the store directory.
 GROUP_NAME = "store.zarr"
-MANIFEST_NAME = "images.json"
+#: The manifest: an append-only log, one JSON object per line (see :func:`read_manifest`).
+MANIFEST_NAME = "images.jsonl"
+#: The manifest of stores written before the log: read first, never written.
+LEGACY_MANIFEST_NAME = "images.json"
 DONE_DIR = "_done"
 LOCK_NAME = ".lock"
 FILE_STATUSES = ("processed", "skipped", "failed")
@@ -801,8 +805,24 @@ def append_images(
 # --------------------------------------------------------------------------- manifest
 
 
+def _merge_manifest(data: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for image_id, paths in (update.get("images") or {}).items():
+        known = data["images"].setdefault(image_id, [])
+        known.extend(p for p in paths if p not in known)
+    for path, outcome in (update.get("files") or {}).items():
+        data["files"][str(path)] = dict(outcome)
+
+
 def read_manifest(store: Store | str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest ``images.json``.
+    """The manifest: which paths hold each image, and what happened to each file.
+
+    The manifest is the log ``images.jsonl``: each update (a batch of ingested files) is
+    appended as one JSON line and never rewritten, so recording ``n`` files costs ``O(n)``
+    in all rather than rewriting a growing document per batch. Reading replays the lines
+    in order (a later outcome of a path replaces an earlier one; paths of an image
+    accumulate). A last line cut short by a crash is ignored (its files are re-ingested
+    by the next run and recorded again). Stores written before the log keep their
+    ``images.json``, which is read first.
 
     Returns
     -------
@@ -812,12 +832,16 @@ def read_manifest(store: Store | str | os.PathLike[str]) -> dict[str, Any]:
         (e.g. a duplicate, or not an image) or ``"failed"``.
     """
     root = store.root if isinstance(store, Store) else Path(store)
+    data: dict[str, Any] = {"images": {}, "files": {}}
+    with contextlib.suppress(FileNotFoundError):
+        _merge_manifest(data, json.loads((root / LEGACY_MANIFEST_NAME).read_text()))
     try:
-        data = json.loads((root / MANIFEST_NAME).read_text())
+        raw = _retry_transient((root / MANIFEST_NAME).read_bytes)
     except FileNotFoundError:
-        data = {}
-    data.setdefault("images", {})
-    data.setdefault("files", {})
+        return data
+    for line in raw.split(b"\n")[:-1]:  # the last piece is empty, or a torn write
+        if line.strip():
+            _merge_manifest(data, json.loads(line))
     return data
 
 
@@ -827,13 +851,21 @@ def _update_manifest(
     images: Mapping[str, Sequence[str]] | None = None,
     files: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    data = read_manifest(store)
-    for image_id, paths in (images or {}).items():
-        known = data["images"].setdefault(image_id, [])
-        known.extend(p for p in paths if p not in known)
-    for path, outcome in (files or {}).items():
-        data["files"][str(path)] = dict(outcome)
-    _atomic_write(store.root / MANIFEST_NAME, json.dumps(data, indent=1, sort_keys=True).encode())
+    """Append one update to the manifest log (by the single ingesting process)."""
+    update = {"images": dict(images or {}), "files": {str(k): v for k, v in (files or {}).items()}}
+    line = json.dumps(update, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    path = store.root / MANIFEST_NAME
+    with open(path, "ab+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end:  # drop a line a crash cut short, so that the new one starts a line
+            fh.seek(max(0, end - 1))
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                keep = fh.read().rfind(b"\n") + 1
+                fh.truncate(keep)
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def record_files(store: Store, outcomes: Mapping[str, Mapping[str, Any]]) -> None:

@@ -162,6 +162,47 @@ def test_record_files_keeps_every_path(store, rng):
         st.record_files(store, {"/a": {"status": "ok"}})
 
 
+def test_manifest_is_an_append_only_log(store, rng):
+    """Each update appends one line; earlier bytes are never rewritten (O(n) for n files)."""
+    _add(store, rng, [1])
+    log = store.root / st.MANIFEST_NAME
+    before = log.read_bytes()
+    for k in range(3):
+        st.record_files(store, {f"/f{k}.tif": {"status": "failed", "reason": "decode"}})
+        after = log.read_bytes()
+        assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1
+        before = after
+    # A later outcome of the same path wins; the paths of an image accumulate.
+    st.record_files(store, {"/f0.tif": {"status": "processed", "image_id": "hash0"}})
+    manifest = st.read_manifest(store.root)
+    assert manifest["files"]["/f0.tif"] == {"status": "processed", "image_id": "hash0"}
+    assert manifest["images"]["hash0"] == ["/data/hash0.tif", "/f0.tif"]
+    assert sorted(manifest["files"]) == ["/f0.tif", "/f1.tif", "/f2.tif"]
+
+
+def test_manifest_survives_a_torn_last_line(store, rng):
+    _add(store, rng, [1])
+    st.record_files(store, {"/a.tif": {"status": "skipped", "reason": "x"}})
+    log = store.root / st.MANIFEST_NAME
+    good = log.read_bytes()
+    # A crash in the middle of an append leaves half a line.
+    log.write_bytes(good + b'{"files":{"/b.tif":{"sta')
+    assert "/b.tif" not in st.read_manifest(store.root)["files"]
+    # The next append drops the torn piece and starts a clean line.
+    st.record_files(store, {"/c.tif": {"status": "skipped", "reason": "y"}})
+    assert log.read_bytes().startswith(good)
+    assert sorted(st.read_manifest(store.root)["files"]) == ["/a.tif", "/c.tif"]
+
+
+def test_manifest_of_an_older_store_is_read_first(store, rng):
+    legacy = {"images": {"old": ["/old.tif"]}, "files": {"/old.tif": {"status": "processed"}}}
+    (store.root / st.LEGACY_MANIFEST_NAME).write_text(json.dumps(legacy))
+    st.record_files(store, {"/copy.tif": {"status": "skipped", "image_id": "old"}})
+    manifest = st.read_manifest(store.root)
+    assert manifest["images"]["old"] == ["/old.tif", "/copy.tif"]
+    assert set(manifest["files"]) == {"/old.tif", "/copy.tif"}
+
+
 def test_completion_records(store):
     extent = {"rows": [0, 5]}
     assert not store.is_done("features.cnn", "000000000", extent)
