@@ -21,6 +21,8 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
             weights=params.weights,
             device=params.device,
             batch_size=params.batch_size,
+            sketch_dim=params.sketch_dim,
+            sketch_seed=params.sketch_seed,
             on_done=_progress.progress(f"features-{descriptor}", f"{descriptor} tile batches"),
         )
         images = pipeline.image_features(params.store, descriptor=descriptor, client=client)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from microscale.pipeline import DEFAULT_LANDMARKS, DENSE_LIMIT
 
 
 class PipelineParams(BaseModel):
@@ -43,11 +45,40 @@ class PipelineParams(BaseModel):
     weights: str = Field("vgg19-normalized", description="Weights name or path.")
     device: str | None = Field(None, description="Torch device; empty: GPU if present.")
     batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
+    sketch_dim: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Store CNN texture vectors as seeded random projections ('sketches') of this "
+            "length, made on the workers: 2048 cuts storage and distance cost ~150x for "
+            "~1.6% distance error. Empty: full vectors. Fixed per store."
+        ),
+    )
+    sketch_seed: int = Field(
+        0, ge=0, description="Seed of the sketch's projection; fixed per store."
+    )
     block_size: int = Field(256, ge=1, description="Rows per block of the distance matrix.")
     n_components: list[int] = Field(
         default_factory=lambda: list(range(1, 11)), description="MDS dimensions."
     )
     random_state: int = Field(0, description="Seed for MDS tie-breaking.")
+    landmarks: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "Embed by landmark MDS on this many random landmarks (stress still reported on "
+            "the full matrix). Empty: dense MDS up to max_dense images, then "
+            f"{DEFAULT_LANDMARKS} landmarks."
+        ),
+    )
+    max_dense: int = Field(
+        DENSE_LIMIT,
+        ge=2,
+        description=(
+            "Most images embedded by dense MDS, which holds the n x n matrix (~33 bytes per "
+            "entry: 13 GB at 20,000); larger maps use landmark MDS."
+        ),
+    )
 
     @field_validator("n_components")
     @classmethod
@@ -55,6 +86,15 @@ class PipelineParams(BaseModel):
         if not value or min(value) < 1:
             raise ValueError("n_components must list positive dimensions, e.g. [1, 2, 3].")
         return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _landmarks_above_dims(self) -> PipelineParams:
+        if self.landmarks is not None and self.landmarks <= max(self.n_components):
+            raise ValueError(
+                f"landmarks ({self.landmarks}) must exceed every MDS dimension "
+                f"(up to {max(self.n_components)}); pass more landmarks or fewer n_components."
+            )
+        return self
 
     @field_validator("descriptors")
     @classmethod

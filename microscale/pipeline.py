@@ -4,7 +4,9 @@ An archive run turns the tiles of a store (:mod:`microscale.store`) into texture
 
 1. **features** -- :func:`run_features`: texture vectors (``"cnn"``) or power spectra
    (``"ps"``) of every tile, one task per feature batch (= one chunk of
-   ``features/<d>``), :func:`compute_feature_batch`;
+   ``features/<d>``), :func:`compute_feature_batch`; optionally texture vectors are
+   stored only as seeded random projections of a few thousand dimensions
+   (``sketch_dim``: ~100x less storage and distance cost), made on the workers;
 2. **image features** -- :func:`image_features`: the pixel-weighted mean of each image's
    tile vectors (METHOD.md section 2: tiles and images share one space), one task per
    group of images, :func:`compute_image_features`;
@@ -14,7 +16,8 @@ An archive run turns the tiles of a store (:mod:`microscale.store`) into texture
    :func:`microscale.distance.block_sq_distances` and writing chunks ``(i, j)`` and
    ``(j, i)``;
 4. **embedding** -- :func:`embed`: metric MDS of the whole matrix, a final reduction in
-   one process.
+   one process; beyond :data:`DENSE_LIMIT` rows, landmark MDS that reads the matrix in
+   row bands and reports the stress of the full matrix.
 
 Every stage plans only missing work: a unit of work is done when the store holds a
 completion record for it with the same extent (row ranges), written after its data (see
@@ -90,7 +93,11 @@ from microscale.store import (
 )
 
 __all__ = [
+    "DEFAULT_LANDMARKS",
+    "DENSE_LIMIT",
     "DESCRIPTORS",
+    "SKETCH_BLOCK",
+    "SKETCHED_DESCRIPTORS",
     "Batch",
     "BlockPair",
     "FailedUnitsError",
@@ -122,6 +129,20 @@ DEFAULT_IMAGES_PER_TASK = 64
 DEFAULT_PAIRS_PER_TASK = 4
 #: Rows per distance block; the kernel's measured optimum (see microscale.distance).
 DEFAULT_BLOCK_SIZE = 1024
+#: Descriptors that ``sketch_dim`` applies to. Only the texture vectors (305,888 entries)
+#: are sketched; the power spectrum is the paper's exact baseline and stays as it is.
+SKETCHED_DESCRIPTORS: tuple[str, ...] = ("cnn",)
+#: Rows of the implicit projection matrix drawn at a time by a sketch (the default of
+#: :func:`microscale.sketch.sketch`); recorded with the sketch, as part of its identity.
+SKETCH_BLOCK = 16384
+#: Most rows :func:`embed` gives to dense MDS; larger maps use landmark MDS. Dense MDS
+#: holds the (n, n) float64 matrix read from the store and its working copies (a validated
+#: float64 copy, float32 and float64 device copies, SMACOF's work matrices): measured peak
+#: 33 bytes per entry on the CPU (n = 3,000, dimensions 1-3), so 13 GB at n = 20,000 --
+#: what a 24 GB box holds next to its workers -- and 30 GB at n = 30,000, which it does not.
+DENSE_LIMIT = 20_000
+#: Landmarks of landmark MDS by default (see :func:`embed`).
+DEFAULT_LANDMARKS = 1000
 
 #: Seconds a stage waits for a Dask cluster without workers before giving up.
 WORKER_TIMEOUT = 60.0
@@ -460,6 +481,72 @@ def _features_chunk(store: Store, descriptor: str) -> int:
     return array_chunks(store, name)[0] if has_array(store, name) else store.features_chunk
 
 
+def _check_seed(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(
+            f"The '{name}' parameter must be a non-negative int. Got {value!r} instead."
+        )
+    return int(value)
+
+
+def _sketch_setting(
+    descriptor: str, n_features: int, *, sketch_dim: int | None, sketch_seed: int
+) -> dict[str, int] | None:
+    """The ``"sketch"`` attribute of ``features/<descriptor>`` for a run, or None.
+
+    A descriptor is sketched when ``sketch_dim`` is given, it is one of
+    :data:`SKETCHED_DESCRIPTORS` and its vectors are longer than ``sketch_dim`` (a sketch
+    as long as the vector would save nothing and only add noise).
+    """
+    seed = _check_seed(sketch_seed, "sketch_seed")
+    if sketch_dim is None:
+        return None
+    k = _check_positive(sketch_dim, "sketch_dim")
+    if descriptor not in SKETCHED_DESCRIPTORS or n_features <= k:
+        return None
+    return {"n_components": k, "seed": seed, "input_dim": int(n_features), "block": SKETCH_BLOCK}
+
+
+def _sketch_words(setting: dict[str, Any] | None) -> str:
+    if setting is None:
+        return "full vectors (no sketch)"
+    return (
+        f"sketches of {setting.get('input_dim')}-long vectors to {setting.get('n_components')} "
+        f"dimensions (seed {setting.get('seed')}, block {setting.get('block')})"
+    )
+
+
+def _check_sketch(store: Store, name: str, setting: dict[str, int] | None) -> None:
+    """Refuse to mix sketch settings in one array: their vectors are not comparable."""
+    if not has_array(store, name):
+        return
+    stored = array_attrs(store, name).get("sketch")
+    if stored == setting:
+        return
+    same = (
+        "sketch_dim=None"
+        if stored is None
+        else f"sketch_dim={stored.get('n_components')}, sketch_seed={stored.get('seed')}"
+    )
+    raise StoreError(
+        f"{name!r} in the store {store.root} holds {_sketch_words(stored)}, but this run asks "
+        f"for {_sketch_words(setting)}. Vectors of different sketches cannot be compared: "
+        f"run again with the stored setting ({same}), or write this one to a new store."
+    )
+
+
+def _sketch_rows(vectors: np.ndarray, setting: dict[str, int], device: str | None) -> np.ndarray:
+    from microscale.sketch import sketch
+
+    return sketch(
+        vectors,
+        n_components=setting["n_components"],
+        seed=setting["seed"],
+        block=setting["block"],
+        device=device,
+    )
+
+
 def plan_feature_batches(store: Root, *, descriptor: str = "cnn") -> list[Batch]:
     """Feature batches without a matching completion record.
 
@@ -524,12 +611,16 @@ def compute_feature_batch(
     device: str | None = None,
     batch_size: int = 8,
     oom_hook: Callable[[int], None] | None = None,
+    sketch_dim: int | None = None,
+    sketch_seed: int = 0,
 ) -> Batch:
     """Compute one feature batch, write its chunk of ``features/<descriptor>``, mark it done.
 
     Runs on a Dask worker (or in the driver): it opens the store from ``root``, reads the
-    batch's tiles, computes their descriptors, writes the whole chunk, and then writes
-    the completion record. The driver (:func:`run_features`) must have created the array.
+    batch's tiles, computes their descriptors, sketches them (when asked: only the sketch
+    is written, the full vectors never leave the worker), writes the whole chunk, and then
+    writes the completion record. The driver (:func:`run_features`) must have created the
+    array.
 
     Parameters
     ----------
@@ -558,6 +649,11 @@ def compute_feature_batch(
     oom_hook : callable, optional
         Called with the forward batch size before each attempt; it may raise
         ``torch.OutOfMemoryError`` (used by tests to simulate a small GPU on a CPU).
+    sketch_dim : int, optional
+        Store ``sketch_dim``-long sketches of the texture vectors instead of the vectors
+        (:func:`microscale.sketch.sketch`, on ``device``); see :func:`run_features`.
+    sketch_seed : int, optional
+        Seed of the sketch's projection.
 
     Returns
     -------
@@ -569,6 +665,9 @@ def compute_feature_batch(
     store = _store(root)
     name = f"features/{descriptor}"
     d, dtype, spec = _feature_spec(store, descriptor, layers=layers, normalize=normalize)
+    setting = _sketch_setting(descriptor, d, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
+    spec["sketch"] = setting
+    width = d if setting is None else setting["n_components"]
     stored = array_attrs(store, name)
     for key, value in spec.items():
         if stored.get(key) != value:
@@ -590,7 +689,7 @@ def compute_feature_batch(
     else:
         flat = tiles.reshape(len(tiles), -1)
         textured = flat.min(axis=1) < flat.max(axis=1)
-    out = np.full((len(tiles), d), np.nan, dtype=dtype)
+    out = np.full((len(tiles), width), np.nan, dtype=dtype)
     if not textured.all():
         _log.info(
             "%d constant tile(s) in tiles %d:%d cannot be rescaled; their rows stay NaN",
@@ -613,11 +712,14 @@ def compute_feature_batch(
                     batch_size=size,
                 )
 
-            out[textured] = _with_oom_retry(compute, batch_size, oom_hook)
+            vectors = _with_oom_retry(compute, batch_size, oom_hook)
         else:
             from microscale.spectrum import power_spectra
 
-            out[textured] = power_spectra(x, dtype=np.float64)
+            vectors = power_spectra(x, dtype=np.float64)
+        if setting is not None:
+            vectors = _sketch_rows(vectors, setting, device)
+        out[textured] = vectors
     if kept:
         out = np.concatenate([read_rows(store, name, batch.start, batch.start + kept), out])
     write_block(store, name, out, rows=(batch.start, batch.stop))
@@ -638,6 +740,8 @@ def run_features(
     on_done: Progress | None = None,
     lock: bool = True,
     oom_hook: Callable[[int], None] | None = None,
+    sketch_dim: int | None = None,
+    sketch_seed: int = 0,
 ) -> StageCounts:
     """Compute the missing feature batches of every committed tile.
 
@@ -645,6 +749,28 @@ def run_features(
     settings and, for ``"cnn"``, the weights' sha256; a store computed with other
     settings is refused), plans the batches without a matching completion record, and
     runs :func:`compute_feature_batch` for each, one Dask task per batch.
+
+    With ``sketch_dim = k`` (a *sketch*), each worker projects its batch's texture vectors to ``k``
+    dimensions (:func:`microscale.sketch.sketch`, a seeded Gaussian random projection)
+    before writing, so ``features/cnn`` is ``(n_tiles, k)`` float32 and the full vectors
+    are never stored: at ``k = 2048`` storage and distance cost drop ``305,888 / 2048``
+    (~150x), and each distance changes by a relative error of about ``1 / sqrt(2 k)``
+    (1.6 %; see :mod:`microscale.sketch`). The array's ``"sketch"`` attribute is
+    ``{"n_components": k, "seed": sketch_seed, "input_dim": d, "block": SKETCH_BLOCK}``
+    (None when not sketched): a query vector sketched with exactly these values is
+    comparable with the stored ones. Image features inherit it (the pixel-weighted mean
+    of sketches is the sketch of the mean: the projection is linear), and distances and
+    embeddings work on the sketches unchanged.
+
+    Only the descriptors of :data:`SKETCHED_DESCRIPTORS` (``"cnn"``) are sketched, and
+    only when their vectors are longer than ``k``; the power spectrum, the paper's exact
+    baseline, is always stored as it is. A sketch setting is fixed when the array is
+    created: running again with another one raises :class:`StoreError`.
+
+    Cost: the projection matrix is regenerated on the CPU for every batch (numpy's
+    generator, so it is the same on every worker and device): about 4.6 s per 1024
+    components at ``d = 305,888``, whatever the batch size. On a GPU worker it dominates
+    the batch's time; use large feature batches (``features_chunk`` of the store).
 
     Parameters
     ----------
@@ -659,11 +785,22 @@ def run_features(
         ``on_done(done, total)`` after each batch (and once with ``done = 0``).
     lock : bool, optional
         Hold the store's run lock (default).
+    sketch_dim : int, optional
+        Store sketches of this length instead of the texture vectors (see above);
+        None (the default) stores the full vectors. A few thousand: 2048 is a good start.
+    sketch_seed : int, optional
+        Seed of the sketch's projection (default 0).
 
     Returns
     -------
     StageCounts
         Batches computed and batches skipped as done.
+
+    Raises
+    ------
+    StoreError
+        If the store holds this descriptor computed with other settings (layers,
+        weights, sketch).
     """
     descriptor = _check_descriptor(descriptor)
     store = _store(root)
@@ -672,10 +809,16 @@ def run_features(
         if descriptor == "cnn":
             attrs["weights_sha256"] = _weights_sha256(weights)
         name = f"features/{descriptor}"
+        setting = _sketch_setting(descriptor, d, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
+        if setting is None and sketch_dim is not None and descriptor in SKETCHED_DESCRIPTORS:
+            _log.info("%r vectors have %d entries, not more than sketch_dim=%s: stored whole",
+                      descriptor, d, sketch_dim)  # fmt: skip
+        _check_sketch(store, name, setting)
+        attrs["sketch"] = setting
         created = ensure_features_array(
             store,
             name,
-            d,
+            d if setting is None else setting["n_components"],
             n_rows=store.n_tiles,
             chunk_rows=_features_chunk(store, descriptor),
             dtype=dtype,
@@ -686,6 +829,8 @@ def run_features(
         todo = plan_feature_batches(store, descriptor=descriptor)
         n_all = len(_ranges(store.n_tiles, _features_chunk(store, descriptor)))
         kwargs: dict[str, Any] = {"descriptor": descriptor, "oom_hook": oom_hook}
+        if setting is not None:
+            kwargs.update(sketch_dim=setting["n_components"], sketch_seed=setting["seed"])
         if descriptor == "cnn":
             from microscale.weights import VGGWeights
 
@@ -1217,7 +1362,13 @@ def run_distances(
             lv.matrix,
             n,
             b,
-            attrs={"descriptor": descriptor, "precision": precision, "level": level},
+            attrs={
+                "descriptor": descriptor,
+                "precision": precision,
+                "level": level,
+                # provenance: distances between sketches estimate those between vectors
+                "sketch": array_attrs(store, lv.rows).get("sketch"),
+            },
         )
         if created:
             store.clear_done(lv.stage)
@@ -1266,6 +1417,116 @@ def _align(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return X @ R
 
 
+def _embed_dense(
+    store: Store,
+    lv: _Level,
+    dims: list[int],
+    *,
+    init_from_previous: bool,
+    n_init: int,
+    max_iter: int,
+    eps: float,
+    random_state: int | None,
+    device: str | None,
+) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
+    """Metric MDS of the whole matrix, held in memory: (embeddings, stresses, starts)."""
+    from microscale.manifold import mds
+
+    n = lv.n(store)
+    D = read_rows(store, lv.matrix)
+    fresh, infos = mds(
+        D,
+        dims,
+        n_init=n_init,
+        max_iter=max_iter,
+        eps=eps,
+        random_state=random_state,
+        device=device,
+        return_info=True,
+    )
+    embeddings: dict[int, np.ndarray] = {}
+    stresses: dict[int, float] = {}
+    starts: dict[int, str] = {}
+    for k in dims:
+        X, sigma, start = fresh[k], infos[k].stress, "classical"
+        prev_name = lv.embedding(k)
+        if init_from_previous and has_array(store, prev_name):
+            previous = read_array(store, prev_name)
+            if previous.shape[1] == k and 0 < len(previous) <= n:
+                X0 = _extend_embedding(previous, D)
+                Xp, info = mds(
+                    D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
+                )
+                if info.stress <= sigma:
+                    X, sigma, start = Xp, info.stress, "previous"
+                X = _align(X, previous)
+        embeddings[k], stresses[k], starts[k] = X, float(sigma), start
+    return embeddings, stresses, starts
+
+
+def _landmark_columns(store: Store, name: str, landmarks: np.ndarray) -> np.ndarray:
+    """(n, m) distances from every row to the landmarks, read one row band at a time.
+
+    A band is one row of chunks of the matrix, ``(b, n)``: memory ``(n m + b n) * 8``
+    bytes, never the whole matrix.
+    """
+    n = array_shape(store, name)[0]
+    band = array_chunks(store, name)[0]
+    out = np.empty((n, len(landmarks)))
+    for start, stop in _ranges(n, band):
+        out[start:stop] = read_rows(store, name, start, stop)[:, landmarks]
+    return out
+
+
+def _embed_landmark(
+    store: Store,
+    lv: _Level,
+    dims: list[int],
+    m: int,
+    *,
+    init_from_previous: bool,
+    max_iter: int,
+    eps: float,
+    random_state: int | None,
+    device: str | None,
+) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
+    """Landmark MDS, with the stress of the full matrix: (embeddings, stresses, starts)."""
+    from microscale.manifold import choose_landmarks, landmark_mds, stress_from_rows
+
+    n = lv.n(store)
+    name = lv.matrix
+    band = array_chunks(store, name)[0]
+    idx = choose_landmarks(n, m, random_state=random_state)
+    D_rest = _landmark_columns(store, name, idx)
+    D_landmarks = D_rest[idx]
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        return read_rows(store, name, start, stop)
+
+    embeddings: dict[int, np.ndarray] = {}
+    stresses: dict[int, float] = {}
+    starts: dict[int, str] = {}
+    for k in dims:
+        X = landmark_mds(
+            D_landmarks,
+            D_rest,
+            k,
+            landmarks=idx,
+            max_iter=max_iter,
+            eps=eps,
+            random_state=random_state,
+            device=device,
+        )
+        prev_name = lv.embedding(k)
+        if init_from_previous and has_array(store, prev_name):
+            previous = read_array(store, prev_name)
+            if previous.shape[1] == k and 0 < len(previous) <= n:
+                X = _align(X, previous)
+        embeddings[k], starts[k] = X, "landmark"
+        stresses[k] = stress_from_rows(rows, X, batch_size=band)
+    return embeddings, stresses, starts
+
+
 def embed(
     root: Root,
     *,
@@ -1280,49 +1541,84 @@ def embed(
     save: bool = True,
     lock: bool = True,
     level: str = "image",
+    landmarks: int | None = None,
+    max_dense: int = DENSE_LIMIT,
 ) -> dict[str, Any]:
     """Metric MDS of the store's distance matrix, in each dimension of ``dims``.
 
-    Reads the whole (n, n) matrix (every block pair must be done) and runs
-    :func:`microscale.manifold.mds` from classical MDS. When the store holds an embedding
-    from an earlier run (``embeddings/<d>/d<k>``, over the first ``n0 <= n`` images) and
-    ``init_from_previous``, SMACOF is also run from that embedding, extended to the new
-    images by placing each at the mean of its 5 nearest old images; the start with the
-    lower stress is kept, and the result is rotated/reflected onto the previous embedding
-    (orthogonal Procrustes on the old images; the stress is unchanged), so that maps of a
-    growing archive stay comparable.
+    Every block pair of the matrix must be done. Two methods:
+
+    **Dense** (``n <= max_dense`` and ``landmarks`` None): reads the whole (n, n) matrix
+    and runs :func:`microscale.manifold.mds` from classical MDS. When the store holds an
+    embedding from an earlier run (``embeddings/<d>/d<k>``, over the first ``n0 <= n``
+    images) and ``init_from_previous``, SMACOF is also run from that embedding, extended
+    to the new images by placing each at the mean of its 5 nearest old images; the start
+    with the lower stress is kept, and the result is rotated/reflected onto the previous
+    embedding (orthogonal Procrustes on the old images; the stress is unchanged), so that
+    maps of a growing archive stay comparable.
+
+    **Landmark** (``n > max_dense``, or ``landmarks`` given): ``m`` landmarks are drawn
+    at random (:func:`microscale.manifold.choose_landmarks`, seeded by
+    ``random_state``), the (n, m) distances to them are read from the store one row band
+    (one row of chunks, ``(block_size, n)``) at a time, and
+    :func:`microscale.manifold.landmark_mds` embeds the landmarks by SMACOF and places
+    every other point against them. Memory is ``O(n m + block_size n)``; the matrix is
+    never held. The price of the approximation is reported: the stress is Kruskal's
+    stress-1 of the **full** matrix, streamed in row bands by
+    :func:`microscale.manifold.stress_from_rows` (one pass over the matrix per
+    dimension). With ``init_from_previous``, the result is rotated onto the stored
+    embedding as above, but not started from it (there is no full-matrix SMACOF to
+    start); ``n_init`` is not used.
 
     Parameters
     ----------
     root : path or Store
     descriptor : {"cnn", "ps"}, optional
     dims : iterable of int, optional
-        Embedding dimensions, each < n; default 1 .. min(10, n - 1).
+        Embedding dimensions, each < n (and < the number of landmarks); default
+        1 .. min(10, n - 1).
     init_from_previous : bool, optional
-        Also start from the stored embedding (when there is one).
+        Also start from the stored embedding (when there is one); landmark MDS only
+        aligns to it.
     n_init, max_iter, eps, random_state, device
-        Passed to :func:`microscale.manifold.mds`.
+        Passed to :func:`microscale.manifold.mds` (dense) or
+        :func:`microscale.manifold.landmark_mds` (landmark; ``random_state`` also picks
+        the landmarks).
     save : bool, optional
         Store the embeddings (for the next run's start).
     lock : bool, optional
         Hold the store's run lock (default).
+    level : {"image", "tile"}, optional
+        Embed the images' matrix or the tiles'.
+    landmarks : int, optional
+        Use landmark MDS with this many landmarks, whatever ``n``. Default: landmark MDS
+        with :data:`DEFAULT_LANDMARKS` (1000) landmarks only when ``n > max_dense``. On
+        a curved 3-D manifold of 3,000 points, 1000 random landmarks gave a full-matrix
+        stress within 1 % of dense MDS in dimensions 2, 3 and 10 (500: within 3 %).
+    max_dense : int, optional
+        Largest ``n`` embedded densely (default :data:`DENSE_LIMIT`, 20,000: the dense
+        matrix and its working copies take about 33 bytes per entry, 13 GB).
 
     Returns
     -------
     dict
-        ``descriptor``; ``n_images``; ``image_ids`` and ``image_paths`` (n,) str;
-        ``embeddings`` {k: (n, k) float64}; ``stress`` {k: Kruskal stress-1};
-        ``start`` {k: "classical" or "previous"}. Build the labelled result with
-        :func:`microscale.results.build_dataset`.
+        ``descriptor``; ``level``; ``n_images``; ``image_ids`` and ``image_paths`` (n,)
+        str; ``embeddings`` {k: (n, k) float64}; ``stress`` {k: Kruskal stress-1 of the
+        full matrix}; ``start`` {k: "classical", "previous" or "landmark"}; ``method``
+        ("dense" or "landmark"); ``n_landmarks`` (int, or None for dense). Build the
+        labelled result with :func:`microscale.results.build_dataset`.
 
     Raises
     ------
     IncompleteStageError
         If some block pairs of the distance matrix are not done.
+    ValueError
+        If ``landmarks`` is more than ``n`` or not more than every dimension.
     """
-    from microscale.manifold import mds
-
     lv = _level(descriptor, level)
+    max_dense = _check_positive(max_dense, "max_dense")
+    if landmarks is not None:
+        landmarks = _check_positive(landmarks, "landmarks")
     store = _store(root)
     name = lv.matrix
     with _locked(store, lock):
@@ -1338,42 +1634,46 @@ def embed(
             lv.stage,
             f"run_distances(descriptor={descriptor!r}, level={level!r})",
         )
-        D = read_rows(store, name)
         dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
-        fresh, infos = mds(
-            D,
-            dims,
-            n_init=n_init,
-            max_iter=max_iter,
-            eps=eps,
-            random_state=random_state,
-            device=device,
-            return_info=True,
-        )
-        embeddings: dict[int, np.ndarray] = {}
-        stresses: dict[int, float] = {}
-        starts: dict[int, str] = {}
-        for k in dims:
-            X, sigma, start = fresh[k], infos[k].stress, "classical"
-            prev_name = lv.embedding(k)
-            if init_from_previous and has_array(store, prev_name):
-                previous = read_array(store, prev_name)
-                if previous.shape[1] == k and 0 < len(previous) <= n:
-                    X0 = _extend_embedding(previous, D)
-                    Xp, info = mds(
-                        D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
-                    )
-                    if info.stress <= sigma:
-                        X, sigma, start = Xp, info.stress, "previous"
-                    X = _align(X, previous)
-            embeddings[k], stresses[k], starts[k] = X, float(sigma), start
+        options = {
+            "init_from_previous": init_from_previous,
+            "max_iter": max_iter,
+            "eps": eps,
+            "random_state": random_state,
+            "device": device,
+        }
+        m: int | None = None
+        if landmarks is None and n <= max_dense:
+            method = "dense"
+            embeddings, stresses, starts = _embed_dense(store, lv, dims, n_init=n_init, **options)
+        else:
+            method = "landmark"
+            m = min(DEFAULT_LANDMARKS, n) if landmarks is None else landmarks
+            if m > n:
+                raise ValueError(
+                    f"The 'landmarks' parameter must be at most the number of {level}s "
+                    f"({n}). Got {m} instead."
+                )
+            if dims and max(dims) >= m:
+                raise ValueError(
+                    f"Landmark MDS embeds in fewer dimensions than it has landmarks; got "
+                    f"dims up to {max(dims)} with {m} landmarks. Pass more landmarks or "
+                    "fewer dimensions."
+                )
+            embeddings, stresses, starts = _embed_landmark(store, lv, dims, m, **options)
         if save:
             for k in dims:
                 write_array(
                     store,
                     lv.embedding(k),
                     embeddings[k],
-                    attrs={"n_images": n, "stress": stresses[k], "start": starts[k]},
+                    attrs={
+                        "n_images": n,
+                        "stress": stresses[k],
+                        "start": starts[k],
+                        "method": method,
+                        "n_landmarks": m,
+                    },
                 )
         table = image_table(store)
         ids, paths = table["image_id"], table["image_path"]
@@ -1391,4 +1691,6 @@ def embed(
         "embeddings": embeddings,
         "stress": stresses,
         "start": starts,
+        "method": method,
+        "n_landmarks": m,
     }

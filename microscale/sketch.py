@@ -31,10 +31,13 @@ paper's 3-D task.
 
 Cost
 ----
-Generating ``R`` dominates on a CPU: ``d k`` normal draws per call, whatever the batch
-size (measured: 0.24 s per block of 16,384 x 1,024, so about 4.6 s per 1,024 components
-at ``d = 305,888``); the GEMM adds ``2 n d k`` flops on row chunks padded to 64 rows.
-Sketch large batches when the projection is done after the fact.
+Generating ``R`` costs ``d k`` normal draws (measured: 0.24 s per block of 16,384 x
+1,024, so about 4.6 s per 1,024 components at ``d = 305,888``); the GEMM adds ``2 n d k``
+flops on row chunks padded to 64 rows. A worker sketches batch after batch with the same
+projection, so the last projection is kept in memory (on the GEMM's device) when it takes
+at most :data:`CACHE_BYTES` (``d k 4`` bytes: 2.5 GB at ``k = 2048``); the environment
+variable ``MICROSCALE_SKETCH_CACHE_BYTES`` changes that budget (0 turns the cache off).
+Beyond it, ``R`` is regenerated per call, so sketch large batches.
 
 Precision: sketching in float32 GEMMs (blocks summed in float64) gives the same distances
 as an exact float64 product of the same ``R`` to a relative error of at most 8e-7
@@ -52,8 +55,10 @@ coins", J. Comput. Syst. Sci. 66, 671-687 (2003), doi:10.1016/S0022-0000(03)0002
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
 
 import numpy as np
 import torch
@@ -65,6 +70,8 @@ from microscale.distance import _ieee_fp32_matmul, pairwise_distances
 __all__ = ["distortion", "projection_block", "sketch"]
 
 _ROW_CHUNK = 64  # rows per GEMM; every GEMM has this many rows (zero-padded)
+#: Largest projection (bytes, ``d * k * 4``) kept in memory between calls of :func:`sketch`.
+CACHE_BYTES = int(os.environ.get("MICROSCALE_SKETCH_CACHE_BYTES", 4 * 2**30))
 
 
 def _check_positive_int(value: object, name: str) -> int:
@@ -205,11 +212,12 @@ def sketch(
     n_chunks = -(-n // _ROW_CHUNK)
     acc = torch.zeros((n_chunks * _ROW_CHUNK, k), dtype=torch.float64, device=dev)
     buf = np.zeros((n_chunks * _ROW_CHUNK, min(block, d)), dtype=np.float32)
+    blocks = _cached_projection(d, k, seed, block, dev) if d * k * 4 <= CACHE_BYTES else None
     with _ieee_fp32_matmul(), torch.no_grad():
         for b in range(-(-d // block)):
             c0 = b * block
             c1 = min(c0 + block, d)
-            R = torch.from_numpy(projection_block(d, k, seed=seed, block=block, index=b)).to(dev)
+            R = blocks[b] if blocks is not None else _block_tensor(d, k, seed, block, b, dev)
             cols = buf[:, : c1 - c0]
             cols[:n] = arr[:, c0:c1]
             xb = torch.from_numpy(cols).to(dev)
@@ -217,6 +225,18 @@ def sketch(
                 rows = slice(r0, r0 + _ROW_CHUNK)
                 acc[rows] += torch.mm(xb[rows], R).to(torch.float64)
     return acc[:n].to(torch.float32).cpu().numpy()
+
+
+def _block_tensor(d: int, k: int, seed: int, block: int, b: int, dev: torch.device) -> torch.Tensor:
+    return torch.from_numpy(projection_block(d, k, seed=seed, block=block, index=b)).to(dev)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_projection(
+    d: int, k: int, seed: int, block: int, dev: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """Every row block of ``R`` for one projection, kept for the next call (one at a time)."""
+    return tuple(_block_tensor(d, k, seed, block, b, dev) for b in range(-(-d // block)))
 
 
 def distortion(X: ArrayLike, S: ArrayLike) -> dict[str, float]:

@@ -1085,7 +1085,8 @@ def ensure_features_array(
         ``"features/<d>"`` (rows = tiles, ``chunk_rows`` = one feature batch) or
         ``"image_features/<d>"`` (rows = images, ``chunk_rows = 1``).
     n_features : int
-        Length of a feature vector.
+        Length of a feature vector: of its sketch when the vectors are sketched (the
+        ``"sketch"`` attribute, see :func:`microscale.pipeline.run_features`).
     n_rows : int
         Rows the array must hold.
     chunk_rows : int

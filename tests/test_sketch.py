@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from microscale import sketch as sketch_mod
 from microscale.sketch import distortion, projection_block, sketch
 
 
@@ -130,3 +131,26 @@ def test_distortion_validation() -> None:
         distortion(np.ones((1, 4)), np.ones((1, 4)))
     with pytest.raises(ValueError, match="All rows of X are identical"):
         distortion(np.ones((3, 4)), np.ones((3, 2)))
+
+
+def test_projection_is_kept_between_calls_within_the_budget(X: np.ndarray, monkeypatch) -> None:
+    """A worker's second batch reuses the projection; past the budget it is regenerated."""
+    calls = []
+    real = sketch_mod.projection_block
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["index"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sketch_mod, "projection_block", counting)
+    sketch_mod._cached_projection.cache_clear()
+    a = sketch(X[:3], n_components=8, seed=5, block=7, device="cpu")
+    n_blocks = len(calls)
+    assert n_blocks == -(-X.shape[1] // 7)
+    b = sketch(X[3:], n_components=8, seed=5, block=7, device="cpu")
+    assert len(calls) == n_blocks  # cached: no block drawn again
+    monkeypatch.setattr(sketch_mod, "CACHE_BYTES", 0)
+    c = sketch(X, n_components=8, seed=5, block=7, device="cpu")
+    assert len(calls) == 2 * n_blocks  # over the budget: drawn again, same numbers
+    np.testing.assert_array_equal(np.concatenate([a, b]), c)
+    sketch_mod._cached_projection.cache_clear()

@@ -1,0 +1,288 @@
+"""Scale and speed in the pipeline: sketched texture vectors and landmark MDS, vs oracles."""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from scipy.spatial.distance import cdist
+
+from flows import features as features_flow
+from flows.params import PipelineParams
+from microscale import pipeline as pl
+from microscale import store as st
+from microscale.manifold import mds, stress
+from microscale.sketch import sketch
+from microscale.store import StoreError
+from microscale.weights import BGR_MEAN, VGGWeights
+
+S = 16  # tile side
+ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
+K = 256  # sketch length: 2080 / 256 ~ 8x smaller
+
+
+@pytest.fixture(scope="module")
+def fake_weights():
+    """conv1_1 of VGG-19 with random values: all the network that ONE_LAYER needs."""
+    rng = np.random.default_rng(7)
+    params = {
+        "conv1_1.weight": (0.05 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32),
+        "conv1_1.bias": (0.1 * rng.standard_normal(64)).astype(np.float32),
+    }
+    return VGGWeights(params, np.array(BGR_MEAN), sha256="fake-" + "0" * 59, source="test")
+
+
+def _images(n, seed, *, max_tiles=3):
+    """n images as tile stacks in [0, 1] with weights: (tiles, weights) per image."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        t = int(rng.integers(1, max_tiles + 1))
+        out.append((rng.random((t, S, S)).astype(np.float32), rng.integers(40, 257, t) * 1.0))
+    return out
+
+
+def _stripes(n, seed):
+    """n one-tile images of noisy stripes (an angle and a frequency): a 2-D family."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:S, 0:S]
+    out = []
+    for _ in range(n):
+        theta, freq = rng.uniform(0, np.pi), rng.uniform(1.5, 4.0)
+        phase = 2 * np.pi * freq * (x * np.cos(theta) + y * np.sin(theta)) / S
+        tile = 0.5 + 0.4 * np.sin(phase) + 0.05 * rng.standard_normal((S, S))
+        out.append((tile[None].astype(np.float32), np.array([float(S * S)])))
+    return out
+
+
+def _fill(store, images):
+    for tiles, weights in images:
+        index = store.next_image_index
+        st.append_tiles(
+            store,
+            tiles,
+            image_index=np.full(len(tiles), index),
+            origins=np.zeros((len(tiles), 2), int),
+            weights=weights,
+        )
+    n0 = store.n_images
+    ids = [f"img{n0 + k:04d}" for k in range(len(images))]
+    st.append_images(store, image_ids=ids, paths=[f"/archive/{i}.png" for i in ids])
+
+
+def _make(path, images, *, features_chunk=5):
+    store = st.create_store(path, tile_size=S, tiles_per_chunk=4, features_chunk=features_chunk)
+    _fill(store, images)
+    return path
+
+
+def _bytes(root: Path, name: str) -> int:
+    folder = root / st.GROUP_NAME / name
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+# --------------------------------------------------------------------------- sketch
+
+
+def test_sketched_features_are_the_sketch_of_the_full_features(tmp_path, fake_weights):
+    images = _images(7, seed=1)
+    cnn = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    full, small = _make(tmp_path / "full", images), _make(tmp_path / "small", images)
+    for root, extra in ((full, {}), (small, {"sketch_dim": K, "sketch_seed": 3})):
+        pl.run_features(root, **cnn, **extra)
+        pl.image_features(root, descriptor="cnn", images_per_task=3)
+    a, b = st.open_store(full), st.open_store(small)
+    F = st.read_rows(a, "features/cnn")
+    got = st.read_rows(b, "features/cnn")
+    expected = sketch(F, n_components=K, seed=3, block=pl.SKETCH_BLOCK, device="cpu")
+    assert got.shape == (b.n_tiles, K) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # Image features: the weighted mean of sketches is the sketch of the weighted mean.
+    G = st.read_rows(a, "image_features/cnn")
+    np.testing.assert_allclose(
+        st.read_rows(b, "image_features/cnn"),
+        sketch(G, n_components=K, seed=3, device="cpu"),
+        rtol=1e-4,
+        atol=1e-5 * np.abs(expected).max(),
+    )
+    setting = {"n_components": K, "seed": 3, "input_dim": 2080, "block": pl.SKETCH_BLOCK}
+    for name in ("features/cnn", "image_features/cnn"):
+        assert st.array_attrs(b, name)["sketch"] == setting
+        assert st.array_attrs(a, name)["sketch"] is None
+    # Only the sketch is stored: the features take 2080 / 256 ~ 8x less disk.
+    assert _bytes(small, "features/cnn") * 7 < _bytes(full, "features/cnn")
+
+
+def test_a_grown_sketched_store_equals_a_fresh_one(tmp_path, fake_weights):
+    old, new = _images(3, seed=2, max_tiles=1), _images(4, seed=3, max_tiles=1)
+    kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER,
+              "device": "cpu", "sketch_dim": K}  # fmt: skip
+    grown = _make(tmp_path / "grown", old, features_chunk=5)  # 3 of 5 rows: partial chunk
+    pl.run_features(grown, **kwargs)
+    _fill(st.open_store(grown), new)
+    assert pl.run_features(grown, **kwargs).computed == 2  # the partial chunk and a new one
+    clean = _make(tmp_path / "clean", old + new, features_chunk=5)
+    pl.run_features(clean, **kwargs)
+    np.testing.assert_array_equal(
+        st.read_rows(st.open_store(grown), "features/cnn"),
+        st.read_rows(st.open_store(clean), "features/cnn"),
+    )
+
+
+def test_distances_and_embedding_of_a_sketched_store(tmp_path, fake_weights):
+    root = _make(tmp_path / "s", _images(13, seed=4, max_tiles=2))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
+                    device="cpu", sketch_dim=K, sketch_seed=5)  # fmt: skip
+    pl.image_features(root, descriptor="cnn", images_per_task=4)
+    pl.run_distances(root, descriptor="cnn", block_size=5, device="cpu")
+    store = st.open_store(root)
+    F = st.read_rows(store, "image_features/cnn").astype(np.float64)
+    assert F.shape == (13, K)
+    D = st.read_rows(store, "distances/cnn")
+    np.testing.assert_allclose(D, cdist(F, F), rtol=1e-6, atol=0)
+    assert st.array_attrs(store, "distances/cnn")["sketch"]["n_components"] == K
+    res = pl.embed(root, descriptor="cnn", dims=[2], device="cpu", save=False)
+    assert res["stress"][2] == pytest.approx(stress(D, res["embeddings"][2]), rel=1e-9)
+
+
+def test_only_texture_vectors_longer_than_the_sketch_are_sketched(tmp_path, fake_weights):
+    root = _make(tmp_path / "s", _images(3, seed=6))
+    pl.run_features(root, descriptor="ps", sketch_dim=64)  # 256 > 64, but the baseline
+    store = st.open_store(root)
+    assert st.array_shape(store, "features/ps") == (store.n_tiles, S * S)
+    assert st.array_attrs(store, "features/ps")["sketch"] is None
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
+                    device="cpu", sketch_dim=4096)  # fmt: skip
+    assert st.array_shape(store, "features/cnn") == (store.n_tiles, 2080)
+    assert st.array_attrs(store, "features/cnn")["sketch"] is None
+
+
+def test_a_store_keeps_its_sketch_setting(tmp_path, fake_weights):
+    kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    root = _make(tmp_path / "s", _images(3, seed=7))
+    pl.run_features(root, sketch_dim=K, **kwargs)
+    stored = r"stored setting \(sketch_dim=256, sketch_seed=0\), or write this one to a new"
+    with pytest.raises(StoreError, match=f"s.*holds sketches .* asks for full vectors.*{stored}"):
+        pl.run_features(root, **kwargs)
+    with pytest.raises(StoreError, match=f"asks for sketches .* 128 dimensions.*{stored}"):
+        pl.run_features(root, sketch_dim=128, **kwargs)
+    with pytest.raises(StoreError, match=f"\\(seed 1, .*{stored}"):
+        pl.run_features(root, sketch_dim=K, sketch_seed=1, **kwargs)
+    assert pl.run_features(root, sketch_dim=K, **kwargs).computed == 0
+
+    whole = _make(tmp_path / "whole", _images(3, seed=7))
+    pl.run_features(whole, **kwargs)
+    with pytest.raises(StoreError, match=r"holds full vectors .*\(sketch_dim=None\)"):
+        pl.run_features(whole, sketch_dim=K, **kwargs)
+    with pytest.raises(ValueError, match="'sketch_dim' parameter must be a positive int"):
+        pl.run_features(whole, sketch_dim=0, **kwargs)
+    with pytest.raises(ValueError, match="'sketch_seed' parameter must be a non-negative int"):
+        pl.run_features(whole, sketch_seed=-1, **kwargs)
+
+
+def test_flow_parameters_reach_the_library(tmp_path, monkeypatch):
+    params = PipelineParams(archive=tmp_path, store=tmp_path / "s", sketch_dim=2048,
+                            sketch_seed=9, landmarks=500, max_dense=1000)  # fmt: skip
+    dumped = params.model_dump(mode="json")  # what the results' provenance records
+    assert {k: dumped[k] for k in ("sketch_dim", "sketch_seed", "landmarks", "max_dense")} == {
+        "sketch_dim": 2048, "sketch_seed": 9, "landmarks": 500, "max_dense": 1000,
+    }  # fmt: skip
+    defaults = PipelineParams(archive=tmp_path, store=tmp_path)
+    assert (defaults.sketch_dim, defaults.sketch_seed) == (None, 0)
+    assert (defaults.landmarks, defaults.max_dense) == (None, pl.DENSE_LIMIT)
+    with pytest.raises(ValidationError, match="sketch_dim"):
+        PipelineParams(archive=tmp_path, store=tmp_path, sketch_dim=0)
+    with pytest.raises(ValidationError, match="sketch_seed"):
+        PipelineParams(archive=tmp_path, store=tmp_path, sketch_seed=-1)
+    with pytest.raises(ValidationError, match=r"landmarks \(5\) must exceed every MDS dim"):
+        PipelineParams(archive=tmp_path, store=tmp_path, landmarks=5)
+
+    seen = {}
+    monkeypatch.setattr(features_flow, "cluster_client", lambda **kw: nullcontext(None))
+    monkeypatch.setattr(features_flow._progress, "progress", lambda *a: None)
+    monkeypatch.setattr(
+        features_flow.pipeline, "run_features", lambda root, **kw: seen.update(kw) or _counts()
+    )
+    monkeypatch.setattr(features_flow.pipeline, "image_features", lambda root, **kw: _counts())
+    features_flow.tile_features.fn(params, "cnn", None)
+    assert seen["sketch_dim"] == 2048 and seen["sketch_seed"] == 9
+
+
+def _counts():
+    return pl.StageCounts(computed=1, skipped=0)
+
+
+# --------------------------------------------------------------------------- landmark MDS
+
+
+@pytest.fixture(scope="module")
+def stripes_store(tmp_path_factory):
+    """80 images of stripes, power spectra, distances in blocks of 16."""
+    root = _make(tmp_path_factory.mktemp("stripes") / "s", _stripes(80, seed=8))
+    pl.run_features(root, descriptor="ps")
+    pl.image_features(root, descriptor="ps", images_per_task=16)
+    pl.run_distances(root, descriptor="ps", block_size=16)
+    return root
+
+
+def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, monkeypatch):
+    D = st.read_rows(st.open_store(stripes_store), "distances/ps")
+    dense = pl.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", save=False)
+    reads = []
+    real = pl.read_rows
+
+    def spy(store, name, start=0, stop=None):
+        reads.append((name, start, stop))
+        return real(store, name, start, stop)
+
+    monkeypatch.setattr(pl, "read_rows", spy)
+    res = pl.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", max_dense=50,
+                   landmarks=30, save=False)  # fmt: skip
+    assert res["method"] == "landmark" and res["n_landmarks"] == 30
+    assert res["start"] == {2: "landmark", 3: "landmark"}
+    for k in (2, 3):
+        X = res["embeddings"][k]
+        assert X.shape == (80, k)
+        assert res["stress"][k] == pytest.approx(stress(D, X), rel=1e-9)  # the full matrix
+        assert dense["stress"][k] <= res["stress"][k] + 1e-9
+        assert res["stress"][k] < 1.5 * dense["stress"][k]  # the price: small
+    # The matrix is only ever read a band (one row of 16-row chunks) at a time.
+    bands = [(a, b) for name, a, b in reads if name == "distances/ps"]
+    assert bands and all(b is not None and 0 < b - a <= 16 and a % 16 == 0 for a, b in bands)
+    assert dense["method"] == "dense" and dense["n_landmarks"] is None
+
+
+def test_landmark_embed_past_max_dense_is_saved(stripes_store):
+    # n = 80 > max_dense: landmark MDS with min(DEFAULT_LANDMARKS, n) = 80 landmarks.
+    res = pl.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    assert res["method"] == "landmark" and res["n_landmarks"] == 80
+    store = st.open_store(stripes_store)
+    D = st.read_rows(store, "distances/ps")
+    assert res["stress"][2] == pytest.approx(stress(D, res["embeddings"][2]), rel=1e-9)
+    np.testing.assert_array_equal(st.read_array(store, "embeddings/ps/d2"), res["embeddings"][2])
+    attrs = st.array_attrs(store, "embeddings/ps/d2")
+    assert attrs["method"] == "landmark" and attrs["n_landmarks"] == 80
+    # The next run is rotated onto the stored map: same points, same place.
+    again = pl.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    np.testing.assert_allclose(again["embeddings"][2], res["embeddings"][2], atol=1e-9)
+
+
+def test_dense_path_is_unchanged(stripes_store):
+    D = st.read_rows(st.open_store(stripes_store), "distances/ps")
+    res = pl.embed(stripes_store, descriptor="ps", dims=[1, 2], device="cpu", max_dense=80,
+                   init_from_previous=False, save=False)  # fmt: skip
+    expected, infos = mds(D, [1, 2], random_state=0, device="cpu", return_info=True)
+    assert res["method"] == "dense" and res["n_landmarks"] is None
+    for k in (1, 2):
+        np.testing.assert_array_equal(res["embeddings"][k], expected[k])  # bit for bit
+        assert res["stress"][k] == infos[k].stress
+
+
+def test_landmark_options_are_checked(stripes_store):
+    with pytest.raises(ValueError, match=r"'landmarks' parameter must be at most .* \(80\)"):
+        pl.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
+    with pytest.raises(ValueError, match="dims up to 3 with 3 landmarks. Pass more landmarks"):
+        pl.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
+    with pytest.raises(ValueError, match="'max_dense' parameter must be a positive int"):
+        pl.embed(stripes_store, descriptor="ps", dims=[2], max_dense=0, save=False)
