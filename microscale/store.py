@@ -19,7 +19,10 @@ A store is a directory ``ROOT``::
         image_tiles         (image, 2)       int64    [start, stop) of the image's tiles
         features/<d>        (tile, feature)  float32 (cnn) or float64 (ps),
                                              chunks (features_chunk, n_features)
-        image_features/<d>  (image, feature) same dtype, chunks (1, n_features)
+                                             attrs ``sketch``: null, or ``{n_components,
+                                             seed, input_dim, block}`` when the vectors are
+                                             stored as sketches (microscale.sketch)
+        image_features/<d>  (image, feature) same dtype and ``sketch``, chunks (1, n_features)
         image_feature_sums/<d> (group, feature) float64, chunks (1, n_features): sum of the
                                              image features of each group of images
         center/<d>          (feature,)       float64: the common centre of the distance kernel
