@@ -29,6 +29,7 @@ _FUNCTIONS = {
     "fetch_weights": "microscale.weights",
     "build_dataset": "microscale.results",
     "read_micrograph": "microscale.io",
+    "similar": "microscale.search",
 }
 _SUBMODULES = {
     "synth",
@@ -44,6 +45,7 @@ _SUBMODULES = {
     "io",
     "demo",
     "sketch",
+    "search",
 }
 
 __all__ = sorted([*_FUNCTIONS, *_SUBMODULES, "__version__"])

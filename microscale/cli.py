@@ -85,7 +85,67 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per forward pass")
     p.add_argument("--weights", help="weights name or path (default vgg19-normalized)")
     p.add_argument("--seed", type=int, help="base seed (trial t uses seed + t)")
+    q = sub.add_parser(
+        "similar", help="the archive images nearest to a micrograph, and its place in the map"
+    )
+    q.add_argument("image", type=Path, help="the query micrograph")
+    q.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store made by `microscale run` (default ./microscale-store)",
+    )
+    q.add_argument("-k", type=int, default=10, help="neighbours to list (default 10)")
+    q.add_argument("--descriptor", choices=["cnn", "ps"], default="cnn", help="default cnn")
+    q.add_argument("--page", type=int, default=0, help="page of a multi-page file (default 0)")
+    q.add_argument("--weights", help="weights name or path (default vgg19-normalized)")
+    q.add_argument("--device", help="torch device (default: GPU if present)")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    import json
+
+    from microscale.search import similar
+
+    options = {"weights": args.weights} if args.weights else {}
+    res = similar(
+        args.image,
+        args.store,
+        k=args.k,
+        descriptor=args.descriptor,
+        page=args.page,
+        device=args.device,
+        **options,
+    )
+    if args.json:
+        out = {
+            "query": res.query,
+            "query_id": res.query_id,
+            "descriptor": res.descriptor,
+            "in_archive": res.in_archive,
+            "n_images": res.n_images,
+            "neighbours": res.rows(),
+            "positions": {str(k): x.tolist() for k, x in res.positions.items()},
+            "placement_stress": {str(k): v for k, v in res.placement_stress.items()},
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{res.query}: {len(res.indices)} nearest of {res.n_images} images ({res.descriptor})")
+    if res.in_archive is not None:
+        print(f"  (the query is archive image {res.in_archive}: rank 1, distance 0)")
+    print(f"{'rank':>4}  {'distance':>12}  path")
+    for row in res.rows():
+        print(f"{row['rank']:>4}  {row['distance']:>12.6g}  {row['path']}")
+    if 2 in res.positions:
+        x, y = res.positions[2]
+        print(f"2-D position: ({x:.6g}, {y:.6g})  placement stress {res.placement_stress[2]:.3f}")
+    elif res.positions:
+        k = min(res.positions)
+        coords = ", ".join(f"{v:.6g}" for v in res.positions[k])
+        print(f"{k}-D position: ({coords})  (no 2-D embedding stored)")
+    return 0
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
@@ -205,7 +265,12 @@ def _run_summary(result: dict, seconds: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``microscale`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"weights": _cmd_weights, "paper": _cmd_paper, "run": _cmd_run}
+    handlers = {
+        "weights": _cmd_weights,
+        "paper": _cmd_paper,
+        "run": _cmd_run,
+        "similar": _cmd_similar,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

@@ -41,6 +41,7 @@ __all__ = [
     "classical_mds",
     "landmark_mds",
     "mds",
+    "out_of_sample",
     "smacof",
     "stress",
     "stress_from_rows",
@@ -854,23 +855,33 @@ def _place(
     m = Y.shape[0]
     pinv_t = L / np.where(w > 0, w, np.inf)  # (m, k): L#, the pseudo-inverse transpose
     A, *_ = np.linalg.lstsq(np.column_stack([L, np.ones(m)]), Y, rcond=None)
-    y_mean = Y.mean(axis=0)
-    tol = 1e-10 * float(np.abs(Y).max())  # stop once no point moves more than this
     out = np.empty((R.shape[0], Y.shape[1]))
     for start in range(0, R.shape[0], _PLACE_BLOCK):
         Rb = R[start : start + _PLACE_BLOCK]
         X = -0.5 * (np.square(Rb) - delta_mean) @ pinv_t
         X = X @ A[:-1] + A[-1]
-        for _ in range(n_refine):
-            H = cdist(X, Y)
-            B = np.divide(Rb, H, out=np.zeros_like(H), where=H > 0)
-            X_new = y_mean + (X * B.sum(axis=1, keepdims=True) - B @ Y) / m
-            done = np.abs(X_new - X).max() <= tol
-            X = X_new
-            if done:
-                break
-        out[start : start + _PLACE_BLOCK] = X
+        out[start : start + _PLACE_BLOCK] = _refine(Rb, X, Y, n_refine)
     return out
+
+
+def _refine(R: np.ndarray, X: np.ndarray, Y: np.ndarray, n_refine: int) -> np.ndarray:
+    """Up to ``n_refine`` Guttman steps of the rows of X on their own stress against Y.
+
+    x <- mean_j y_j + (x sum_j b_j - sum_j b_j y_j) / m, with b_j = r_j / |x - y_j| (0
+    where x = y_j); stops once no row moves by more than 1e-10 of Y's scale.
+    """
+    m = Y.shape[0]
+    y_mean = Y.mean(axis=0)
+    tol = 1e-10 * float(np.abs(Y).max())  # stop once no point moves more than this
+    for _ in range(n_refine):
+        H = cdist(X, Y)
+        B = np.divide(R, H, out=np.zeros_like(H), where=H > 0)
+        X_new = y_mean + (X * B.sum(axis=1, keepdims=True) - B @ Y) / m
+        done = np.abs(X_new - X).max() <= tol
+        X = X_new
+        if done:
+            break
+    return X
 
 
 def landmark_mds(
@@ -1007,6 +1018,126 @@ def landmark_mds(
     X[idx] = Y
     X[rest] = _place(R[rest], L, w, Y, delta_mean, int(n_refine))
     return X
+
+
+def out_of_sample(
+    R: ArrayLike | torch.Tensor,
+    X: ArrayLike | torch.Tensor,
+    *,
+    delta_mean: ArrayLike | None = None,
+    n_refine: int = 50,
+) -> np.ndarray:
+    """Place new points into an existing embedding, without recomputing it.
+
+    Each new point is placed from its distances to the ``n`` embedded points, which stay
+    fixed, as :func:`landmark_mds` places its non-landmarks (every embedded point acting as
+    a landmark):
+
+    1. de Silva & Tenenbaum's triangulation ``x = -1/2 L# (delta - delta_mean)``, with
+       ``delta`` the point's squared distances and ``L`` the embedding in its principal
+       axes (``L = (X - mean) V`` from the SVD of the centred ``X``, so that ``L' L`` is
+       diagonal and ``L#`` is ``L`` divided by those diagonal entries), carried back into
+       ``X``'s frame. For exactly Euclidean distances in ``n_components`` dimensions this
+       recovers the point exactly;
+    2. up to ``n_refine`` Guttman (majorization) steps on the point's own stress
+       ``sum_j (r_j - |x - x_j|)**2`` against all ``n`` fixed points, which never
+       increase it. That stress has several local minima (many in one dimension), so the
+       steps are also run from a second start, the point's nearest embedded point, and
+       the placement with the lower stress is kept. On an embedding that SMACOF has
+       converged, a point of the embedding is a fixed point of these steps, so placing an
+       embedded point's own distances returns (close to) its coordinates.
+
+    Memory is ``O(n * n_components)`` plus a few ``(4096, n)`` blocks of rows of ``R``.
+
+    Parameters
+    ----------
+    R : (r, n) array_like or torch.Tensor
+        Distances from each new point to the ``n`` embedded points, in the order of ``X``.
+    X : (n, n_components) array_like or torch.Tensor
+        The embedding (e.g. from :func:`mds`).
+    delta_mean : (n,) array_like, optional
+        Column means of the squared distances among the embedded points,
+        ``mean_i d_ij**2``, as in de Silva & Tenenbaum. Default: those of the embedding's
+        own distances, ``mean_i |x_i - x_j|**2`` (equal when the embedding fits the
+        distances exactly); pass the true ones when they are known (for vectors ``f``
+        with mean ``c``: ``mean_i |f_i - c|**2 + |f_j - c|**2``).
+    n_refine : int, default 50
+        Most refinement steps (they stop once no point of a block moves by more than
+        1e-10 of the embedding's scale); 0 returns the bare triangulation. The result's
+        stress is never above the triangulation's.
+
+    Returns
+    -------
+    (r, n_components) ndarray of float64
+
+    Raises
+    ------
+    ValueError
+        If the distances or coordinates are not finite, the shapes do not agree, or
+        ``n_refine`` is negative.
+
+    References
+    ----------
+    .. [1] V. de Silva and J. B. Tenenbaum, "Sparse multidimensional scaling using landmark
+       points", Technical report, Stanford University (2004).
+    .. [2] I. Borg and P. J. F. Groenen, Modern Multidimensional Scaling, 2nd ed.,
+       Springer (2005), ch. 8. doi:10.1007/0-387-28981-X
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> points = np.random.default_rng(0).normal(size=(50, 2))
+    >>> new = np.array([[0.5, -0.25]])
+    >>> np.round(out_of_sample(cdist(new, points), points), 6)
+    array([[ 0.5 , -0.25]])
+    """
+    X = _to_numpy(X)
+    if X.ndim != 2:
+        raise ValueError(
+            f"The 'X' array must be 2-D, of shape (n_points, n_components). Got shape "
+            f"{X.shape} instead."
+        )
+    n = X.shape[0]
+    X = _check_configuration(X, n, "X")
+    R = _check_rows(R, n, "R")
+    if isinstance(n_refine, bool) or not isinstance(n_refine, numbers.Integral) or n_refine < 0:
+        raise ValueError(
+            f"The 'n_refine' parameter must be a non-negative int. Got {n_refine!r} instead."
+        )
+    Xc = X - X.mean(axis=0)
+    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    L = Xc @ Vt.T  # principal axes: L' L = diag(s**2)
+    if delta_mean is None:
+        sq = np.einsum("ij,ij->i", Xc, Xc)
+        dm = sq.mean() + sq
+    else:
+        dm = np.asarray(delta_mean, dtype=np.float64)
+        if dm.shape != (n,) or not np.isfinite(dm).all() or (dm < 0).any():
+            raise ValueError(
+                f"The 'delta_mean' array must hold {n} finite, non-negative numbers, one per "
+                f"embedded point. Got shape {dm.shape} instead."
+                if dm.shape != (n,)
+                else "The 'delta_mean' array must be finite and non-negative."
+            )
+    placed = _place(R, L, np.square(s), X, dm, int(n_refine))
+    if n_refine == 0:
+        return placed
+    # A second start at each point's nearest embedded point: the point's own stress is
+    # multimodal (in 1-D above all), and the triangulation may start in a worse basin.
+    for start in range(0, R.shape[0], _PLACE_BLOCK):
+        Rb = R[start : start + _PLACE_BLOCK]
+        near = _refine(Rb, X[np.argmin(Rb, axis=1)], X, int(n_refine))
+        tri = placed[start : start + _PLACE_BLOCK]
+        better = _own_stress(Rb, near, X) < _own_stress(Rb, tri, X)
+        tri[better] = near[better]
+    return placed
+
+
+def _own_stress(R: np.ndarray, P: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """sum_j (r_ij - |p_i - x_j|)**2 for each row."""
+    diff = cdist(P, X) - R
+    return np.einsum("ij,ij->i", diff, diff)
 
 
 def choose_landmarks(
