@@ -45,6 +45,7 @@ __all__ = [
     "smacof",
     "stress",
     "stress_from_rows",
+    "stresses_from_rows",
 ]
 
 # Relative tolerance (to the largest distance) for the symmetry and zero-diagonal checks.
@@ -1260,16 +1261,59 @@ def stress_from_rows(
     >>> round(s, 3)
     1.0
     """
-    X = _to_numpy(X)
-    if X.ndim != 2:
-        raise ValueError(
-            f"The 'X' array must be 2-D, of shape (n_points, n_components). Got shape "
-            f"{X.shape} instead."
-        )
-    n = X.shape[0]
-    X = _check_configuration(X, n, "X")
+    return stresses_from_rows(rows, [X], batch_size=batch_size)[0]
+
+
+def stresses_from_rows(
+    rows: Callable[[int, int], ArrayLike],
+    Xs: Sequence[ArrayLike | torch.Tensor],
+    *,
+    batch_size: int = _STRESS_BLOCK,
+) -> list[float]:
+    """:func:`stress_from_rows` of several embeddings of the same points, in one pass.
+
+    Each block of distances is read once and compared with every embedding, so the stress
+    of embeddings in ``D* = 1 .. 10`` costs one pass over an out-of-core matrix, not ten.
+
+    Parameters
+    ----------
+    rows : callable
+        As in :func:`stress_from_rows`.
+    Xs : sequence of (n, d_k) array_like or torch.Tensor
+        Embeddings of the same ``n`` points (dimensions may differ).
+    batch_size : int, default 1024
+        Rows per block.
+
+    Returns
+    -------
+    list of float
+        The stress-1 of each embedding, in the order of ``Xs``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> points = np.random.default_rng(0).normal(size=(50, 2))
+    >>> [round(s, 3) for s in stresses_from_rows(
+    ...     lambda i0, i1: cdist(points[i0:i1], points), [points, 2 * points])]
+    [0.0, 1.0]
+    """
+    configs = []
+    for X in Xs:
+        X = _to_numpy(X)
+        if X.ndim != 2:
+            raise ValueError(
+                f"The 'X' array must be 2-D, of shape (n_points, n_components). Got shape "
+                f"{X.shape} instead."
+            )
+        configs.append(X)
+    if not configs:
+        raise ValueError("Xs is empty: pass at least one embedding.")
+    n = configs[0].shape[0]
+    configs = [_check_configuration(X, n, "X") for X in configs]
     batch_size = _check_positive_int(batch_size, "batch_size")
-    raw = norm = 0.0
+    norm = 0.0
+    raw = [0.0] * len(configs)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         D = _check_rows(rows(start, stop), n, "rows(i0, i1)")
@@ -1287,13 +1331,14 @@ def stress_from_rows(
                 f"nonzero (largest {diag.max():g}). Each item is at distance 0 from itself."
             )
         norm += float(np.einsum("ij,ij->", D, D))
-        block = cdist(X[start:stop], X)
-        block -= D
-        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        raw += float(np.einsum("ij,ij->", block, block))
+        for i, X in enumerate(configs):
+            block = cdist(X[start:stop], X)
+            block -= D
+            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            raw[i] += float(np.einsum("ij,ij->", block, block))
     if norm == 0.0:
         raise ValueError(
             "The stress is undefined when every distance is 0 (it is normalised by the sum "
             "of squared distances); there is nothing to embed."
         )
-    return float(np.sqrt(raw / norm))
+    return [float(np.sqrt(r / norm)) for r in raw]

@@ -1491,7 +1491,7 @@ def _embed_landmark(
     device: str | None,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
     """Landmark MDS, with the stress of the full matrix: (embeddings, stresses, starts)."""
-    from microscale.manifold import choose_landmarks, landmark_mds, stress_from_rows
+    from microscale.manifold import choose_landmarks, landmark_mds, stresses_from_rows
 
     n = lv.n(store)
     name = lv.matrix
@@ -1504,7 +1504,6 @@ def _embed_landmark(
         return read_rows(store, name, start, stop)
 
     embeddings: dict[int, np.ndarray] = {}
-    stresses: dict[int, float] = {}
     starts: dict[int, str] = {}
     for k in dims:
         X = landmark_mds(
@@ -1523,7 +1522,9 @@ def _embed_landmark(
             if previous.shape[1] == k and 0 < len(previous) <= n:
                 X = _align(X, previous)
         embeddings[k], starts[k] = X, "landmark"
-        stresses[k] = stress_from_rows(rows, X, batch_size=band)
+    # one pass over the matrix for every dimension's stress
+    values = stresses_from_rows(rows, [embeddings[k] for k in dims], batch_size=band)
+    stresses = dict(zip(dims, values, strict=True))
     return embeddings, stresses, starts
 
 
@@ -1565,8 +1566,8 @@ def embed(
     every other point against them. Memory is ``O(n m + block_size n)``; the matrix is
     never held. The price of the approximation is reported: the stress is Kruskal's
     stress-1 of the **full** matrix, streamed in row bands by
-    :func:`microscale.manifold.stress_from_rows` (one pass over the matrix per
-    dimension). With ``init_from_previous``, the result is rotated onto the stored
+    :func:`microscale.manifold.stresses_from_rows` (one pass over the matrix for all
+    dimensions). With ``init_from_previous``, the result is rotated onto the stored
     embedding as above, but not started from it (there is no full-matrix SMACOF to
     start); ``n_init`` is not used.
 

@@ -25,6 +25,7 @@ from microscale.manifold import (
     smacof,
     stress,
     stress_from_rows,
+    stresses_from_rows,
 )
 
 CPU = "cpu"
@@ -521,6 +522,22 @@ def test_stress_from_rows_equals_stress():
         assert stress_from_rows(lambda i0, i1: D[i0:i1], X, batch_size=batch_size) == pytest.approx(
             stress(D, X), rel=1e-12
         )
+
+
+def test_stresses_from_rows_reads_each_block_once():
+    D = noisy_distances(90, seed=8)
+    Xs = [mds(D, k, device=CPU) for k in (1, 2, 3)]
+    reads = []
+
+    def rows(i0, i1):
+        reads.append((i0, i1))
+        return D[i0:i1]
+
+    values = stresses_from_rows(rows, Xs, batch_size=32)
+    assert reads == [(0, 32), (32, 64), (64, 90)]
+    assert values == pytest.approx([stress(D, X) for X in Xs], rel=1e-12)
+    with pytest.raises(ValueError, match="Xs is empty"):
+        stresses_from_rows(rows, [])
 
 
 def test_choose_landmarks_random_and_maxmin():
