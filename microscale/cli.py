@@ -63,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="torch device (default: GPU if present)")
     r.add_argument("--block-size", type=int, help="rows per distance block (default 256)")
     r.add_argument("--dims", type=_ints, help="MDS dimensions (default 1..10)")
+    r.add_argument(
+        "--sketch-dim",
+        type=int,
+        help="store k-long random projections of the texture vectors (e.g. 2048; ~150x "
+        "smaller, distances within ~1.5%%); default: the full vectors",
+    )
+    r.add_argument("--sketch-seed", type=int, help="seed of the sketch's projection (default 0)")
+    r.add_argument(
+        "--landmarks",
+        type=int,
+        help="landmark MDS with this many landmarks (default: only above --max-dense images)",
+    )
+    r.add_argument(
+        "--max-dense",
+        type=int,
+        help="largest map embedded by dense MDS; above it landmark MDS (default 20000)",
+    )
     r.add_argument("--demo-images", type=int, default=40, help="images in the demo archive")
 
     p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
@@ -231,6 +248,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "level": args.level,
         "block_size": args.block_size,
         "n_components": list(args.dims) if args.dims else None,
+        "sketch_dim": args.sketch_dim,
+        "sketch_seed": args.sketch_seed,
+        "landmarks": args.landmarks,
+        "max_dense": args.max_dense,
     }
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
@@ -274,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
+        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional reader (e.g. DM files without the em extra)
+        if exc.name is not None:  # a missing module of our own code: a bug, show it all
+            raise
         print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

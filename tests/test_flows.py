@@ -105,3 +105,23 @@ def test_cli_run_writes_the_demo_archive_and_prints_a_summary(harness, tmp_path,
     assert "processed" in out and "failed" in out and "Stress-1 by dimension" in out
     assert "R^2 of linear maps to the ground truth at D*=3" in out
     assert str(store / "results" / "map.nc") in out
+
+
+def test_cli_run_passes_scale_options_to_the_pipeline(monkeypatch, tmp_path):
+    import flows.pipeline as fp
+    from microscale.cli import main
+
+    seen = {}
+
+    def fake_pipeline(params):
+        seen["params"] = params
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(fp, "pipeline", fake_pipeline)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    code = main(["run", str(archive), "--store", str(tmp_path / "st"), "--sketch-dim", "512",
+                 "--sketch-seed", "3", "--landmarks", "800", "--max-dense", "5000"])  # fmt: skip
+    assert code == 2
+    p = seen["params"]
+    assert (p.sketch_dim, p.sketch_seed, p.landmarks, p.max_dense) == (512, 3, 800, 5000)

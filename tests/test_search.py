@@ -435,3 +435,23 @@ def test_flow_publishes_the_neighbours(archive_store, query):
     table = json.loads(artifact.data)
     assert [row["path"] for row in table] == list(res.paths)
     assert [row["rank"] for row in table] == [1, 2, 3, 4]
+
+
+def test_cli_missing_optional_reader_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    from microscale.cli import main
+
+    hint = "'x.dm4' is a Gatan DigitalMicrograph (DM3/DM4) file; reading it needs rosettasciio"
+
+    def no_reader(*args, **kwargs):
+        raise ImportError(hint)
+
+    monkeypatch.setattr(search, "similar", no_reader)
+    assert main(["similar", str(tmp_path / "x.dm4"), "--store", str(tmp_path)]) == 2
+    assert hint in capsys.readouterr().err
+
+    def bug(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'nope'", name="nope")
+
+    monkeypatch.setattr(search, "similar", bug)
+    with pytest.raises(ModuleNotFoundError):  # our own missing module is a bug: not hidden
+        main(["similar", str(tmp_path / "x.dm4"), "--store", str(tmp_path)])
