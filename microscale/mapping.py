@@ -6,9 +6,11 @@ from the previous map when the archive grew), evaluates the map against ground t
 the archive has generating parameters (a ``parameters.csv`` sidecar, as the demo archive
 and the paper's datasets do), and returns one labelled Dataset
 (:func:`microscale.results.build_dataset`) with per-image paths and pixel sizes, the
-outcome of every input file, and provenance. :func:`write_map` writes it as Zarr and
-netCDF next to a PNG of the map and, for archives without ground truth, a thumbnail
-montage of the map's regions.
+outcome of every input file, and provenance. Each image also gets its nearest
+neighbours, an outlier score and a cluster label (:mod:`microscale.neighbors`).
+:func:`write_map` writes it as Zarr and netCDF next to a PNG of the map, a self-contained
+interactive HTML map (:mod:`microscale.interactive`) and, for archives without ground
+truth, a thumbnail montage of the map's regions.
 """
 
 from __future__ import annotations
@@ -21,12 +23,96 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from microscale import evaluate, pipeline, store
+from microscale import evaluate, neighbors, pipeline, store
 from microscale.results import build_dataset, provenance, write_dataset
 
-__all__ = ["ground_truth", "map_store", "write_map"]
+__all__ = ["cluster_dimension", "ground_truth", "map_store", "write_map"]
 
 PARAMETER_NAMES = ("theta", "k", "A")
+
+#: Stress-1 below which an embedding is good enough to cluster ("fair", Kruskal 1964).
+CLUSTER_STRESS = 0.1
+
+
+def cluster_dimension(stress: dict[int, float]) -> int:
+    """The embedding dimension the clusters are found in.
+
+    The smallest D* whose Kruskal stress-1 is at most :data:`CLUSTER_STRESS` (0.1): the
+    fewest coordinates that keep the distances, so that density is measured where the
+    map is faithful and the curse of dimensionality does not flatten it; the largest
+    D* when none is that good.
+    """
+    good = [k for k in sorted(stress) if np.isfinite(stress[k]) and stress[k] <= CLUSTER_STRESS]
+    return good[0] if good else max(stress)
+
+
+def _neighborhood(
+    root: str | os.PathLike[str],
+    embeddings: dict[str, dict[int, np.ndarray]],
+    stresses: dict[str, dict[int, float]],
+    *,
+    level: str,
+    n_neighbors: int,
+) -> tuple[dict[str, tuple], dict[str, Any]]:
+    """Neighbours, outlier scores and clusters of every descriptor, as labelled variables."""
+    descriptors = list(embeddings)
+    n = len(next(iter(embeddings[descriptors[0]].values())))
+    k = min(int(n_neighbors), n - 1)
+    idx = np.empty((len(descriptors), n, k), dtype=np.int64)
+    dist = np.empty((len(descriptors), n, k), dtype=np.float64)
+    labels = np.empty((len(descriptors), n), dtype=np.int64)
+    used = []
+    for i, d in enumerate(descriptors):
+        idx[i], dist[i] = neighbors.nearest_neighbors(root, descriptor=d, level=level, k=k)
+        dim = cluster_dimension(stresses[d])
+        labels[i] = neighbors.clusters(embeddings[d][dim])
+        used.append(dim)
+    where = f"{level}s"
+    variables = {
+        "neighbor": (
+            ("descriptor", "image", "rank"),
+            idx,
+            {
+                "long_name": "nearest neighbours",
+                "description": f"positions along 'image' of the {k} nearest other {where} in "
+                "the descriptor's distance matrix, nearest first; ties go to the lower index",
+            },
+        ),
+        "neighbor_distance": (
+            ("descriptor", "image", "rank"),
+            dist,
+            {
+                "long_name": "distance to the nearest neighbours",
+                "description": "texture distance to each 'neighbor', non-decreasing in rank",
+            },
+        ),
+        "outlier_score": (
+            ("descriptor", "image"),
+            dist[:, :, -1].copy(),
+            {
+                "long_name": "outlier score",
+                "description": f"distance to the {k}-th nearest other {level} (Ramaswamy et "
+                "al. 2000, doi:10.1145/342009.335437); larger is more unusual",
+                "n_neighbors": k,
+            },
+        ),
+        "cluster": (
+            ("descriptor", "image"),
+            labels,
+            {
+                "long_name": "cluster label",
+                "description": "HDBSCAN (Campello et al. 2013) of the MDS map at "
+                "'cluster_n_components' dimensions; -1 is noise (in no cluster), "
+                "clusters are numbered by decreasing size",
+            },
+        ),
+        "cluster_n_components": (
+            ("descriptor",),
+            np.array(used, dtype=np.int64),
+            {"long_name": "MDS dimension D* the clusters were found in"},
+        ),
+    }
+    return variables, {"rank": np.arange(1, k + 1)}
 
 
 def ground_truth(archive: str | os.PathLike[str] | None, paths: Sequence[str]) -> dict | None:
@@ -95,6 +181,7 @@ def map_store(
     parameters: dict[str, Any] | None = None,
     on_descriptor: Callable[[str], None] | None = None,
     level: str = "image",
+    n_neighbors: int = neighbors.DEFAULT_K,
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -116,14 +203,21 @@ def map_store(
         Called with each descriptor after it is embedded.
     level : {"image", "tile"}, optional
         Map images (default) or every tile; a tile's id is ``<image id>@<row>,<col>``.
+    n_neighbors : int, optional
+        Neighbours kept per image, and the rank of the outlier score (default 5; at most
+        n - 1).
 
     Returns
     -------
     xarray.Dataset
         :func:`microscale.results.build_dataset` schema, plus ``image_path``,
         ``pixel_size_nm`` and ground-truth coordinates on ``image``, ``r2`` and
-        ``regression_angle`` when there is ground truth, and ``file_status`` /
-        ``file_reason`` on a ``file`` dimension.
+        ``regression_angle`` when there is ground truth, ``file_status`` /
+        ``file_reason`` on a ``file`` dimension, and from :mod:`microscale.neighbors`:
+        ``neighbor`` (descriptor, image, rank) int64 positions along ``image``,
+        ``neighbor_distance`` (descriptor, image, rank), ``outlier_score``
+        (descriptor, image), ``cluster`` (descriptor, image) int64 (-1 noise) and
+        ``cluster_n_components`` (descriptor,).
     """
     st = store.open_store(root, mode="r")
     n = st.n_images if level == "image" else st.n_tiles
@@ -151,8 +245,9 @@ def map_store(
     if level == "tile":
         params["tile_origin_y"] = tiles["tile_origin"][:, 0]
         params["tile_origin_x"] = tiles["tile_origin"][:, 1]
-    metrics: dict[str, tuple] = {}
-    coords: dict[str, Any] = {}
+    metrics, coords = _neighborhood(
+        root, embeddings, stresses, level=level, n_neighbors=n_neighbors
+    )
     if truth is not None:
         params.update(truth)
         found = _metrics(embeddings, truth, dims)
@@ -189,11 +284,51 @@ def map_store(
     )
 
 
-def write_map(ds: xr.Dataset, root: str | os.PathLike[str]) -> list[Path]:
-    """Write ``ds`` to ``ROOT/results/map.zarr`` and ``map.nc`` (``tile_map.*`` for a tile-level
-    map), plus PNG figures: the map, stress against dimension and, for an archive without
-    ground truth, a thumbnail montage of the map's regions."""
-    from microscale import plots
+def _thumbnails(ds: xr.Dataset, st: store.Store) -> Callable[[int], np.ndarray]:
+    """``thumbnail(i)``: the first tile of image ``i`` (tile ``i`` of a tile-level map).
+
+    Reads whole chunks of tiles and keeps the last one, so that calls in increasing ``i``
+    read each chunk once.
+    """
+    if ds.attrs.get("level") == "tile":
+        rows = np.arange(ds.sizes["image"])
+    else:  # an image's thumbnail is its first tile
+        rows = store.image_table(st)["image_tiles"][:, 0]
+    chunk = st.tiles_per_chunk
+    cache: dict[int, np.ndarray] = {}
+
+    def thumbnail(i: int) -> np.ndarray:
+        row = int(rows[i])
+        start = row - row % chunk
+        if start not in cache:
+            cache.clear()
+            cache[start] = store.read_tiles(st, start, min(start + chunk, st.n_tiles))
+        return cache[start][row - start]
+
+    return thumbnail
+
+
+def write_map(
+    ds: xr.Dataset,
+    root: str | os.PathLike[str],
+    *,
+    max_thumbnails: int = 2000,
+    thumbnail_size: int = 64,
+) -> list[Path]:
+    """Write the map and its figures under ``ROOT/results``.
+
+    ``map.zarr`` and ``map.nc`` (``tile_map.*`` for a tile-level map), ``map.png``, the
+    stress against dimension, ``map.html`` (the interactive map of
+    :func:`microscale.interactive.write_interactive_map`, with ``max_thumbnails``
+    thumbnails of ``thumbnail_size`` px) and, for an archive without ground truth, a
+    thumbnail montage of the map's regions.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from microscale import interactive, plots
 
     out = Path(root) / "results"
     stem = "map" if ds.attrs.get("level", "image") == "image" else "tile_map"
@@ -201,14 +336,15 @@ def write_map(ds: xr.Dataset, root: str | os.PathLike[str]) -> list[Path]:
     files.append(plots.plot_map(ds, out / f"{stem}.png"))
     files.append(plots.plot_stress_vs_dimension(ds, out / f"{stem}_stress_vs_dimension.png"))
     st = store.open_store(root, mode="r")
+    files.append(
+        interactive.write_interactive_map(
+            ds,
+            out / f"{stem}.html",
+            thumbnail=_thumbnails(ds, st),
+            max_thumbnails=max_thumbnails,
+            thumbnail_size=thumbnail_size,
+        )
+    )
     if "k" not in ds.coords and ds.sizes["image"] >= 4 and 2 in ds.n_components:
-        if ds.attrs.get("level") == "tile":
-            rows = np.arange(ds.sizes["image"])
-        else:  # an image's thumbnail is its first tile
-            rows = store.image_table(st)["image_tiles"][:, 0]
-
-        def thumbnail(i: int) -> np.ndarray:
-            return store.read_tiles(st, int(rows[i]), int(rows[i]) + 1)[0]
-
-        files.append(plots.plot_montage(ds, thumbnail, out / f"{stem}_montage.png"))
+        files.append(plots.plot_montage(ds, _thumbnails(ds, st), out / f"{stem}_montage.png"))
     return files

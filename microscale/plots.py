@@ -172,11 +172,12 @@ def plot_synthesis(ds: xr.Dataset, path: str | Path) -> Path:
 
 def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
     """The archive map: 2-D embedding per descriptor, coloured by each ground-truth
-    parameter when there is one, else by top-level folder."""
+    parameter when there is one, else by top-level folder, then by the descriptor's
+    outlier score and cluster (grey: noise) when the Dataset has them."""
     plt = _pyplot()
     descriptors = list(ds.descriptor.values)
     d = 2 if 2 in ds.n_components else int(ds.n_components[-1])
-    colourings: list[tuple[str, np.ndarray, str]] = []
+    colourings: list[tuple[str, np.ndarray | str, str]] = []
     for p in ("theta", "k", "A"):
         if p in ds.coords and np.isfinite(ds[p].values).any():
             colourings.append((p, ds[p].values, "twilight" if p == "theta" else "viridis"))
@@ -184,9 +185,13 @@ def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
         folders = np.array([str(s).split("/")[0] for s in ds.image_path.values])
         _, codes = np.unique(folders, return_inverse=True)
         colourings.append(("folder", codes, "tab10"))
+    if "outlier_score" in ds:  # per descriptor: the name of the variable
+        colourings.append(("outlier score", "outlier_score", "magma"))
+    if "cluster" in ds:
+        colourings.append(("cluster", "cluster", "tab10"))
     fig, axes = plt.subplots(
-        len(descriptors), len(colourings), figsize=(3.6 * len(colourings), 3.3 * len(descriptors)),
-        squeeze=False,
+        len(descriptors), len(colourings), figsize=(3.8 * len(colourings), 3.3 * len(descriptors)),
+        squeeze=False, layout="constrained",
     )  # fmt: skip
     for i, desc in enumerate(descriptors):
         xy = ds.embedding.sel(descriptor=desc, n_components=d).values[:, :2]
@@ -194,8 +199,26 @@ def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
             xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
         for j, (name, values, cmap) in enumerate(colourings):
             ax = axes[i, j]
-            sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, s=14)
-            fig.colorbar(sc, ax=ax, shrink=0.8, label=name)
+            if isinstance(values, str):
+                values = ds[values].sel(descriptor=desc).values
+            if name == "cluster":
+                noise = values < 0
+                ax.scatter(xy[noise, 0], xy[noise, 1], c="lightgrey", s=10, label="noise")
+                sc = ax.scatter(
+                    xy[~noise, 0], xy[~noise, 1], c=values[~noise] % 10, cmap=cmap,
+                    vmin=0, vmax=9, s=14,
+                )  # fmt: skip
+                ax.set_xlabel(f"{len(set(values[~noise]))} clusters, {noise.sum()} noise (grey)")
+                fig.colorbar(sc, ax=ax, shrink=0.8, label="cluster (mod 10)")
+            else:
+                sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, s=14)
+                fmt = "%.2g" if name == "outlier score" else None
+                fig.colorbar(sc, ax=ax, shrink=0.8, label=name, format=fmt)
+            if name == "outlier score" and np.isfinite(values).any():
+                top = int(np.nanargmax(values))
+                ax.annotate(
+                    str(top), xy[top], fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             stress = float(ds.stress.sel(descriptor=desc, n_components=d))
