@@ -24,8 +24,11 @@ def embed_task(params: PipelineParams) -> tuple[list[Path], dict]:
         device=params.device,
         level=params.level,
         parameters=params.model_dump(mode="json"),
+        n_neighbors=params.n_neighbors,
+        landmarks=params.landmarks,
+        max_dense=params.max_dense,
     )
-    files = write_map(ds, params.store)
+    files = write_map(ds, params.store, max_thumbnails=params.max_thumbnails)
     stress = {
         str(d): {
             int(k): round(float(v), 4)

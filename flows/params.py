@@ -80,6 +80,15 @@ class PipelineParams(BaseModel):
         ),
     )
 
+    n_neighbors: int = Field(
+        5,
+        ge=1,
+        description="Neighbours listed per image; the outlier score is the k-th's distance.",
+    )
+    max_thumbnails: int = Field(
+        2000, ge=0, description="Thumbnails embedded in map.html (the most unusual first)."
+    )
+
     @field_validator("n_components")
     @classmethod
     def _positive_dims(cls, value: list[int]) -> list[int]:

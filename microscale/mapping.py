@@ -15,6 +15,7 @@ truth, a thumbnail montage of the map's regions.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -182,6 +183,8 @@ def map_store(
     on_descriptor: Callable[[str], None] | None = None,
     level: str = "image",
     n_neighbors: int = neighbors.DEFAULT_K,
+    landmarks: int | None = None,
+    max_dense: int = pipeline.DENSE_LIMIT,
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -206,6 +209,10 @@ def map_store(
     n_neighbors : int, optional
         Neighbours kept per image, and the rank of the outlier score (default 5; at most
         n - 1).
+    landmarks, max_dense : optional
+        Landmark MDS with ``landmarks`` landmarks, or when there are more than
+        ``max_dense`` images; see :func:`microscale.pipeline.embed`. The method used is
+        recorded in the attributes ``mds_method`` and ``mds_landmarks`` (per descriptor).
 
     Returns
     -------
@@ -224,12 +231,20 @@ def map_store(
     dims = sorted({int(k) for k in dims if 0 < k < n})
     if not dims:
         raise ValueError(f"The store holds {n} {level}(s): too few to embed; add images.")
-    embeddings, stresses, res = {}, {}, {}
+    embeddings, stresses, res, methods = {}, {}, {}, {}
     for d in descriptors:
         res = pipeline.embed(
-            root, descriptor=d, dims=dims, random_state=random_state, device=device, level=level
+            root,
+            descriptor=d,
+            dims=dims,
+            random_state=random_state,
+            device=device,
+            level=level,
+            landmarks=landmarks,
+            max_dense=max_dense,
         )
         embeddings[d], stresses[d] = res["embeddings"], res["stress"]
+        methods[d] = (res["method"], res["n_landmarks"])
         if on_descriptor is not None:
             on_descriptor(d)
     paths = [str(p) for p in res["image_paths"]]
@@ -269,7 +284,12 @@ def map_store(
     )
     attrs = provenance(parameters={**st.attrs.get("ingest", {}), **(parameters or {})})
     if "cnn" in descriptors and store.has_array(st, "features/cnn"):
-        attrs["weights_sha256"] = str(store.array_attrs(st, "features/cnn").get("weights_sha256"))
+        stored = store.array_attrs(st, "features/cnn")
+        attrs["weights_sha256"] = str(stored.get("weights_sha256"))
+        # what the store holds, whatever this run's parameters say
+        attrs["sketch"] = json.dumps(stored.get("sketch"))
+    attrs["mds_method"] = json.dumps({d: m for d, (m, _) in methods.items()})
+    attrs["mds_landmarks"] = json.dumps({d: m for d, (_, m) in methods.items()})
     attrs["title"] = f"microscale texture map ({level} level)"
     attrs["level"] = level
     attrs["store"] = str(Path(root).resolve())

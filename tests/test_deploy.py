@@ -298,24 +298,6 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
 # -- the UI ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed with apt-get when missing (CI images run as root)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as err:
-        pytest.skip(f"chromium is missing and `apt-get install chromium` failed: {err}")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip("`apt-get install chromium` did not provide a chromium executable")
-    return found
-
-
 def _chromium(browser: str, user_data: Path, *args: str) -> str:
     """One headless Chromium invocation that can reach 127.0.0.1 only; its stdout."""
     cmd = [

@@ -1,5 +1,7 @@
 """The `pipeline` flow end to end under Prefect's test harness, on a local Dask cluster."""
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -98,9 +100,16 @@ def test_cli_run_writes_the_demo_archive_and_prints_a_summary(harness, tmp_path,
 
     store = tmp_path / "store"
     code = main(["run", "--store", str(store), "--demo-images", "9", "--tile-size", "128",
-                 "--dims", "1,2,3", "--workers", "1", "--device", "cpu"])  # fmt: skip
+                 "--dims", "1,2,3", "--workers", "1", "--device", "cpu",
+                 "--sketch-dim", "64", "--landmarks", "6"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
+    # the scale options reached the workers and the embedding, and the map says so
+    ds = read_dataset(store / "results" / "map.zarr")
+    assert json.loads(ds.attrs["sketch"])["n_components"] == 64
+    assert json.loads(ds.attrs["mds_method"]) == {"cnn": "landmark", "ps": "landmark"}
+    assert json.loads(ds.attrs["mds_landmarks"]) == {"cnn": 6, "ps": 6}
+    assert (store / "results" / "map.html").is_file()
     assert (store / "demo-archive" / "parameters.csv").is_file()
     assert "processed" in out and "failed" in out and "Stress-1 by dimension" in out
     assert "R^2 of linear maps to the ground truth at D*=3" in out

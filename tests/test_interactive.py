@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -118,24 +117,6 @@ def test_thumbnail_choice_for_a_large_archive():
 
 
 # -- the page in a browser --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed with apt-get when missing (CI images run as root)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as err:
-        pytest.skip(f"chromium is missing and `apt-get install chromium` failed: {err}")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip("`apt-get install chromium` did not provide a chromium executable")
-    return found
 
 
 class DevTools:
