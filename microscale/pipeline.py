@@ -63,8 +63,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import CancelledError
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,9 @@ SKETCHED_DESCRIPTORS: tuple[str, ...] = ("cnn",)
 #: Rows of the implicit projection matrix drawn at a time by a sketch (the default of
 #: :func:`microscale.sketch.sketch`); recorded with the sketch, as part of its identity.
 SKETCH_BLOCK = 16384
+#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
+#: Each costs one more block in memory (``b * d * s`` bytes).
+READ_AHEAD = 1
 #: Most rows :func:`embed` gives to dense MDS; larger maps use landmark MDS. Dense MDS
 #: holds the (n, n) float64 matrix read from the store and its working copies (a validated
 #: float64 copy, float32 and float64 device copies, SMACOF's work matrices): measured peak
@@ -1181,6 +1184,38 @@ def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nd
     return center
 
 
+def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
+    """The row ranges :func:`compute_distance_blocks` reads, in the order it needs them."""
+    reads, last = [], None
+    for pair in pairs:
+        if pair.i != last:
+            reads.append(pair.rows)
+            last = pair.i
+        if pair.i != pair.j:
+            reads.append(pair.cols)
+    return reads
+
+
+def _read_ahead(
+    read: Callable[[tuple[int, int]], np.ndarray], ranges: Sequence[tuple[int, int]], *, ahead: int
+) -> Iterator[np.ndarray]:
+    """``read(r)`` for each range in order, up to ``ahead`` reads running in a thread.
+
+    The reads (Zarr chunk reads: I/O and copies, outside the GIL) overlap the distance
+    kernel of the previous block instead of alternating with it.
+    """
+    if ahead <= 0:
+        yield from (read(r) for r in ranges)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="microscale-read") as pool:
+        pending = [pool.submit(read, r) for r in ranges[:ahead]]
+        for k in range(len(ranges)):
+            block = pending.pop(0).result()
+            if k + ahead < len(ranges):
+                pending.append(pool.submit(read, ranges[k + ahead]))
+            yield block
+
+
 def compute_distance_blocks(
     root: Root,
     pairs: Sequence[BlockPair],
@@ -1214,7 +1249,8 @@ def compute_distance_blocks(
     included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
     (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
     task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
-    at once. On a GPU the blocks are also copied to device memory.
+    at once, plus :data:`READ_AHEAD` (1) block being read in a thread while the kernel
+    runs. On a GPU the blocks are also copied to device memory.
 
     Parameters
     ----------
@@ -1238,11 +1274,14 @@ def compute_distance_blocks(
     store = _store(root)
     feats, name, stage = lv.rows, lv.matrix, lv.stage
     center = read_array(store, lv.center)
+    blocks = _read_ahead(
+        lambda r: read_rows(store, feats, *r), _block_reads(pairs), ahead=READ_AHEAD
+    )
     cached: tuple[int, np.ndarray, np.ndarray] | None = None
     for pair in pairs:
         if cached is None or cached[0] != pair.i:
-            cached = None  # drop the previous row block before reading the next
-            xi = read_rows(store, feats, *pair.rows)
+            cached = None  # drop the previous row block before taking the next
+            xi = next(blocks)
             ni = row_sq_norms(xi, center=center, precision=precision, device=device)
             cached = (pair.i, xi, ni)
         _, xi, ni = cached
@@ -1251,7 +1290,7 @@ def compute_distance_blocks(
                 xi, None, center=center, x_sq_norms=ni, precision=precision, device=device
             )
         else:
-            xj = read_rows(store, feats, *pair.cols)
+            xj = next(blocks)
             d2 = block_sq_distances(
                 xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device
             )

@@ -286,3 +286,31 @@ def test_landmark_options_are_checked(stripes_store):
         pl.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
     with pytest.raises(ValueError, match="'max_dense' parameter must be a positive int"):
         pl.embed(stripes_store, descriptor="ps", dims=[2], max_dense=0, save=False)
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_read_ahead_yields_every_block_in_order_with_bounded_look_ahead(ahead):
+    import threading
+
+    lock, state = threading.Lock(), {"started": 0, "taken": 0, "most_ahead": 0}
+
+    def read(r):
+        with lock:
+            state["started"] += 1
+            state["most_ahead"] = max(state["most_ahead"], state["started"] - state["taken"])
+        return np.full(2, r[0])
+
+    ranges = [(k, k + 1) for k in range(7)]
+    out = []
+    for block in pl._read_ahead(read, ranges, ahead=ahead):
+        with lock:
+            state["taken"] += 1
+        out.append(int(block[0]))
+    assert out == list(range(7))
+    assert state["most_ahead"] <= ahead + 1  # the block in use, plus `ahead` in flight
+
+
+def test_block_reads_follow_the_kernel_order():
+    pairs = [pl.BlockPair(i, j, (4 * i, 4 * i + 4), (4 * j, 4 * j + 4)) for i, j in
+             [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]]  # fmt: skip
+    assert pl._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12)]
