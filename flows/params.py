@@ -42,7 +42,10 @@ class PipelineParams(BaseModel):
     level: Literal["image", "tile"] = Field(
         "image", description="Map images (pixel-weighted mean of their tiles) or every tile."
     )
-    weights: str = Field("vgg19-normalized", description="Weights name or path.")
+    weights: str = Field(
+        "vgg19-normalized",
+        description="Backbone: vgg19-normalized, vgg19-imagenet, random[:SEED], or a path.",
+    )
     device: str | None = Field(None, description="Torch device; empty: GPU if present.")
     batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
     sketch_dim: int | None = Field(

@@ -13,6 +13,10 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
@@ -100,8 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--synthesis-size", type=int, help="image side for Fig. 1 (default 64)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: GPU if present)")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
-    p.add_argument("--weights", help="weights name or path (default vgg19-normalized)")
+    p.add_argument(
+        "--weights",
+        help="vgg19-normalized (default), vgg19-imagenet, random[:SEED], or a weights file",
+    )
     p.add_argument("--seed", type=int, help="base seed (trial t uses seed + t)")
+    p.add_argument(
+        "--backbones",
+        type=_names,
+        help="also compare these backbones on the angle and 3-D tasks, side by side, e.g. "
+        "vgg19-normalized,random,vgg19-imagenet (default: none)",
+    )
     q = sub.add_parser(
         "similar", help="the archive images nearest to a micrograph, and its place in the map"
     )
@@ -115,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("-k", type=int, default=10, help="neighbours to list (default 10)")
     q.add_argument("--descriptor", choices=["cnn", "ps"], default="cnn", help="default cnn")
     q.add_argument("--page", type=int, default=0, help="page of a multi-page file (default 0)")
-    q.add_argument("--weights", help="weights name or path (default vgg19-normalized)")
+    q.add_argument(
+        "--weights", help="the store's backbone: vgg19-normalized (default), random[:SEED], ..."
+    )
     q.add_argument("--device", help="torch device (default: GPU if present)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
@@ -191,6 +206,7 @@ def _cmd_paper(args: argparse.Namespace) -> int:
         "batch_size",
         "weights",
         "seed",
+        "backbones",
     )
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     config = PaperConfig.full(**overrides) if args.full else PaperConfig(**overrides)
@@ -204,6 +220,9 @@ def _cmd_paper(args: argparse.Namespace) -> int:
             grid=res.grid,
             synthesis=res.synthesis,
             grid_dims=config.grid_dims,
+            backbone_angle=res.backbone_angle,
+            backbone_grid=res.backbone_grid,
+            backbones_unavailable=res.backbones_unavailable,
         )
     )
     print(f"\nFinished in {time.perf_counter() - start:.0f} s. Report: {res.report}")

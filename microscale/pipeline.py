@@ -453,15 +453,16 @@ def _run_on_client(
 
 
 def _feature_spec(
-    store: Store, descriptor: str, *, layers: Sequence[str], normalize: str | None
+    store: Store, descriptor: str, *, layers: Sequence[str], normalize: str | None, weights: Any
 ) -> tuple[int, np.dtype, dict[str, Any]]:
     """(n_features, dtype, identifying attrs) of ``features/<descriptor>``."""
     if descriptor == "cnn":
         from microscale.texture import feature_slices, n_features
 
-        canonical = list(feature_slices(layers))  # validated, in network order
+        # validated, in network order; the backbone decides (the random network has one)
+        canonical = list(feature_slices(layers, weights=weights))
         attrs = {"descriptor": "cnn", "layers": canonical, "normalize": normalize}
-        return n_features(layers), _feature_dtype(descriptor), attrs
+        return n_features(layers, weights=weights), _feature_dtype(descriptor), attrs
     s = store.tile_size
     return s * s, _feature_dtype(descriptor), {"descriptor": "ps", "tile_size": s}
 
@@ -472,11 +473,10 @@ def _feature_dtype(descriptor: str) -> np.dtype:
 
 
 def _weights_sha256(weights: Any) -> str:
-    from microscale.weights import VGGWeights, load_weights
+    """The backbone's identity: its weights' sha256 (the random network's: its filters')."""
+    from microscale.backbones import describe_backbone
 
-    if isinstance(weights, VGGWeights):
-        return weights.sha256
-    return load_weights(weights).sha256
+    return describe_backbone(weights).sha256
 
 
 def _features_chunk(store: Store, descriptor: str) -> int:
@@ -667,7 +667,9 @@ def compute_feature_batch(
     batch_size = _check_positive(batch_size, "batch_size")
     store = _store(root)
     name = f"features/{descriptor}"
-    d, dtype, spec = _feature_spec(store, descriptor, layers=layers, normalize=normalize)
+    d, dtype, spec = _feature_spec(
+        store, descriptor, layers=layers, normalize=normalize, weights=weights
+    )
     setting = _sketch_setting(descriptor, d, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
     spec["sketch"] = setting
     width = d if setting is None else setting["n_components"]
@@ -770,10 +772,12 @@ def run_features(
     baseline, is always stored as it is. A sketch setting is fixed when the array is
     created: running again with another one raises :class:`StoreError`.
 
-    Cost: the projection matrix is regenerated on the CPU for every batch (numpy's
-    generator, so it is the same on every worker and device): about 4.6 s per 1024
-    components at ``d = 305,888``, whatever the batch size. On a GPU worker it dominates
-    the batch's time; use large feature batches (``features_chunk`` of the store).
+    Cost: the projection matrix is generated on the CPU (numpy's generator, so it is the
+    same on every worker and device): about 4.6 s per 1024 components at
+    ``d = 305,888``. Each worker keeps it in memory for the next batches when it fits
+    :data:`microscale.sketch.CACHE_BYTES` (2.5 GB at ``k = 2048``); otherwise it is
+    regenerated for every batch, and large feature batches (``features_chunk`` of the
+    store) amortise it.
 
     Parameters
     ----------
@@ -808,7 +812,9 @@ def run_features(
     descriptor = _check_descriptor(descriptor)
     store = _store(root)
     with _locked(store, lock):
-        d, dtype, attrs = _feature_spec(store, descriptor, layers=layers, normalize=normalize)
+        d, dtype, attrs = _feature_spec(
+            store, descriptor, layers=layers, normalize=normalize, weights=weights
+        )
         if descriptor == "cnn":
             attrs["weights_sha256"] = _weights_sha256(weights)
         name = f"features/{descriptor}"

@@ -170,3 +170,19 @@ def test_backbone_comparison_side_by_side(backbone_run):
         assert (config.out / name).exists()
     stored = results.read_dataset(config.out / "backbones_grid.nc").load()
     assert list(stored.descriptor.values) == ["vgg19-normalized", "random:1", "ps"]
+
+
+def test_cli_backbones_flag_reaches_the_config(monkeypatch):
+    from microscale import paper
+    from microscale.cli import main
+
+    seen = {}
+
+    def capture(config):
+        seen["config"] = config
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(paper, "run_paper", capture)
+    code = main(["paper", "--out", "/tmp/unused", "--backbones", "vgg19-normalized, random:2"])
+    assert code == 2
+    assert tuple(seen["config"].backbones) == ("vgg19-normalized", "random:2")

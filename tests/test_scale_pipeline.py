@@ -314,3 +314,27 @@ def test_block_reads_follow_the_kernel_order():
     pairs = [pl.BlockPair(i, j, (4 * i, 4 * i + 4), (4 * j, 4 * j + 4)) for i, j in
              [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]]  # fmt: skip
     assert pl._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12)]
+
+
+def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):
+    """weights="random:3" through run_features: 524,800-long vectors (or their sketch),
+    equal to texture_vectors of the same tiles, stamped with the backbone's sha256."""
+    from microscale.backbones import describe_backbone
+    from microscale.texture import texture_vectors
+
+    images = _images(3, seed=11, max_tiles=1)
+    root = _make(tmp_path / "r", images)
+    pl.run_features(root, descriptor="cnn", weights="random:3", normalize=None, device="cpu")
+    store = st.open_store(root)
+    attrs = st.array_attrs(store, "features/cnn")
+    assert attrs["layers"] == ["multiscale"]
+    assert attrs["weights_sha256"] == describe_backbone("random:3").sha256
+    assert attrs["weights_sha256"] != describe_backbone("random:4").sha256
+    got = st.read_rows(store, "features/cnn")
+    assert got.shape == (3, 524_800)
+    tiles = np.concatenate([t for t, _ in images])
+    want = texture_vectors(tiles, weights="random:3", normalize=None, device="cpu")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    # the same store refuses another backbone's vectors
+    with pytest.raises(StoreError, match="weights_sha256"):
+        pl.run_features(root, descriptor="cnn", weights="random:4", normalize=None, device="cpu")
