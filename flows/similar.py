@@ -38,16 +38,7 @@ def nearest_images(params: SimilarParams) -> dict:
         weights=params.weights,
         device=params.device,
     )
-    return {
-        "query": res.query,
-        "query_id": res.query_id,
-        "descriptor": res.descriptor,
-        "in_archive": res.in_archive,
-        "n_images": res.n_images,
-        "neighbours": res.rows(),
-        "positions": {int(k): [float(v) for v in x] for k, x in res.positions.items()},
-        "placement_stress": {int(k): float(v) for k, v in res.placement_stress.items()},
-    }
+    return res.to_dict()
 
 
 @flow(name="similar", log_prints=True)

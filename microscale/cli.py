@@ -152,16 +152,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
         **options,
     )
     if args.json:
-        out = {
-            "query": res.query,
-            "query_id": res.query_id,
-            "descriptor": res.descriptor,
-            "in_archive": res.in_archive,
-            "n_images": res.n_images,
-            "neighbours": res.rows(),
-            "positions": {str(k): x.tolist() for k, x in res.positions.items()},
-            "placement_stress": {str(k): v for k, v in res.placement_stress.items()},
-        }
+        out = res.to_dict()
         print(json.dumps(out, indent=2))
         return 0
     print(f"{res.query}: {len(res.indices)} nearest of {res.n_images} images ({res.descriptor})")

@@ -160,6 +160,22 @@ class SimilarResult:
             )
         ]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-able values (what the CLI's ``--json`` prints).
+
+        ``positions`` and ``placement_stress`` are keyed by the embedding dimension.
+        """
+        return {
+            "query": self.query,
+            "query_id": self.query_id,
+            "descriptor": self.descriptor,
+            "in_archive": self.in_archive,
+            "n_images": self.n_images,
+            "neighbours": self.rows(),
+            "positions": {int(k): [float(v) for v in x] for k, x in self.positions.items()},
+            "placement_stress": {int(k): float(v) for k, v in self.placement_stress.items()},
+        }
+
     def to_dataset(self) -> xr.Dataset:
         """The result as an xarray Dataset.
 

@@ -50,3 +50,19 @@ def chromium() -> str:
     if not found:
         pytest.skip("`apt-get install chromium` did not provide a chromium executable")
     return found
+
+
+@pytest.fixture(scope="session")
+def fake_weights():
+    """conv1_1 of VGG-19 with random values: all the network that ``layers=("conv1_1",)``
+    needs (2080 features), for fast tests of the stages around the texture vector."""
+    import numpy as np
+
+    from microscale.weights import BGR_MEAN, VGGWeights
+
+    rng = np.random.default_rng(7)
+    params = {
+        "conv1_1.weight": (0.05 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32),
+        "conv1_1.bias": (0.1 * rng.standard_normal(64)).astype(np.float32),
+    }
+    return VGGWeights(params, np.array(BGR_MEAN), sha256="fake-" + "0" * 59, source="test")

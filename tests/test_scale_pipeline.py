@@ -15,22 +15,10 @@ from microscale import store as st
 from microscale.manifold import mds, stress
 from microscale.sketch import sketch
 from microscale.store import StoreError
-from microscale.weights import BGR_MEAN, VGGWeights
 
 S = 16  # tile side
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
-
-
-@pytest.fixture(scope="module")
-def fake_weights():
-    """conv1_1 of VGG-19 with random values: all the network that ONE_LAYER needs."""
-    rng = np.random.default_rng(7)
-    params = {
-        "conv1_1.weight": (0.05 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32),
-        "conv1_1.bias": (0.1 * rng.standard_normal(64)).astype(np.float32),
-    }
-    return VGGWeights(params, np.array(BGR_MEAN), sha256="fake-" + "0" * 59, source="test")
 
 
 def _images(n, seed, *, max_tiles=3):
