@@ -57,13 +57,15 @@ mean. An image with no describable tile is an error.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
 import os
+import queue
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +140,7 @@ SKETCH_BLOCK = 16384
 #: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
 #: Each costs one more block in memory (``b * d * s`` bytes).
 READ_AHEAD = 1
+_BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: Most rows :func:`embed` gives to dense MDS; larger maps use landmark MDS. Dense MDS
 #: holds the (n, n) float64 matrix read from the store and its working copies (a validated
 #: float64 copy, float32 and float64 device copies, SMACOF's work matrices): measured peak
@@ -1173,8 +1176,11 @@ def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nd
             total += read_rows(store, sums, start, stop).sum(axis=0)
     else:
         total = np.zeros(array_shape(store, lv.rows)[1])
-        for start, stop in _ranges(n, store.features_chunk):
-            total += read_rows(store, lv.rows, start, stop).sum(axis=0, dtype=np.float64)
+        band = array_chunks(store, lv.rows)[0]
+        buf = np.empty((min(band, n), len(total)), _feature_dtype(descriptor))
+        for start, stop in _ranges(n, band):  # one reused buffer: no fresh pages per band
+            rows = read_rows(store, lv.rows, start, stop, out=buf[: stop - start])
+            total += rows.sum(axis=0, dtype=np.float64)
         if not np.isfinite(total).all():
             raise StoreError(
                 f"Some tiles of {store.root} have no {descriptor!r} features (flat tiles have "
@@ -1202,24 +1208,76 @@ def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     return reads
 
 
-def _read_ahead(
-    read: Callable[[tuple[int, int]], np.ndarray], ranges: Sequence[tuple[int, int]], *, ahead: int
-) -> Iterator[np.ndarray]:
-    """``read(r)`` for each range in order, up to ``ahead`` reads running in a thread.
+class _BlockReader:
+    """Row blocks read in a planned order into a few reused buffers.
 
-    The reads (Zarr chunk reads: I/O and copies, outside the GIL) overlap the distance
-    kernel of the previous block instead of alternating with it.
+    ``take()`` returns the next block (a view of a buffer); ``give_back(block)`` returns
+    its buffer once the caller is done with it. Up to ``ahead`` later blocks are read in a
+    thread meanwhile, so the reads (Zarr chunk reads: I/O and copies, outside the GIL)
+    overlap the distance kernel. ``2 + ahead`` buffers are allocated once per task:
+    reading into reused memory avoids the page faults of fresh memory, which on some
+    machines cost more than the copy (see :func:`microscale.store.read_rows`). A caller
+    holds at most two blocks (a row block and a column block) when it takes the next.
     """
-    if ahead <= 0:
-        yield from (read(r) for r in ranges)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="microscale-read") as pool:
-        pending = [pool.submit(read, r) for r in ranges[:ahead]]
-        for k in range(len(ranges)):
-            block = pending.pop(0).result()
-            if k + ahead < len(ranges):
-                pending.append(pool.submit(read, ranges[k + ahead]))
-            yield block
+
+    def __init__(
+        self,
+        read_into: Callable[[tuple[int, int], np.ndarray], object],
+        ranges: Sequence[tuple[int, int]],
+        *,
+        width: int,
+        dtype: np.dtype,
+        ahead: int,
+    ) -> None:
+        self._read_into, self._ranges, self._ahead = read_into, list(ranges), max(0, ahead)
+        rows = max((b - a for a, b in self._ranges), default=0)
+        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        for _ in range(min(len(self._ranges), 2 + self._ahead)):
+            self._free.put(np.empty((rows, width), dtype))
+        self._owner: dict[int, np.ndarray] = {}
+        self._pending: collections.deque[Any] = collections.deque()
+        self._next = 0
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="microscale-read") if self._ahead else None
+        )
+        self._fill()
+
+    def _load(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        # a free buffer always comes (the caller holds two); the timeout turns a bug into
+        # an error instead of a hung task
+        buf = self._free.get(timeout=_BUFFER_WAIT_S)
+        block = buf[: rows[1] - rows[0]]
+        self._read_into(rows, block)
+        return block, buf
+
+    def _fill(self) -> None:
+        while (
+            self._pool is not None
+            and self._next < len(self._ranges)
+            and len(self._pending) < self._ahead
+        ):
+            self._pending.append(self._pool.submit(self._load, self._ranges[self._next]))
+            self._next += 1
+
+    def take(self) -> np.ndarray:
+        if self._pending:
+            block, buf = self._pending.popleft().result()
+        else:
+            block, buf = self._load(self._ranges[self._next])
+            self._next += 1
+        self._owner[id(block)] = buf
+        self._fill()
+        return block
+
+    def give_back(self, block: np.ndarray) -> None:
+        self._free.put(self._owner.pop(id(block)))
+
+    def __enter__(self) -> _BlockReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def compute_distance_blocks(
@@ -1280,32 +1338,41 @@ def compute_distance_blocks(
     store = _store(root)
     feats, name, stage = lv.rows, lv.matrix, lv.stage
     center = read_array(store, lv.center)
-    blocks = _read_ahead(
-        lambda r: read_rows(store, feats, *r), _block_reads(pairs), ahead=READ_AHEAD
+    reader = _BlockReader(
+        lambda r, out: read_rows(store, feats, *r, out=out),
+        _block_reads(pairs),
+        width=array_shape(store, feats)[1],
+        dtype=_feature_dtype(descriptor),
+        ahead=READ_AHEAD,
     )
-    cached: tuple[int, np.ndarray, np.ndarray] | None = None
-    for pair in pairs:
-        if cached is None or cached[0] != pair.i:
-            cached = None  # drop the previous row block before taking the next
-            xi = next(blocks)
-            ni = row_sq_norms(xi, center=center, precision=precision, device=device)
-            cached = (pair.i, xi, ni)
-        _, xi, ni = cached
-        if pair.i == pair.j:
-            d2 = block_sq_distances(
-                xi, None, center=center, x_sq_norms=ni, precision=precision, device=device
-            )
-        else:
-            xj = next(blocks)
-            d2 = block_sq_distances(
-                xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device
-            )
-            del xj
-        dist = np.sqrt(d2, out=d2)
-        write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
-        if pair.i != pair.j:
-            write_block(store, name, np.ascontiguousarray(dist.T), rows=pair.cols, cols=pair.rows)
-        store.mark_done(stage, pair.key, pair.extent)
+    with reader:
+        cached: tuple[int, np.ndarray, np.ndarray] | None = None
+        for pair in pairs:
+            if cached is None or cached[0] != pair.i:
+                if cached is not None:  # the previous row block's buffer, before the next
+                    reader.give_back(cached[1])
+                    cached = None
+                xi = reader.take()
+                ni = row_sq_norms(xi, center=center, precision=precision, device=device)
+                cached = (pair.i, xi, ni)
+            _, xi, ni = cached
+            if pair.i == pair.j:
+                d2 = block_sq_distances(
+                    xi, None, center=center, x_sq_norms=ni, precision=precision, device=device
+                )
+            else:
+                xj = reader.take()
+                d2 = block_sq_distances(
+                    xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device
+                )
+                reader.give_back(xj)
+            dist = np.sqrt(d2, out=d2)
+            write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
+            if pair.i != pair.j:
+                write_block(
+                    store, name, np.ascontiguousarray(dist.T), rows=pair.cols, cols=pair.rows
+                )
+            store.mark_done(stage, pair.key, pair.extent)
     return list(pairs)
 
 

@@ -975,15 +975,39 @@ def array_attrs(store: Store, name: str) -> dict[str, Any]:
     return dict(_array(store, name).attrs)
 
 
-def read_rows(store: Store, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+def read_rows(
+    store: Store,
+    name: str,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Rows ``start:stop`` of the array ``name``, as numpy.
 
     Examples: ``read_rows(store, "image_features/cnn", 0, 1024)`` is (1024, 305888)
     float32; ``read_rows(store, "distances/cnn")`` is the whole (n, n) matrix.
+
+    ``out``, a C-contiguous array of the rows' shape and dtype, receives the rows (and is
+    returned). Reading into a reused buffer avoids the page faults of fresh memory, which
+    on some machines cost more than the copy itself (measured: 0.3-0.7 GB/s into fresh
+    memory, 2 GB/s into a reused buffer).
     """
     arr = _array(store, name)
     start, stop = _check_range(start, stop, arr.shape[0], f"rows of {name!r} in")
-    return _retry_transient(lambda: arr[start:stop])
+    if out is None:
+        return _retry_transient(lambda: arr[start:stop])
+    want = (stop - start, *arr.shape[1:])
+    if out.shape != want or out.dtype != arr.dtype or not out.flags.c_contiguous:
+        raise StoreError(
+            f"out must be a C-contiguous {arr.dtype} array of shape {want} for rows "
+            f"{start}:{stop} of {name!r}; got {out.dtype} {out.shape}."
+        )
+    from zarr.core.buffer import default_buffer_prototype
+
+    target = default_buffer_prototype().nd_buffer.from_numpy_array(out)
+    _retry_transient(lambda: arr.get_basic_selection(slice(start, stop), out=target))
+    return out
 
 
 def read_array(store: Store, name: str) -> np.ndarray:

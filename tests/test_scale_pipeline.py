@@ -277,25 +277,43 @@ def test_landmark_options_are_checked(stripes_store):
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])
-def test_read_ahead_yields_every_block_in_order_with_bounded_look_ahead(ahead):
-    import threading
+def test_block_reader_gives_every_block_in_order_from_a_few_reused_buffers(ahead):
+    """The kernel's pattern: a row block held across column blocks, each given back."""
+    data = np.arange(40.0).reshape(20, 2)
+    ranges = [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12), (16, 20), (12, 15)]
+    reads = []
 
-    lock, state = threading.Lock(), {"started": 0, "taken": 0, "most_ahead": 0}
+    def read_into(r, out):
+        reads.append(r)
+        out[:] = data[r[0] : r[1]]
 
-    def read(r):
-        with lock:
-            state["started"] += 1
-            state["most_ahead"] = max(state["most_ahead"], state["started"] - state["taken"])
-        return np.full(2, r[0])
+    buffers = set()
+    with pl._BlockReader(read_into, ranges, width=2, dtype=np.float64, ahead=ahead) as reader:
+        row = reader.take()  # held, like a row block
+        np.testing.assert_array_equal(row, data[0:4])
+        for a, b in ranges[1:]:
+            block = reader.take()
+            np.testing.assert_array_equal(block, data[a:b])
+            buffers.add(block.__array_interface__["data"][0])
+            reader.give_back(block)
+    assert reads == ranges
+    assert len(buffers) <= 1 + ahead  # the column blocks cycle through the spare buffers
 
-    ranges = [(k, k + 1) for k in range(7)]
-    out = []
-    for block in pl._read_ahead(read, ranges, ahead=ahead):
-        with lock:
-            state["taken"] += 1
-        out.append(int(block[0]))
-    assert out == list(range(7))
-    assert state["most_ahead"] <= ahead + 1  # the block in use, plus `ahead` in flight
+
+def test_distance_tasks_give_the_same_matrix_with_and_without_read_ahead(
+    tmp_path, monkeypatch, fake_weights
+):
+    root = _make(tmp_path / "st", _images(9, seed=4))  # 9 images, 9-27 tiles
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    X = st.read_rows(st.open_store(root), "features/cnn").astype(np.float64)
+    out = {}
+    for ahead in (0, 2):
+        monkeypatch.setattr(pl, "READ_AHEAD", ahead)
+        st.open_store(root).clear_done("tile_distances.cnn")
+        pl.run_distances(root, level="tile", block_size=4)  # n is not a multiple of 4
+        out[ahead] = st.read_rows(st.open_store(root), "tile_distances/cnn")
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_allclose(out[0], cdist(X, X), rtol=1e-6, atol=1e-9)
 
 
 def test_block_reads_follow_the_kernel_order():

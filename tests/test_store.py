@@ -296,3 +296,20 @@ def test_write_array_replaces_small_arrays(store):
     st.write_array(store, "center/ps", np.arange(5.0), attrs={"n_images": 5})
     np.testing.assert_array_equal(st.read_array(store, "center/ps"), np.arange(5.0))
     assert st.array_attrs(st.open_store(store.root), "center/ps") == {"n_images": 5}
+
+
+def test_read_rows_into_a_reused_buffer(store, rng):
+    _add(store, rng, [3, 2])
+    st.ensure_array(store, "x/y", shape=(5, 7), chunks=(2, 7), dtype=np.float32,
+                    dimension_names=("tile", "feature"))  # fmt: skip
+    data = rng.random((5, 7)).astype(np.float32)
+    st.write_block(store, "x/y", data[:4], rows=(0, 4))
+    st.write_block(store, "x/y", data[4:], rows=(4, 5))
+    buf = np.zeros((8, 7), np.float32)
+    got = st.read_rows(store, "x/y", 1, 4, out=buf[:3])
+    assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[:3], data[1:4])
+    with pytest.raises(StoreError, match=r"out must be a C-contiguous float32 array of shape"):
+        st.read_rows(store, "x/y", 0, 4, out=buf[:3])
+    with pytest.raises(StoreError, match="C-contiguous"):
+        st.read_rows(store, "x/y", 0, 2, out=np.zeros((7, 2), np.float32).T)
