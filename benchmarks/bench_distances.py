@@ -307,35 +307,36 @@ def main() -> None:
         # is taken between the best out-of-core and the best in-memory time.
         tmp = Path(tempfile.mkdtemp(prefix="bench_distances_", dir=args.store_dir))
         try:
-            t_store, t_mem, t_serial = float("inf"), t_mixed, float("inf")
+            best = {1: float("inf"), 0: float("inf")}  # READ_AHEAD -> best time
+            t_mem, saved = t_mixed, pl.READ_AHEAD
             for r in range(2):
                 root = tmp / f"s{r}"
                 t = time.perf_counter()
                 synthetic_store(root, X)
                 t_write = time.perf_counter() - t
                 size = bytes_on_disk(root)
-                t = time.perf_counter()
-                pl.run_distances(root, level="tile", block_size=b)
-                t_store = min(t_store, time.perf_counter() - t)
-                # the same without reading the next block during the kernel
-                st.open_store(root).clear_done("tile_distances.cnn")  # all blocks again
-                pl.READ_AHEAD, saved = 0, pl.READ_AHEAD
-                try:
-                    t = time.perf_counter()
-                    pl.run_distances(root, level="tile", block_size=b)
-                    t_serial = min(t_serial, time.perf_counter() - t)
-                finally:
-                    pl.READ_AHEAD = saved
+                for ahead in (1, 0) if r == 0 else (0, 1):  # each order once
+                    # every run from scratch: no distance blocks, no centre
+                    st.open_store(root).clear_done("tile_distances.cnn")
+                    shutil.rmtree(root / st.GROUP_NAME / "tile_center", ignore_errors=True)
+                    pl.READ_AHEAD = ahead
+                    try:
+                        t = time.perf_counter()
+                        pl.run_distances(root, level="tile", block_size=b)
+                        best[ahead] = min(best[ahead], time.perf_counter() - t)
+                    finally:
+                        pl.READ_AHEAD = saved
                 t = time.perf_counter()
                 pairwise_distances(X, block_size=b)
                 t_mem = min(t_mem, time.perf_counter() - t)
+            t_store = best[0]  # the CPU default (READ_AHEAD=None: 0 on a CPU)
             Ds = st.read_rows(st.open_store(root), "tile_distances/cnn")[ii, jj]
             err = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
             assert (Ds[exact == 0] == 0).all()
             ours = pairs / t_mem
             rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
-            report("run_distances (Zarr in/out, mixed)", pairs / t_store, err)
-            report("  same, READ_AHEAD=0 (no overlap)", pairs / t_serial, None)
+            report("run_distances (Zarr in/out, mixed)", pairs / best[0], err)
+            report("  same, reading ahead in a thread", pairs / best[1], err)
             nb = -(-n // b)
             print(
                 f"\nstore: features {size / 1e9:.2f} GB on disk written in {t_write:.1f} s "

@@ -137,9 +137,11 @@ SKETCHED_DESCRIPTORS: tuple[str, ...] = ("cnn",)
 #: Rows of the implicit projection matrix drawn at a time by a sketch (the default of
 #: :func:`microscale.sketch.sketch`); recorded with the sketch, as part of its identity.
 SKETCH_BLOCK = 16384
-#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
-#: Each costs one more block in memory (``b * d * s`` bytes).
-READ_AHEAD = 1
+#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none;
+#: None: 1 when the kernel runs on a GPU, else 0). Each costs one more block in memory
+#: (``b * d * s`` bytes). On a CPU the read competes with the GEMM for the same cores:
+#: on 2 cores it made a task 1.3-1.6x slower (benchmarks/bench_distances.py).
+READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: Most rows :func:`embed` gives to dense MDS; larger maps use landmark MDS. Dense MDS
 #: holds the (n, n) float64 matrix read from the store and its working copies (a validated
@@ -1208,6 +1210,14 @@ def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     return reads
 
 
+def _read_ahead(device: str | None) -> int:
+    if READ_AHEAD is not None:
+        return READ_AHEAD
+    from microscale.device import resolve_device
+
+    return 1 if resolve_device(device).type == "cuda" else 0
+
+
 class _BlockReader:
     """Row blocks read in a planned order into a few reused buffers.
 
@@ -1313,8 +1323,8 @@ def compute_distance_blocks(
     included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
     (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
     task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
-    at once, plus :data:`READ_AHEAD` (1) block being read in a thread while the kernel
-    runs. On a GPU the blocks are also copied to device memory.
+    at once, plus :data:`READ_AHEAD` block(s) being read in a thread while the kernel
+    runs (1 on a GPU, 0 on a CPU by default). On a GPU the blocks are also copied to device memory.
 
     Parameters
     ----------
@@ -1343,7 +1353,7 @@ def compute_distance_blocks(
         _block_reads(pairs),
         width=array_shape(store, feats)[1],
         dtype=_feature_dtype(descriptor),
-        ahead=READ_AHEAD,
+        ahead=_read_ahead(device),
     )
     with reader:
         cached: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -1704,10 +1714,11 @@ def embed(
     level : {"image", "tile"}, optional
         Embed the images' matrix or the tiles'.
     landmarks : int, optional
-        Use landmark MDS with this many landmarks, whatever ``n``. Default: landmark MDS
-        with :data:`DEFAULT_LANDMARKS` (1000) landmarks only when ``n > max_dense``. On
-        a curved 3-D manifold of 3,000 points, 1000 random landmarks gave a full-matrix
-        stress within 1 % of dense MDS in dimensions 2, 3 and 10 (500: within 3 %).
+        Use landmark MDS with this many landmarks (at most ``n``), whatever ``n``.
+        Default: landmark MDS with :data:`DEFAULT_LANDMARKS` (1000) landmarks only when
+        ``n > max_dense``. On a curved 3-D manifold of 3,000 points, 1000 random
+        landmarks gave a full-matrix stress within 1 % of dense MDS in dimensions 2, 3
+        and 10 (500: within 3 %).
     max_dense : int, optional
         Largest ``n`` embedded densely (default :data:`DENSE_LIMIT`, 20,000: the dense
         matrix and its working copies take about 33 bytes per entry, 13 GB).
@@ -1726,7 +1737,8 @@ def embed(
     IncompleteStageError
         If some block pairs of the distance matrix are not done.
     ValueError
-        If ``landmarks`` is more than ``n`` or not more than every dimension.
+        If the landmarks (at most ``n``: more are capped) are not more than every
+        dimension.
     """
     lv = _level(descriptor, level)
     max_dense = _check_positive(max_dense, "max_dense")
@@ -1761,12 +1773,8 @@ def embed(
             embeddings, stresses, starts = _embed_dense(store, lv, dims, n_init=n_init, **options)
         else:
             method = "landmark"
-            m = min(DEFAULT_LANDMARKS, n) if landmarks is None else landmarks
-            if m > n:
-                raise ValueError(
-                    f"The 'landmarks' parameter must be at most the number of {level}s "
-                    f"({n}). Got {m} instead."
-                )
+            # a scheduled run asks for its landmarks before the archive has grown to them
+            m = min(DEFAULT_LANDMARKS if landmarks is None else landmarks, n)
             if dims and max(dims) >= m:
                 raise ValueError(
                     f"Landmark MDS embeds in fewer dimensions than it has landmarks; got "

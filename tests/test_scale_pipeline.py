@@ -268,8 +268,9 @@ def test_dense_path_is_unchanged(stripes_store):
 
 
 def test_landmark_options_are_checked(stripes_store):
-    with pytest.raises(ValueError, match=r"'landmarks' parameter must be at most .* \(80\)"):
-        pl.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
+    # more landmarks than images (a growing archive): all of them, no error
+    res = pl.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
+    assert res["method"] == "landmark" and res["n_landmarks"] == 80
     with pytest.raises(ValueError, match="dims up to 3 with 3 landmarks. Pass more landmarks"):
         pl.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
     with pytest.raises(ValueError, match="'max_dense' parameter must be a positive int"):
