@@ -321,3 +321,21 @@ def test_default_normalisation_images_are_synthetic_textures_in_unit_range():
     assert imgs.shape == (8, 16, 16) and imgs.dtype == np.float32
     assert imgs.min() >= 0 and imgs.max() <= 1 and imgs.std() > 0.1
     np.testing.assert_array_equal(imgs, B.default_normalization_images(size=16, n=2))
+
+
+def test_imagenet_row_in_the_backbone_comparison(hub, tmp_path):
+    """With the weights present (here: a synthetic torchvision state dict), the paper's
+    comparison has an ImageNet VGG-19 row beside the spectrum, with finite metrics."""
+    from microscale.paper import PaperConfig, run_backbone_comparison
+
+    hub.mkdir(parents=True)
+    torch.save(_torchvision_state(2), hub / B.IMAGENET_FILE)
+    config = PaperConfig(out=tmp_path / "paper", size=32, angle_n=(12,), amplitudes=(0.0, 3.0),
+                         trials=1, grid_n=3, synthesis_steps=0, device="cpu",
+                         backbones=("vgg19-imagenet",))  # fmt: skip
+    angle, grid, unavailable = run_backbone_comparison(config)
+    assert unavailable == {}
+    assert "vgg19-imagenet" in list(angle.descriptor.values)
+    assert "vgg19-imagenet" in list(grid.descriptor.values)
+    assert np.isfinite(angle.rmse.sel(descriptor="vgg19-imagenet")).all()
+    assert np.isfinite(grid.r2.sel(descriptor="vgg19-imagenet")).all()
