@@ -17,39 +17,15 @@ import dask
 import distributed
 import numpy as np
 import pytest
+from _stores import make as _make
+from _stores import random_images as _images
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from microscale import pipeline as pl
 from microscale import store as st
 from microscale.cluster import get_client
 
-S = 16  # tile side
 ARRAYS = ("features/ps", "image_features/ps", "distances/ps")
-
-
-def _images(n, seed, *, max_tiles=3):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        t = int(rng.integers(1, max_tiles + 1))
-        out.append((rng.random((t, S, S)).astype(np.float32), rng.integers(40, 257, t) * 1.0))
-    return out
-
-
-def _make(path, images, *, features_chunk=5):
-    store = st.create_store(path, tile_size=S, tiles_per_chunk=4, features_chunk=features_chunk)
-    for tiles, weights in images:
-        index = store.next_image_index
-        st.append_tiles(
-            store,
-            tiles,
-            image_index=np.full(len(tiles), index),
-            origins=np.zeros((len(tiles), 2), int),
-            weights=weights,
-        )
-    ids = [f"img{k:04d}" for k in range(len(images))]
-    st.append_images(store, image_ids=ids, paths=[f"/archive/{i}.png" for i in ids])
-    return path
 
 
 def _all_stages(root, *, client=None, on_features=None, on_distances=None):

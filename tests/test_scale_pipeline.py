@@ -5,6 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _stores import S
+from _stores import fill as _fill
+from _stores import make as _make
+from _stores import random_images as _images
 from pydantic import ValidationError
 from scipy.spatial.distance import cdist
 
@@ -16,19 +20,8 @@ from microscale.manifold import mds, stress
 from microscale.sketch import sketch
 from microscale.store import StoreError
 
-S = 16  # tile side
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
-
-
-def _images(n, seed, *, max_tiles=3):
-    """n images as tile stacks in [0, 1] with weights: (tiles, weights) per image."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        t = int(rng.integers(1, max_tiles + 1))
-        out.append((rng.random((t, S, S)).astype(np.float32), rng.integers(40, 257, t) * 1.0))
-    return out
 
 
 def _stripes(n, seed):
@@ -42,27 +35,6 @@ def _stripes(n, seed):
         tile = 0.5 + 0.4 * np.sin(phase) + 0.05 * rng.standard_normal((S, S))
         out.append((tile[None].astype(np.float32), np.array([float(S * S)])))
     return out
-
-
-def _fill(store, images):
-    for tiles, weights in images:
-        index = store.next_image_index
-        st.append_tiles(
-            store,
-            tiles,
-            image_index=np.full(len(tiles), index),
-            origins=np.zeros((len(tiles), 2), int),
-            weights=weights,
-        )
-    n0 = store.n_images
-    ids = [f"img{n0 + k:04d}" for k in range(len(images))]
-    st.append_images(store, image_ids=ids, paths=[f"/archive/{i}.png" for i in ids])
-
-
-def _make(path, images, *, features_chunk=5):
-    store = st.create_store(path, tile_size=S, tiles_per_chunk=4, features_chunk=features_chunk)
-    _fill(store, images)
-    return path
 
 
 def _bytes(root: Path, name: str) -> int:
