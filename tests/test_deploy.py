@@ -202,6 +202,9 @@ def deployed_run(
     _prefect(server, "work-pool", "create", POOL, "--type", "process")
     _prefect(server, "deploy", "--prefect-file", "deploy/prefect.yaml", "--all", "--no-prompt")
     assert PREFECT_YAML.read_bytes() == yaml_before, "`prefect deploy` rewrote prefect.yaml"
+    # the on-demand query deployment is there too, pointing at the similar flow
+    query = _prefect(server, "deployment", "inspect", "similar/query")
+    assert "flows/similar.py:similar" in query and "'schedules': []" in query
     run_name = f"deploy-test-{uuid.uuid4().hex[:8]}"
     run_params = {"params": params.model_dump(mode="json", exclude_unset=True)}
     _prefect(
