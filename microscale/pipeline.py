@@ -1571,19 +1571,43 @@ def _embed_dense(
     starts: dict[int, str] = {}
     for k in dims:
         X, sigma, start = fresh[k], infos[k].stress, "classical"
-        prev_name = lv.embedding(k)
-        if init_from_previous and has_array(store, prev_name):
-            previous = read_array(store, prev_name)
-            if previous.shape[1] == k and 0 < len(previous) <= n:
-                X0 = _extend_embedding(previous, D)
-                Xp, info = mds(
-                    D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
-                )
-                if info.stress <= sigma:
-                    X, sigma, start = Xp, info.stress, "previous"
-                X = _align(X, previous)
+        previous = _previous_embedding(store, lv, k, n) if init_from_previous else None
+        if previous is not None:
+            X0 = _extend_embedding(previous, D)
+            Xp, info = mds(
+                D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
+            )
+            if info.stress <= sigma:
+                X, sigma, start = Xp, info.stress, "previous"
+            X = _align(X, previous)
         embeddings[k], stresses[k], starts[k] = X, float(sigma), start
     return embeddings, stresses, starts
+
+
+def _previous_embedding(store: Store, lv: _Level, k: int, n: int) -> np.ndarray | None:
+    """The stored ``k``-dimensional embedding of the first ``n0 <= n`` rows, if any."""
+    name = lv.embedding(k)
+    if not has_array(store, name):
+        return None
+    previous = read_array(store, name)
+    return previous if previous.shape[1] == k and 0 < len(previous) <= n else None
+
+
+def _band_reader(store: Store, name: str) -> Callable[[int, int], np.ndarray]:
+    """``rows(start, stop)`` of the (n, n) matrix ``name``, read into one reused band buffer.
+
+    Each call's result is overwritten by the next call (see
+    :func:`microscale.store.read_rows` on why a reused buffer).
+    """
+    n = array_shape(store, name)[0]
+    buf = np.empty((min(array_chunks(store, name)[0], n), n))
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        if stop - start > len(buf):
+            return read_rows(store, name, start, stop)
+        return read_rows(store, name, start, stop, out=buf[: stop - start])
+
+    return rows
 
 
 def _landmark_columns(store: Store, name: str, landmarks: np.ndarray) -> np.ndarray:
@@ -1593,10 +1617,10 @@ def _landmark_columns(store: Store, name: str, landmarks: np.ndarray) -> np.ndar
     bytes, never the whole matrix.
     """
     n = array_shape(store, name)[0]
-    band = array_chunks(store, name)[0]
+    rows = _band_reader(store, name)
     out = np.empty((n, len(landmarks)))
-    for start, stop in _ranges(n, band):
-        out[start:stop] = read_rows(store, name, start, stop)[:, landmarks]
+    for start, stop in _ranges(n, array_chunks(store, name)[0]):
+        out[start:stop] = rows(start, stop)[:, landmarks]
     return out
 
 
@@ -1622,9 +1646,7 @@ def _embed_landmark(
     D_rest = _landmark_columns(store, name, idx)
     D_landmarks = D_rest[idx]
 
-    def rows(start: int, stop: int) -> np.ndarray:
-        return read_rows(store, name, start, stop)
-
+    rows = _band_reader(store, name)
     embeddings: dict[int, np.ndarray] = {}
     starts: dict[int, str] = {}
     for k in dims:
@@ -1638,11 +1660,9 @@ def _embed_landmark(
             random_state=random_state,
             device=device,
         )
-        prev_name = lv.embedding(k)
-        if init_from_previous and has_array(store, prev_name):
-            previous = read_array(store, prev_name)
-            if previous.shape[1] == k and 0 < len(previous) <= n:
-                X = _align(X, previous)
+        previous = _previous_embedding(store, lv, k, n) if init_from_previous else None
+        if previous is not None:
+            X = _align(X, previous)
         embeddings[k], starts[k] = X, "landmark"
     # one pass over the matrix for every dimension's stress
     values = stresses_from_rows(rows, [embeddings[k] for k in dims], batch_size=band)

@@ -192,9 +192,9 @@ def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, mon
     reads = []
     real = pl.read_rows
 
-    def spy(store, name, start=0, stop=None):
+    def spy(store, name, start=0, stop=None, **kwargs):
         reads.append((name, start, stop))
-        return real(store, name, start, stop)
+        return real(store, name, start, stop, **kwargs)
 
     monkeypatch.setattr(pl, "read_rows", spy)
     res = pl.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", max_dense=50,
