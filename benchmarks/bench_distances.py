@@ -2,7 +2,8 @@
 
     python benchmarks/bench_distances.py [--n 2000] [--d 305888] [--block-size 1024]
                                          [--error-n 128] [--sweep 256,512,1024]
-                                         [--skip-float64] [--no-store] [--store-dir DIR]
+                                         [--skip-float64] [--no-store] [--read-ahead]
+                                         [--store-dir DIR]
 
 Prints, in one process:
 
@@ -15,12 +16,15 @@ Prints, in one process:
    against exact float64 differences; the same with ``precision='float64'``; scipy's
    ``cdist`` and a per-pair loop like the paper's, on subsets, extrapolated; and the
    pipeline's out-of-core path, :func:`microscale.pipeline.run_distances`, on a Zarr store
-   holding the same vectors (one tile per image, ``level="tile"``: the rows are read
-   straight from ``features/cnn``), end to end: the centre (one pass over the features),
-   every block pair's Zarr reads, the kernel, the writes of chunk ``(i, j)`` and its
-   transpose, and the completion records; best of two rounds interleaved with the
-   in-memory kernel (``--no-store`` skips it; the two stores need ``2 n d 4`` bytes of
-   disk, 4.9 GB by default, in a temporary folder);
+   holding the same vectors (one tile per image), end to end from scratch: every block
+   pair's Zarr reads, the kernel, the writes of chunk ``(i, j)`` and its transpose, the
+   completion records, and the scratch buffers' first touch. Two rows: ``level="image"``
+   (what ``microscale run`` maps: rows from ``image_features/cnn``, the centre from the
+   sums the image-feature stage keeps) and ``level="tile"`` (rows from ``features/cnn``,
+   plus a centre pass over all of them); ``--read-ahead`` adds the image level with a
+   read-ahead thread. Best of two rounds interleaved with the in-memory kernel
+   (``--no-store`` skips it; the store needs ``2 n d 4`` bytes of disk, 4.9 GB by
+   default, in a temporary folder);
 3. an accuracy table of the designs on three data sets of ``--error-n`` vectors: (a) a
    cluster of near-duplicates (relative separation 1e-4), (b) a widely spread set with
    near-duplicate pairs (1e-3, 1e-4, 1e-6) and exact duplicates, (c) ordinary random data.
@@ -245,6 +249,9 @@ def main() -> None:
     parser.add_argument("--sweep", type=str, default="", help="block sizes to time, e.g. 256,512")
     parser.add_argument("--skip-float64", action="store_true", help="skip precision='float64'")
     parser.add_argument("--no-store", action="store_true", help="skip the out-of-core path")
+    parser.add_argument(
+        "--read-ahead", action="store_true", help="also time the out-of-core path reading ahead"
+    )
     parser.add_argument("--store-dir", default=None, help="where to put the temporary store")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -302,47 +309,61 @@ def main() -> None:
     report("scipy cdist (float64)", m * m / (time.perf_counter() - t), None)
 
     if not args.no_store:
-        # Two rounds, each on its own fresh store (the centre is part of the run), each
-        # followed by the in-memory kernel again: the machine's load changes, so the ratio
-        # is taken between the best out-of-core and the best in-memory time.
+        # The pipeline's path end to end, from scratch each time (no blocks, no centre):
+        # level "image" is what `microscale run` maps (the centre comes from the image
+        # feature sums kept by the image-feature stage); level "tile" reads the same rows
+        # from features/cnn and adds a centre pass over all of them. Two rounds, each
+        # followed by the in-memory kernel again: the machine's load changes, so the
+        # ratios are taken between the best out-of-core and the best in-memory time.
         tmp = Path(tempfile.mkdtemp(prefix="bench_distances_", dir=args.store_dir))
         try:
-            best = {1: float("inf"), 0: float("inf")}  # READ_AHEAD -> best time
+            root = tmp / "s"
+            t = time.perf_counter()
+            synthetic_store(root, X)
+            t_write = time.perf_counter() - t
+            t = time.perf_counter()
+            pl.image_features(root)
+            t_image = time.perf_counter() - t
+            size = bytes_on_disk(root)
+            runs = [("image", 0), ("tile", 0)] + ([("image", 1)] if args.read_ahead else [])
+            best = dict.fromkeys(runs, float("inf"))
             t_mem, saved = t_mixed, pl.READ_AHEAD
             for r in range(2):
-                root = tmp / f"s{r}"
-                t = time.perf_counter()
-                synthetic_store(root, X)
-                t_write = time.perf_counter() - t
-                size = bytes_on_disk(root)
-                for ahead in (1, 0) if r == 0 else (0, 1):  # each order once
-                    # every run from scratch: no distance blocks, no centre
-                    st.open_store(root).clear_done("tile_distances.cnn")
-                    shutil.rmtree(root / st.GROUP_NAME / "tile_center", ignore_errors=True)
+                for level, ahead in runs if r == 0 else runs[::-1]:  # each order once
+                    lv = pl._level("cnn", level)
+                    st.open_store(root).clear_done(lv.stage)
+                    shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
                     pl.READ_AHEAD = ahead
                     try:
                         t = time.perf_counter()
-                        pl.run_distances(root, level="tile", block_size=b)
-                        best[ahead] = min(best[ahead], time.perf_counter() - t)
+                        pl.run_distances(root, level=level, block_size=b)
+                        best[level, ahead] = min(best[level, ahead], time.perf_counter() - t)
                     finally:
                         pl.READ_AHEAD = saved
                 t = time.perf_counter()
                 pairwise_distances(X, block_size=b)
                 t_mem = min(t_mem, time.perf_counter() - t)
-            t_store = best[0]  # the CPU default (READ_AHEAD=None: 0 on a CPU)
-            Ds = st.read_rows(st.open_store(root), "tile_distances/cnn")[ii, jj]
-            err = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
-            assert (Ds[exact == 0] == 0).all()
             ours = pairs / t_mem
             rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
-            report("run_distances (Zarr in/out, mixed)", pairs / best[0], err)
-            report("  same, reading ahead in a thread", pairs / best[1], err)
+            labels = {
+                ("image", 0): "run_distances, images (pipeline)",
+                ("tile", 0): "  tiles (+ centre pass over rows)",
+                ("image", 1): "  images, reading ahead in a thread",
+            }
+            for level, ahead in runs:
+                matrix = pl._level("cnn", level).matrix
+                Ds = st.read_rows(st.open_store(root), matrix)[ii, jj]
+                err = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
+                assert (Ds[exact == 0] == 0).all()
+                report(labels[level, ahead], pairs / best[level, ahead], err)
             nb = -(-n // b)
+            t_store = best["image", 0]
             print(
                 f"\nstore: features {size / 1e9:.2f} GB on disk written in {t_write:.1f} s "
-                f"({size / 1e6 / t_write:.0f} MB/s); run_distances: {nb * (nb + 1) // 2} block "
-                f"pairs of {b} in {t_store:.1f} s (best of 2, centre pass included), "
-                f"{t_store / t_mem:.2f}x the best in-memory time ({t_mem:.1f} s)"
+                f"({size / 1e6 / t_write:.0f} MB/s), image features in {t_image:.1f} s; "
+                f"run_distances (images): {nb * (nb + 1) // 2} block pairs of {b} in "
+                f"{t_store:.1f} s (best of 2), {t_store / t_mem:.2f}x the best in-memory time "
+                f"({t_mem:.1f} s); tiles {best['tile', 0]:.1f} s"
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -100,6 +100,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from microscale import scratch
 from microscale.device import resolve_device
 
 __all__ = ["block_sq_distances", "cancellation_limits", "pairwise_distances", "row_sq_norms"]
@@ -266,13 +267,22 @@ class _Centre:
 
 
 class _Workspace:
-    """Scratch buffers, grown on demand and reused across block pairs."""
+    """Scratch buffers, grown on demand and reused across block pairs.
 
-    def __init__(self, device: torch.device) -> None:
+    ``pooled=True`` (CPU only) borrows them from this thread's :mod:`microscale.scratch`
+    pool, so that they outlive the call (on a GPU torch's caching allocator already
+    reuses device memory).
+    """
+
+    def __init__(self, device: torch.device, *, pooled: bool = False) -> None:
         self.device = device
         self._flat: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._pooled = pooled and device.type == "cpu"
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        if self._pooled:
+            np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+            return torch.from_numpy(scratch.buffer(f"distance.{name}.{np_dtype}", shape, np_dtype))
         numel = math.prod(shape)
         buf = self._flat.get((name, dtype))
         if buf is None or buf.numel() < numel:
@@ -599,6 +609,7 @@ def block_sq_distances(
     y_sq_norms: ArrayLike | None = None,
     precision: Precision = "mixed",
     device: str | torch.device | None = None,
+    keep_scratch: bool = False,
 ) -> np.ndarray:
     """Exact squared Euclidean distances between two blocks of rows.
 
@@ -628,6 +639,10 @@ def block_sq_distances(
         float64 GEMM throughout, about half the speed on CPUs.
     device : str or torch.device, optional
         Where to compute: ``None`` picks ``'cuda'`` when available, else ``'cpu'``.
+    keep_scratch : bool, optional
+        Keep the kernel's scratch (below) in this thread's :mod:`microscale.scratch` pool
+        for the next call instead of freeing it, until ``microscale.scratch.release()``.
+        For callers that run many blocks in a row: fresh memory costs page faults.
 
     Returns
     -------
@@ -665,7 +680,7 @@ def block_sq_distances(
     centre = _Centre(c, dev)
     xr = _prepare(xb, centre, work, dev, name="Xb", sq_norms=xn)
     yr = None if yb is None else _prepare(yb, centre, work, dev, name="Yb", sq_norms=yn)
-    return _block(xr, yr, centre, work, _Workspace(dev)).cpu().numpy()
+    return _block(xr, yr, centre, work, _Workspace(dev, pooled=keep_scratch)).cpu().numpy()
 
 
 # --- the driver ------------------------------------------------------------------------

@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from microscale import scratch
 from microscale.store import (
     IncompleteStageError,
     Store,
@@ -1224,10 +1225,11 @@ class _BlockReader:
     ``take()`` returns the next block (a view of a buffer); ``give_back(block)`` returns
     its buffer once the caller is done with it. Up to ``ahead`` later blocks are read in a
     thread meanwhile, so the reads (Zarr chunk reads: I/O and copies, outside the GIL)
-    overlap the distance kernel. ``2 + ahead`` buffers are allocated once per task:
-    reading into reused memory avoids the page faults of fresh memory, which on some
-    machines cost more than the copy (see :func:`microscale.store.read_rows`). A caller
-    holds at most two blocks (a row block and a column block) when it takes the next.
+    overlap the distance kernel. The ``2 + ahead`` buffers are this thread's
+    :mod:`microscale.scratch` buffers, reused by the next task of the stage: reading into
+    reused memory avoids the page faults of fresh memory, which on some machines cost
+    more than the copy (see :func:`microscale.store.read_rows`). A caller holds at most
+    two blocks (a row block and a column block) when it takes the next.
     """
 
     def __init__(
@@ -1242,8 +1244,8 @@ class _BlockReader:
         self._read_into, self._ranges, self._ahead = read_into, list(ranges), max(0, ahead)
         rows = max((b - a for a, b in self._ranges), default=0)
         self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
-        for _ in range(min(len(self._ranges), 2 + self._ahead)):
-            self._free.put(np.empty((rows, width), dtype))
+        for k in range(min(len(self._ranges), 2 + self._ahead)):
+            self._free.put(scratch.buffer(f"distance.block.{k}", (rows, width), dtype))
         self._owner: dict[int, np.ndarray] = {}
         self._pending: collections.deque[Any] = collections.deque()
         self._next = 0
@@ -1325,6 +1327,9 @@ def compute_distance_blocks(
     task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
     at once, plus :data:`READ_AHEAD` block(s) being read in a thread while the kernel
     runs (1 on a GPU, 0 on a CPU by default). On a GPU the blocks are also copied to device memory.
+    The block buffers and the kernel's scratch are the thread's :mod:`microscale.scratch`
+    buffers: the next task of the stage on that thread reuses them instead of faulting in
+    fresh memory, and :func:`run_distances` releases them on every worker at the end.
 
     Parameters
     ----------
@@ -1368,12 +1373,24 @@ def compute_distance_blocks(
             _, xi, ni = cached
             if pair.i == pair.j:
                 d2 = block_sq_distances(
-                    xi, None, center=center, x_sq_norms=ni, precision=precision, device=device
+                    xi,
+                    None,
+                    center=center,
+                    x_sq_norms=ni,
+                    precision=precision,
+                    device=device,
+                    keep_scratch=True,
                 )
             else:
                 xj = reader.take()
                 d2 = block_sq_distances(
-                    xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device
+                    xi,
+                    xj,
+                    center=center,
+                    x_sq_norms=ni,
+                    precision=precision,
+                    device=device,
+                    keep_scratch=True,
                 )
                 reader.give_back(xj)
             dist = np.sqrt(d2, out=d2)
@@ -1398,6 +1415,17 @@ def compute_distance_block(
     return compute_distance_blocks(
         root, [pair], descriptor=descriptor, precision=precision, device=device
     )[0]
+
+
+def _release_scratch(client: Any) -> None:
+    """Free the block buffers the stage's tasks kept (:mod:`microscale.scratch`), everywhere."""
+    scratch.release()
+    if client is None:
+        return
+    try:
+        client.run(scratch.release)
+    except Exception as exc:  # a lost cluster frees its memory anyway
+        _log.warning("could not release the scratch buffers of the Dask workers: %s", exc)
 
 
 def run_distances(
@@ -1429,7 +1457,9 @@ def run_distances(
     2. creates or grows ``distances/<d>`` in ``(block_size, block_size)`` chunks;
     3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
        submits them in groups of up to ``pairs_per_task`` pairs of one row block (one
-       Dask task per group: :func:`compute_distance_blocks`).
+       Dask task per group: :func:`compute_distance_blocks`);
+    4. releases the buffers the tasks kept between them (:mod:`microscale.scratch`), on
+       every worker, even when the stage fails.
 
     Parameters
     ----------
@@ -1497,18 +1527,21 @@ def run_distances(
         todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b, level=level)
         nb = len(_ranges(n, b))
         groups = _group_pairs(todo, per_task)
-        _run_units(
-            compute_distance_blocks,
-            _root(root),
-            groups,
-            client=client,
-            on_done=on_done,
-            sizes=[len(g) for g in groups],
-            descriptor=descriptor,
-            precision=precision,
-            device=device,
-            level=level,
-        )
+        try:
+            _run_units(
+                compute_distance_blocks,
+                _root(root),
+                groups,
+                client=client,
+                on_done=on_done,
+                sizes=[len(g) for g in groups],
+                descriptor=descriptor,
+                precision=precision,
+                device=device,
+                level=level,
+            )
+        finally:
+            _release_scratch(client)
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))
 
 

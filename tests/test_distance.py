@@ -417,3 +417,26 @@ def test_cuda_matches_cpu() -> None:
     np.testing.assert_allclose(gpu, cpu, rtol=2 * RTOL)
     assert_close(gpu, exact_distances(X))
     assert_close(pairwise_distances(Y, device="cuda"), exact_distances(Y))
+
+
+def test_kept_scratch_gives_the_same_distances_and_stays_in_the_pool():
+    from microscale import scratch
+
+    rng = np.random.default_rng(5)
+    X = rng.random((40, 20_000)).astype(np.float32)
+    c = X.mean(axis=0, dtype=np.float64)
+    scratch.release()
+    try:
+        fresh = block_sq_distances(X[:25], X[25:], center=c, device="cpu")
+        assert scratch.held_bytes() == 0
+        kept = block_sq_distances(X[:25], X[25:], center=c, device="cpu", keep_scratch=True)
+        held = scratch.held_bytes()
+        assert held >= (25 + 15) * 16384 * 4  # the centred panels of both blocks
+        again = block_sq_distances(X[:25], X[25:], center=c, device="cpu", keep_scratch=True)
+        assert scratch.held_bytes() == held  # reused, not grown
+        sym = block_sq_distances(X[:25], None, center=c, device="cpu", keep_scratch=True)
+        np.testing.assert_array_equal(kept, fresh)
+        np.testing.assert_array_equal(again, fresh)
+        np.testing.assert_array_equal(sym, block_sq_distances(X[:25], None, center=c, device="cpu"))
+    finally:
+        scratch.release()

@@ -317,3 +317,48 @@ def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):
     # the same store refuses another backbone's vectors
     with pytest.raises(StoreError, match="weights_sha256"):
         pl.run_features(root, descriptor="cnn", weights="random:4", normalize=None, device="cpu")
+
+
+def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
+    tmp_path, fake_weights
+):
+    """Block buffers and kernel scratch outlive a task (no fresh pages for the next one)
+    and are all freed when run_distances ends."""
+    from microscale import scratch
+
+    root = _make(tmp_path / "st", _images(9, seed=4))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    pl.run_distances(root, level="tile", block_size=4)
+    assert scratch.held_bytes() == 0
+    expected = st.read_rows(st.open_store(root), "tile_distances/cnn")
+    store = st.open_store(root)
+    store.clear_done("tile_distances.cnn")
+    groups = pl._group_pairs(pl.plan_distance_blocks(store, level="tile"), 2)
+    assert len(groups) >= 3
+    held = []
+    for group in groups[:2]:  # full groups: the same buffer sizes
+        pl.compute_distance_blocks(root, group, level="tile", device="cpu")
+        held.append(scratch.held_bytes())
+    block = scratch.buffer("distance.block.0", (4, 2080), np.float32)
+    pl.compute_distance_blocks(root, groups[2], level="tile", device="cpu")
+    assert held[0] > 2 * 4 * 2080 * 4 and held[1] == held[0] == scratch.held_bytes()
+    assert np.shares_memory(block, scratch.buffer("distance.block.0", (4, 2080), np.float32))
+    pl.run_distances(root, level="tile", block_size=4)
+    assert scratch.held_bytes() == 0
+    np.testing.assert_array_equal(st.read_rows(st.open_store(root), "tile_distances/cnn"), expected)
+
+
+def test_distance_stage_releases_the_workers_scratch(tmp_path, fake_weights):
+    from microscale import scratch
+    from microscale.cluster import cluster_client
+
+    root = _make(tmp_path / "st", _images(6, seed=5))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    with cluster_client(processes=True, n_workers=1, threads_per_worker=1) as client:
+        pl.run_distances(root, level="tile", block_size=4, client=client)
+        assert set(client.run(scratch.held_bytes).values()) == {0}
+        store = st.open_store(root)
+        store.clear_done("tile_distances.cnn")
+        group = pl._group_pairs(pl.plan_distance_blocks(store, level="tile"), 2)[0]
+        client.submit(pl.compute_distance_blocks, root, group, level="tile").result()
+        assert min(client.run(scratch.held_bytes).values()) > 0  # the control: kept
