@@ -60,7 +60,14 @@ class PipelineParams(BaseModel):
     sketch_seed: int = Field(
         0, ge=0, description="Seed of the sketch's projection; fixed per store."
     )
-    block_size: int = Field(256, ge=1, description="Rows per block of the distance matrix.")
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Rows per block of the distance matrix, fixed per store. Empty: the largest "
+            "up to 1024 whose task fits in half a worker's memory per thread."
+        ),
+    )
     n_components: list[int] = Field(
         default_factory=lambda: list(range(1, 11)), description="MDS dimensions."
     )

@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--descriptors", help="comma-separated: cnn,ps (default both)")
     r.add_argument("--level", choices=["image", "tile"], help="map images (default) or tiles")
     r.add_argument("--device", help="torch device (default: GPU if present)")
-    r.add_argument("--block-size", type=int, help="rows per distance block (default 256)")
+    r.add_argument(
+        "--block-size",
+        type=int,
+        help="rows per distance block, fixed per store (default: the largest up to 1024 whose "
+        "task fits in half a worker's memory per thread)",
+    )
     r.add_argument("--dims", type=_ints, help="MDS dimensions (default 1..10)")
     r.add_argument(
         "--sketch-dim",

@@ -96,6 +96,8 @@ from microscale.store import (
 )
 
 __all__ = [
+    "AUTO_BLOCK_SIZES",
+    "BLOCK_MEMORY_FRACTION",
     "DEFAULT_LANDMARKS",
     "DENSE_LIMIT",
     "DESCRIPTORS",
@@ -107,10 +109,12 @@ __all__ = [
     "NoWorkersError",
     "StageCounts",
     "WORKER_TIMEOUT",
+    "auto_block_size",
     "compute_distance_block",
     "compute_distance_blocks",
     "compute_feature_batch",
     "compute_image_features",
+    "distance_task_bytes",
     "embed",
     "image_features",
     "plan_distance_blocks",
@@ -130,8 +134,14 @@ DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "
 DEFAULT_IMAGES_PER_TASK = 64
 #: Block pairs per distance task (they share their row block, read once).
 DEFAULT_PAIRS_PER_TASK = 4
-#: Rows per distance block; the kernel's measured optimum (see microscale.distance).
-DEFAULT_BLOCK_SIZE = 1024
+#: Block sizes ``block_size=None`` chooses from, largest first: 1024 is the kernel's
+#: measured optimum, and its rate falls with the block (67 / 63 / 53 % of the GEMM peak at
+#: 1024 / 512 / 256 on the CPU; see microscale.distance).
+AUTO_BLOCK_SIZES: tuple[int, ...] = (1024, 768, 512, 384, 256, 128, 64)
+#: Share of a task slot's memory (a Dask worker's ``memory_limit / nthreads``, or the
+#: available memory without a client) that ``block_size=None`` lets one distance task use:
+#: Dask pauses a worker at 80 % and the rest of the process needs room too.
+BLOCK_MEMORY_FRACTION = 0.5
 #: Descriptors that ``sketch_dim`` applies to. Only the texture vectors (305,888 entries)
 #: are sketched; the power spectrum is the paper's exact baseline and stays as it is.
 SKETCHED_DESCRIPTORS: tuple[str, ...] = ("cnn",)
@@ -1114,8 +1124,72 @@ def _level(descriptor: str, level: str) -> _Level:
     return _Level(level, _check_descriptor(descriptor))
 
 
-def _block_size(store: Store, descriptor: str, block_size: int | None, level: str = "image") -> int:
-    name = _level(descriptor, level).matrix
+def distance_task_bytes(block_size: int, n_features: int, itemsize: int = 4) -> int:
+    """Peak memory of one distance task, in bytes (see :func:`compute_distance_blocks`).
+
+    Two row blocks, the distance block and its transpose, and the kernel's working memory,
+    measured on the CPU as about 0.64 GB at 1024 rows and 0.17 GB at 256 (scratch and
+    threaded BLAS buffers): 3.2 GB at ``block_size = 1024`` for full texture vectors
+    (305,888 float32), 50 MB for 2048-long sketches.
+    """
+    b, d = int(block_size), int(n_features)
+    return 2 * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
+
+
+def _task_memory(client: Any) -> float:
+    """Bytes one task slot may use: the smallest worker's limit per thread, or RAM here."""
+    import psutil
+
+    budgets = []
+    if client is not None:
+        for info in client.scheduler_info(n_workers=-1).get("workers", {}).values():
+            limit, threads = info.get("memory_limit") or 0, max(1, info.get("nthreads") or 1)
+            if limit:
+                budgets.append(limit / threads)
+    if budgets:
+        return min(budgets)
+    return float(psutil.virtual_memory().available)
+
+
+def auto_block_size(n_features: int, memory: float, *, itemsize: int = 4) -> int:
+    """The largest of :data:`AUTO_BLOCK_SIZES` whose task fits in a share of ``memory``.
+
+    Parameters
+    ----------
+    n_features : int
+        Length ``d`` of the rows.
+    memory : float
+        Bytes of one task slot; a task may use :data:`BLOCK_MEMORY_FRACTION` of it.
+    itemsize : int, optional
+        Bytes per feature (4 for texture vectors, 8 for power spectra).
+
+    Returns
+    -------
+    int
+        E.g. 1024 for full texture vectors with 8 GB per task slot, 512 with 4 GB.
+
+    Examples
+    --------
+    >>> auto_block_size(305_888, 8e9), auto_block_size(305_888, 4e9), auto_block_size(2048, 1e9)
+    (1024, 512, 1024)
+    """
+    budget = BLOCK_MEMORY_FRACTION * memory
+    for b in AUTO_BLOCK_SIZES:
+        if distance_task_bytes(b, n_features, itemsize) <= budget:
+            return b
+    return AUTO_BLOCK_SIZES[-1]
+
+
+def _block_size(
+    store: Store,
+    descriptor: str,
+    block_size: int | None,
+    level: str = "image",
+    *,
+    client: Any = None,
+) -> int:
+    lv = _level(descriptor, level)
+    name = lv.matrix
     if has_array(store, name):
         stored = array_chunks(store, name)[0]
         if block_size is not None and block_size != stored:
@@ -1124,7 +1198,11 @@ def _block_size(store: Store, descriptor: str, block_size: int | None, level: st
                 f"block_size={stored} (or None), or delete {name!r} to recompute it."
             )
         return stored
-    return DEFAULT_BLOCK_SIZE if block_size is None else _check_positive(block_size, "block_size")
+    if block_size is not None:
+        return _check_positive(block_size, "block_size")
+    d = array_shape(store, lv.rows)[1]
+    itemsize = _feature_dtype(descriptor).itemsize
+    return auto_block_size(d, _task_memory(client), itemsize=itemsize)
 
 
 def plan_distance_blocks(
@@ -1468,10 +1546,13 @@ def run_distances(
     client : distributed.Client, optional
         Run the groups as Dask tasks; None runs them here.
     block_size : int, optional
-        Images per block, fixed when the matrix is created (default 1024: the kernel's
-        measured optimum). Peak memory per task is about ``2 * block_size * d * 4`` bytes
-        plus the kernel's working memory: 0.8 GB at 256 and 3.2 GB at 1024 for texture
-        vectors (see :func:`compute_distance_blocks`).
+        Rows per block, fixed when the matrix is created. Peak memory per task is about
+        ``2 * block_size * d * 4`` bytes plus the kernel's working memory: 0.8 GB at 256
+        and 3.2 GB at 1024 for texture vectors (:func:`distance_task_bytes`). None (the
+        default) takes the stored block size, or for a new matrix
+        :func:`auto_block_size`: the largest block up to 1024 (the kernel's measured
+        optimum) whose task fits in half of a task slot's memory (the smallest Dask
+        worker's ``memory_limit`` per thread; the available memory without a client).
     pairs_per_task : int, optional
         Block pairs per task (they share the row block).
     precision : {"mixed", "float64"}, optional
@@ -1507,7 +1588,7 @@ def run_distances(
                 f"image_features(descriptor={descriptor!r})",
             )
         n = lv.n(store)
-        b = _block_size(store, descriptor, block_size, level)
+        b = _block_size(store, descriptor, block_size, level, client=client)
         _ensure_center(store, descriptor, level)
         created = ensure_distance_matrix(
             store,

@@ -362,3 +362,53 @@ def test_distance_stage_releases_the_workers_scratch(tmp_path, fake_weights):
         group = pl._group_pairs(pl.plan_distance_blocks(store, level="tile"), 2)[0]
         client.submit(pl.compute_distance_blocks, root, group, level="tile").result()
         assert min(client.run(scratch.held_bytes).values()) > 0  # the control: kept
+
+
+# --------------------------------------------------------------------------- block size
+
+
+@pytest.mark.parametrize("d, itemsize", [(305_888, 4), (2048, 4), (1 << 15, 8)])
+def test_auto_block_size_is_the_largest_that_fits(d, itemsize):
+    for memory in (1e8, 5e8, 1e9, 2e9, 4e9, 7e9, 8e9, 64e9):
+        b = pl.auto_block_size(d, memory, itemsize=itemsize)
+        budget = pl.BLOCK_MEMORY_FRACTION * memory
+        larger = [s for s in pl.AUTO_BLOCK_SIZES if s > b]
+        fits = pl.distance_task_bytes(b, d, itemsize) <= budget
+        assert fits or b == pl.AUTO_BLOCK_SIZES[-1]
+        assert all(pl.distance_task_bytes(s, d, itemsize) > budget for s in larger)
+    assert pl.auto_block_size(305_888, 8e9) == 1024  # 3.2 GB tasks, measured
+    assert pl.auto_block_size(305_888, 2e9) == 256
+
+
+def test_task_memory_is_the_smallest_workers_share_per_thread():
+    class Client:
+        def scheduler_info(self, n_workers):
+            assert n_workers == -1  # every worker, not the first few
+            return {"workers": {
+                "a": {"memory_limit": 8e9, "nthreads": 2},
+                "b": {"memory_limit": 6e9, "nthreads": 1},
+                "c": {"memory_limit": 0, "nthreads": 4},  # no limit: not a constraint
+            }}  # fmt: skip
+
+    assert pl._task_memory(Client()) == 4e9
+
+
+def test_a_new_matrix_gets_the_automatic_block_size_and_keeps_it(
+    tmp_path, monkeypatch, fake_weights
+):
+    root = _make(tmp_path / "st", _images(9, seed=4))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    d = 2080
+    memory = 2 * pl.distance_task_bytes(6, d)  # a task of 6 rows fits, of 8 does not
+    monkeypatch.setattr(pl, "AUTO_BLOCK_SIZES", (16, 8, 6, 4))
+    monkeypatch.setattr(pl, "_task_memory", lambda client: memory)
+    pl.run_distances(root, level="tile")
+    store = st.open_store(root)
+    assert st.array_chunks(store, "tile_distances/cnn") == (6, 6)
+    monkeypatch.setattr(pl, "_task_memory", lambda client: 1e12)  # more memory later:
+    assert pl.run_distances(root, level="tile").computed == 0  # the stored blocks stay
+    assert st.array_chunks(store, "tile_distances/cnn") == (6, 6)
+    X = st.read_rows(store, "features/cnn").astype(np.float64)
+    np.testing.assert_allclose(
+        st.read_rows(store, "tile_distances/cnn"), cdist(X, X), rtol=1e-6, atol=1e-9
+    )
