@@ -1170,7 +1170,7 @@ def auto_block_size(n_features: int, memory: float, *, itemsize: int = 4) -> int
 
     Examples
     --------
-    >>> auto_block_size(305_888, 8e9), auto_block_size(305_888, 4e9), auto_block_size(2048, 1e9)
+    >>> auto_block_size(305_888, 8e9), auto_block_size(305_888, 4e9), auto_block_size(2048, 2e9)
     (1024, 512, 1024)
     """
     budget = BLOCK_MEMORY_FRACTION * memory
