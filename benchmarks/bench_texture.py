@@ -10,7 +10,8 @@ fp32 path of ``texture_vectors``, checked equal to the baseline below):
 - ``bf16 conv``: ``torch.autocast(dtype=bfloat16)`` around the convolutions only; the
   Gram matrices are computed in float32 from the bf16 feature maps;
 - ``bf16 all``: autocast around the whole forward pass, Gram matrices included;
-- ``bf16 conv + channels_last``;
+- ``bf16 conv + channels_last``: what ``texture_vectors(precision="bfloat16")`` does
+  (checked equal below), the opt-in fast path of the library;
 - ``torch.compile``: inductor on the fp32 model (compile time printed apart; if it fails
   on this machine, the row says why). Its numbers equal fp32's to 1e-8, so it is left
   out of the 3-D task (a new image size would recompile).
@@ -201,6 +202,9 @@ def main() -> None:
     lib = texture_vectors(images, normalize=None, device=dev, batch_size=b)
     base_fn = make_forward(dev, **variants["fp32"])
     assert np.array_equal(base_fn(images), lib), "the fp32 loop must equal texture_vectors"
+    fast = texture_vectors(images, normalize=None, device=dev, batch_size=b, precision="bfloat16")
+    fast_fn = make_forward(dev, **variants["bf16 conv + channels_last"])
+    assert np.array_equal(fast_fn(images), fast), "precision='bfloat16' must be this variant"
 
     errors: dict[str, tuple[float, float]] = {}
     failed: dict[str, str] = {}

@@ -23,6 +23,7 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
             batch_size=params.batch_size,
             sketch_dim=params.sketch_dim,
             sketch_seed=params.sketch_seed,
+            precision=params.texture_precision,
             on_done=_progress.progress(f"features-{descriptor}", f"{descriptor} tile batches"),
         )
         images = pipeline.image_features(params.store, descriptor=descriptor, client=client)

@@ -48,6 +48,13 @@ class PipelineParams(BaseModel):
     )
     device: str | None = Field(None, description="Torch device; empty: GPU if present.")
     batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
+    texture_precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description=(
+            "Texture vectors in exact float32, or with bfloat16 convolutions: 2.2x faster "
+            "on CPUs with AVX-512 BF16, distances off by ~0.5% of the median. Fixed per store."
+        ),
+    )
     sketch_dim: int | None = Field(
         None,
         ge=1,

@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--sketch-seed", type=int, help="seed of the sketch's projection (default 0)")
     r.add_argument(
+        "--texture-precision",
+        choices=["float32", "bfloat16"],
+        help="bfloat16 convolutions: ~2x faster on CPUs with AVX-512 BF16, distances off by "
+        "~0.5%% of the median; fixed per store (default float32, exact)",
+    )
+    r.add_argument(
         "--landmarks",
         type=int,
         help="landmark MDS with this many landmarks (default: only above --max-dense images)",
@@ -265,6 +271,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "n_components": list(args.dims) if args.dims else None,
         "sketch_dim": args.sketch_dim,
         "sketch_seed": args.sketch_seed,
+        "texture_precision": args.texture_precision,
         "landmarks": args.landmarks,
         "max_dense": args.max_dense,
     }

@@ -288,6 +288,7 @@ def map_store(
         attrs["weights_sha256"] = str(stored.get("weights_sha256"))
         # what the store holds, whatever this run's parameters say
         attrs["sketch"] = json.dumps(stored.get("sketch"))
+        attrs["texture_precision"] = str(stored.get("precision", "float32"))
     attrs["mds_method"] = json.dumps({d: m for d, (m, _) in methods.items()})
     attrs["mds_landmarks"] = json.dumps({d: m for d, (_, m) in methods.items()})
     attrs["title"] = f"microscale texture map ({level} level)"

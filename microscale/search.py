@@ -414,6 +414,7 @@ def query_vector(
             normalize=normalize,
             device=device,
             batch_size=batch_size,
+            precision=attrs.get("precision", "float32"),  # as the store's vectors were made
         )
         dtype = np.float32
     else:

@@ -101,12 +101,14 @@ def test_cli_run_writes_the_demo_archive_and_prints_a_summary(harness, tmp_path,
     store = tmp_path / "store"
     code = main(["run", "--store", str(store), "--demo-images", "9", "--tile-size", "128",
                  "--dims", "1,2,3", "--workers", "1", "--device", "cpu",
-                 "--sketch-dim", "64", "--landmarks", "6"])  # fmt: skip
+                 "--sketch-dim", "64", "--landmarks", "6",
+                 "--texture-precision", "bfloat16"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     # the scale options reached the workers and the embedding, and the map says so
     ds = read_dataset(store / "results" / "map.zarr")
     assert json.loads(ds.attrs["sketch"])["n_components"] == 64
+    assert ds.attrs["texture_precision"] == "bfloat16"
     assert json.loads(ds.attrs["mds_method"]) == {"cnn": "landmark", "ps": "landmark"}
     assert json.loads(ds.attrs["mds_landmarks"]) == {"cnn": 6, "ps": 6}
     assert (store / "results" / "map.html").is_file()
@@ -130,7 +132,11 @@ def test_cli_run_passes_scale_options_to_the_pipeline(monkeypatch, tmp_path):
     archive = tmp_path / "archive"
     archive.mkdir()
     code = main(["run", str(archive), "--store", str(tmp_path / "st"), "--sketch-dim", "512",
-                 "--sketch-seed", "3", "--landmarks", "800", "--max-dense", "5000"])  # fmt: skip
+                 "--sketch-seed", "3", "--landmarks", "800", "--max-dense", "5000",
+                 "--block-size", "384", "--texture-precision", "bfloat16"])  # fmt: skip
     assert code == 2
     p = seen["params"]
     assert (p.sketch_dim, p.sketch_seed, p.landmarks, p.max_dense) == (512, 3, 800, 5000)
+    assert (p.block_size, p.texture_precision) == (384, "bfloat16")
+    main(["run", str(archive), "--store", str(tmp_path / "st")])
+    assert (seen["params"].block_size, seen["params"].texture_precision) == (None, "float32")

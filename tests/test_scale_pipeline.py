@@ -412,3 +412,39 @@ def test_a_new_matrix_gets_the_automatic_block_size_and_keeps_it(
     np.testing.assert_allclose(
         st.read_rows(store, "tile_distances/cnn"), cdist(X, X), rtol=1e-6, atol=1e-9
     )
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_bfloat16_features_are_texture_vectors_in_bfloat16_and_fixed_per_store(
+    tmp_path, fake_weights
+):
+    from microscale.texture import texture_vectors
+
+    images = _images(5, seed=2)
+    cnn = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    fast, exact = _make(tmp_path / "fast", images), _make(tmp_path / "exact", images)
+    pl.run_features(fast, precision="bfloat16", **cnn)
+    pl.run_features(exact, **cnn)
+    a, b = st.open_store(fast), st.open_store(exact)
+    tiles = st.read_tiles(a, 0, a.n_tiles)
+    got = st.read_rows(a, "features/cnn")
+    expected = texture_vectors(tiles, weights=fake_weights, layers=ONE_LAYER, normalize=None,
+                               device="cpu", precision="bfloat16")  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7 * np.abs(expected).max())
+    assert np.abs(got - st.read_rows(b, "features/cnn")).max() > 0  # the control
+    assert st.array_attrs(a, "features/cnn")["precision"] == "bfloat16"
+    assert "precision" not in st.array_attrs(b, "features/cnn")  # float32: as older stores
+    pl.image_features(fast, descriptor="cnn", images_per_task=2)
+    assert st.array_attrs(a, "image_features/cnn")["precision"] == "bfloat16"
+    with pytest.raises(StoreError, match="computed in bfloat16, but this run asks for float32"):
+        pl.run_features(fast, **cnn)
+    with pytest.raises(StoreError, match="computed in float32, but this run asks for bfloat16"):
+        pl.run_features(exact, precision="bfloat16", **cnn)
+    a.clear_done("features.cnn")  # a batch to recompute, asked in the wrong precision
+    batch = pl.plan_feature_batches(a)[0]
+    with pytest.raises(StoreError, match="precision='bfloat16'"):
+        pl.compute_feature_batch(fast, batch, **cnn)
+    with pytest.raises(ValueError, match="'precision' parameter must be one of"):
+        pl.run_features(_make(tmp_path / "bad", images), precision="fp16", **cnn)

@@ -455,3 +455,22 @@ def test_cli_missing_optional_reader_is_a_clear_error(monkeypatch, tmp_path, cap
     monkeypatch.setattr(search, "similar", bug)
     with pytest.raises(ModuleNotFoundError):  # our own missing module is a bug: not hidden
         main(["similar", str(tmp_path / "x.dm4"), "--store", str(tmp_path)])
+
+
+def test_store_in_bfloat16_is_queried_in_bfloat16(archive_store, fake_weights, tmp_path):
+    """A query is described in the store's texture precision: an archive file lands on its
+    stored bfloat16 row, not on its float32 vector."""
+    archive, full_store = archive_store
+    store = tmp_path / "bf16"
+    ingest_archive(archive, store, tile_size=32, normalize="minmax")
+    features = {"weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
+    pl.run_features(store, descriptor="cnn", precision="bfloat16", **features)
+    pl.image_features(store, descriptor="cnn", images_per_task=4)
+    path, page = _archive_file(archive, store, 7)
+    again = search.query_vector(path, store, page=page, weights=fake_weights, device="cpu",
+                                reuse=False)  # fmt: skip
+    stored = st.read_rows(st.open_store(store), "image_features/cnn", 7, 8)[0]
+    exact = search.query_vector(path, full_store, page=page, weights=fake_weights,
+                                device="cpu", reuse=False).vector  # fmt: skip
+    np.testing.assert_allclose(again.vector, stored, rtol=1e-5, atol=1e-6 * np.abs(stored).max())
+    assert np.abs(exact - stored).max() > 1e-4 * np.abs(stored).max()  # the control

@@ -125,6 +125,34 @@ def test_batching_and_normalisation_are_consistent(vgg_weights):
 
 
 @pytest.mark.weights
+def test_bfloat16_distances_stay_within_the_measured_error_and_float32_is_untouched(
+    vgg_weights,
+):
+    from scipy.spatial.distance import pdist
+
+    imgs = np.stack([_image(48, s) for s in range(6)])
+    imgs[3:] = imgs[3:] ** 2  # two families: distances of two scales
+    exact = texture_vectors(imgs, weights=vgg_weights, device="cpu")
+    fast = texture_vectors(imgs, weights=vgg_weights, device="cpu", precision="bfloat16")
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    d32, d16 = pdist(exact.astype(np.float64)), pdist(fast.astype(np.float64))
+    err = np.abs(d16 - d32) / np.median(d32)  # near pairs are 4-7 % of the median here
+    assert (np.abs(d16 - d32) / d32).max() > 1e-6  # reduced precision is in effect
+    assert err.max() < 1.5e-2  # measured 0.3-0.6 % of the median distance
+    again = texture_vectors(imgs, weights=vgg_weights, device="cpu")
+    np.testing.assert_array_equal(again, exact)  # the float32 model was not converted
+
+
+@pytest.mark.weights
+@pytest.mark.gpu
+def test_gpu_bfloat16_is_close_to_cpu_float32(vgg_weights):
+    imgs = np.stack([_image(64, s) for s in range(3)])
+    cpu = texture_vectors(imgs, weights=vgg_weights, device="cpu")
+    gpu = texture_vectors(imgs, weights=vgg_weights, device="cuda", precision="bfloat16")
+    assert np.abs(gpu - cpu).max() <= 2e-2 * np.abs(cpu).max()
+
+
+@pytest.mark.weights
 @pytest.mark.gpu
 def test_gpu_matches_cpu(vgg_weights):
     imgs = np.stack([_image(64, s) for s in range(3)])
@@ -146,6 +174,7 @@ def test_gpu_matches_cpu(vgg_weights):
         (np.random.default_rng(0).random((32, 32)), {"batch_size": 0}, "'batch_size'"),
         (np.random.default_rng(0).random((32, 32)), {"layer_weights": [1, 2]}, "'layer_weights'"),
         (np.random.default_rng(0).random((3, 32, 32, 3)), {}, "luminance"),
+        (np.random.default_rng(0).random((32, 32)), {"precision": "fp16"}, "'precision'"),
     ],
 )
 def test_validation(images, kwargs, match):
