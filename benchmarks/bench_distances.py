@@ -22,7 +22,9 @@ Prints, in one process:
    (what ``microscale run`` maps: rows from ``image_features/cnn``, the centre from the
    sums the image-feature stage keeps) and ``level="tile"`` (rows from ``features/cnn``,
    plus a centre pass over all of them); ``--read-ahead`` adds the image level with a
-   read-ahead thread. Best of two rounds interleaved with the in-memory kernel
+   read-ahead thread; ``--workers N`` (default 1) adds the image level on a local Dask
+   cluster of N worker processes, started before the timings, as ``microscale run``
+   runs it. Best of two rounds interleaved with the in-memory kernel
    (``--no-store`` skips it; the store needs ``2 n d 4`` bytes of disk, 4.9 GB by
    default, in a temporary folder);
 3. an accuracy table of the designs on three data sets of ``--error-n`` vectors: (a) a
@@ -37,6 +39,7 @@ Timings on a machine shared with other work are noisy: rerun on a quiet one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
@@ -49,6 +52,7 @@ from scipy.spatial.distance import cdist
 
 from microscale import pipeline as pl
 from microscale import store as st
+from microscale.cluster import cluster_client
 from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
 
 # --- helpers ---------------------------------------------------------------------------
@@ -252,6 +256,11 @@ def main() -> None:
     parser.add_argument(
         "--read-ahead", action="store_true", help="also time the out-of-core path reading ahead"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="Dask worker processes for the out-of-core row run as the pipeline does "
+        "(default 1; 0 skips it)",
+    )  # fmt: skip
     parser.add_argument("--store-dir", default=None, help="where to put the temporary store")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -326,36 +335,48 @@ def main() -> None:
             t_image = time.perf_counter() - t
             size = bytes_on_disk(root)
             runs = [("image", 0), ("tile", 0)] + ([("image", 1)] if args.read_ahead else [])
+            runs += [("image", "dask")] if args.workers else []
             best = dict.fromkeys(runs, float("inf"))
             t_mem, saved = t_mixed, pl.READ_AHEAD
-            for r in range(2):
-                for level, ahead in runs if r == 0 else runs[::-1]:  # each order once
-                    lv = pl._level("cnn", level)
-                    st.open_store(root).clear_done(lv.stage)
-                    shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
-                    pl.READ_AHEAD = ahead
-                    try:
-                        t = time.perf_counter()
-                        pl.run_distances(root, level=level, block_size=b)
-                        best[level, ahead] = min(best[level, ahead], time.perf_counter() - t)
-                    finally:
-                        pl.READ_AHEAD = saved
-                t = time.perf_counter()
-                pairwise_distances(X, block_size=b)
-                t_mem = min(t_mem, time.perf_counter() - t)
+            with contextlib.ExitStack() as stack:
+                client = None
+                if args.workers:  # started once, outside the timings
+                    client = stack.enter_context(cluster_client(
+                        processes=True, n_workers=args.workers, threads_per_worker=1
+                    ))  # fmt: skip
+                for r in range(2):
+                    for level, how in runs if r == 0 else runs[::-1]:  # each order once
+                        lv = pl._level("cnn", level)
+                        st.open_store(root).clear_done(lv.stage)
+                        shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
+                        pl.READ_AHEAD = how if how != "dask" else saved
+                        try:
+                            t = time.perf_counter()
+                            pl.run_distances(
+                                root, level=level, block_size=b,
+                                client=client if how == "dask" else None,
+                            )  # fmt: skip
+                            best[level, how] = min(best[level, how], time.perf_counter() - t)
+                        finally:
+                            pl.READ_AHEAD = saved
+                    t = time.perf_counter()
+                    pairwise_distances(X, block_size=b)
+                    t_mem = min(t_mem, time.perf_counter() - t)
             ours = pairs / t_mem
             rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
             labels = {
                 ("image", 0): "run_distances, images (pipeline)",
                 ("tile", 0): "  tiles (+ centre pass over rows)",
                 ("image", 1): "  images, reading ahead in a thread",
+                ("image", "dask"): f"  images, {args.workers} Dask worker process(es)",
             }
-            for level, ahead in runs:
-                matrix = pl._level("cnn", level).matrix
-                Ds = st.read_rows(st.open_store(root), matrix)[ii, jj]
-                err = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
+            errs = {}
+            for level in ("image", "tile"):  # each matrix as its last run left it
+                Ds = st.read_rows(st.open_store(root), pl._level("cnn", level).matrix)[ii, jj]
+                errs[level] = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
                 assert (Ds[exact == 0] == 0).all()
-                report(labels[level, ahead], pairs / best[level, ahead], err)
+            for level, how in runs:
+                report(labels[level, how], pairs / best[level, how], errs[level])
             nb = -(-n // b)
             t_store = best["image", 0]
             print(

@@ -22,6 +22,15 @@ each worker process before it starts (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
 ``torch.set_num_threads`` and threadpoolctl. Workers that run inside the calling process
 (``processes=False``) share its thread pools, which are left alone.
 
+Memory. Local workers start with ``MALLOC_TOP_PAD_`` = :data:`MALLOC_TOP_PAD` (16 MiB)
+unless the environment or Dask's ``distributed.nanny.pre-spawn-environ`` sets it. Dask
+starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that freed memory goes back to the
+OS; glibc then trims each heap to the byte and the next allocation faults its pages in
+again. Reading a 1024-row block of texture vectors from Zarr (1024 chunk files of 1.2 MB)
+ran at 1.3-1.5 GB/s in such a worker against 2.6-4.0 GB/s in a plain process on the
+2-core dev VM (page faults are slow there); with a 16 MiB pad kept at the top of each
+heap it ran at 2.5-3.1 GB/s, and memory still goes back to the OS beyond the pad.
+
 The dashboard of a local cluster is always on a free port (``":0"``): distributed binds its
 HTTP server even when asked for no dashboard, and a fixed 8787 makes two runs on one
 machine collide. :func:`describe_cluster` reports its link.
@@ -45,6 +54,7 @@ __all__ = [
     "ClusterError",
     "GPUUnavailableError",
     "InsecureAddressError",
+    "MALLOC_TOP_PAD",
     "ThreadLimits",
     "cluster_client",
     "describe_cluster",
@@ -54,6 +64,8 @@ __all__ = [
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 #: Intra-op threads per task aimed at by the default CPU sizing.
 _THREADS_PER_TASK = 4
+#: Bytes glibc keeps at the top of a worker's heaps when it trims them (``MALLOC_TOP_PAD_``).
+MALLOC_TOP_PAD = 16 * 2**20
 
 
 class ClusterError(RuntimeError):
@@ -178,11 +190,19 @@ def _local_cluster(
     if processes:
         kwargs["host"] = "127.0.0.1"  # (threads talk over inproc://, which has no host)
         kwargs["env"] = {name: str(inner) for name in _THREAD_VARIABLES}
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ = _worker_environ()
     environ.update({name: inner for name in _THREAD_VARIABLES})
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         cluster = distributed.LocalCluster(**kwargs)
     return cluster, inner
+
+
+def _worker_environ() -> dict[str, Any]:
+    """Dask's ``pre-spawn-environ`` for local workers, with a malloc top pad (module doc)."""
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    if "MALLOC_TOP_PAD_" not in os.environ:
+        environ.setdefault("MALLOC_TOP_PAD_", MALLOC_TOP_PAD)
+    return environ
 
 
 def _cuda_cluster(
@@ -210,14 +230,15 @@ def _cuda_cluster(
         raise ClusterError(f"GPU workers need dask-cuda ({exc}); pip install dask-cuda.") from exc
     inner = max(1, _cores() // n)
     try:
-        cluster = LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=list(range(n)),
-            n_workers=n,
-            threads_per_worker=threads_per_worker or 1,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            memory_limit=memory_limit if memory_limit is not None else "auto",
-        )
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+            cluster = LocalCUDACluster(
+                CUDA_VISIBLE_DEVICES=list(range(n)),
+                n_workers=n,
+                threads_per_worker=threads_per_worker or 1,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                memory_limit=memory_limit if memory_limit is not None else "auto",
+            )
     except Exception as exc:  # e.g. pynvml.NVMLError_LibraryNotFound
         raise ClusterError(
             f"Could not start GPU workers with dask-cuda: {type(exc).__name__}: {exc}. Check "

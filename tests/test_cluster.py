@@ -48,6 +48,23 @@ def test_local_process_cluster_limits_threads():
 
         assert list(client.run(threads).values()) == [(str(cores), cores)]
 
+        def malloc():
+            return os.environ.get("MALLOC_TOP_PAD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+        # Dask's eager trim stays; a pad keeps the next block's pages (module docstring)
+        assert list(client.run(malloc).values()) == [(str(cluster.MALLOC_TOP_PAD), "65536")]
+
+
+def test_a_malloc_pad_set_by_the_user_is_kept(monkeypatch):
+    import dask
+
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    assert cluster._worker_environ()["MALLOC_TOP_PAD_"] == cluster.MALLOC_TOP_PAD
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": 123}):
+        assert cluster._worker_environ()["MALLOC_TOP_PAD_"] == 123
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "456")  # inherited by the workers as it is
+    assert "MALLOC_TOP_PAD_" not in cluster._worker_environ()
+
 
 def test_connect_to_a_scheduler_address():
     with distributed.LocalCluster(
