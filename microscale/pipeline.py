@@ -1244,7 +1244,13 @@ def _block_size(
         return _check_positive(block_size, "block_size")
     d = array_shape(store, lv.rows)[1]
     itemsize = _feature_dtype(descriptor).itemsize
-    return auto_block_size(d, _task_memory(client), itemsize=itemsize)
+    memory = _task_memory(client)
+    b = auto_block_size(d, memory, itemsize=itemsize)
+    _log.info(
+        "%s: blocks of %d rows (%.2f GB per task, %.1f GB per task slot)",
+        name, b, distance_task_bytes(b, d, itemsize) / 1e9, memory / 1e9,
+    )  # fmt: skip
+    return b
 
 
 def plan_distance_blocks(

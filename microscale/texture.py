@@ -26,11 +26,11 @@ float32 by a plain GEMM, again without TF32. ``precision="bfloat16"`` is the opt
 path: the convolutions run under ``torch.autocast(dtype=torch.bfloat16)`` on
 channels-last tensors, and the Gram matrices are still float32 GEMMs of the (bfloat16)
 feature maps. Measured by ``benchmarks/bench_texture.py`` (2-core x86_64 CPU with
-AVX-512 BF16, 256 x 256 tiles, against float32 in the same process): 2.2x the images/s
-(2.0x on a loaded run); distances between the vectors within a relative error of 3.6e-4
-on 16 textures and 5.9e-3 at most (median 1.6e-4) over all 7,750 pairs of the paper's
-3-D task at 128 x 128, whose R^2 for k moved from 0.8792 to 0.8790 and for A stayed
-0.0177. The error is absolute rather than relative: about 0.3-0.6 % of the median
+AVX-512 BF16, 256 x 256 tiles, against float32 in the same process): 2.0-2.2x the
+images/s over three runs; distances between the vectors within a relative error of
+3.6e-4 over the 28 pairs of 8 textures at 256 x 256, and 5.9e-3 at most (median 1.5e-4)
+over all 7,750 pairs of the paper's 3-D task at 128 x 128, whose R^2 for k moved from
+0.8792 to 0.8790 and for A stayed 0.0177. The error is absolute rather than relative: about 0.3-0.6 % of the median
 distance, so a near-duplicate pair (a twentieth of the median apart: tiles of one
 micrograph) can be off by 1-4 % (measured on 48 x 48 and 128 x 128 stripes), and the
 order of an image's nearest near-duplicates can change. That is far above the distance
