@@ -21,7 +21,7 @@ Prints, in one process:
    completion records, and the scratch buffers' first touch. Two rows: ``level="image"``
    (what ``microscale run`` maps: rows from ``image_features/cnn``, the centre from the
    sums the image-feature stage keeps) and ``level="tile"`` (rows from ``features/cnn``,
-   plus a centre pass over all of them); ``--read-ahead`` adds the image level with a
+   a chunk of 64 rows per file; the same centre); ``--read-ahead`` adds the image level with a
    read-ahead thread; ``--workers N`` (default 1) adds the image level on a local Dask
    cluster of N worker processes, started before the timings, as ``microscale run``
    runs it. Best of two rounds interleaved with the in-memory kernel
@@ -321,7 +321,7 @@ def main() -> None:
         # The pipeline's path end to end, from scratch each time (no blocks, no centre):
         # level "image" is what `microscale run` maps (the centre comes from the image
         # feature sums kept by the image-feature stage); level "tile" reads the same rows
-        # from features/cnn and adds a centre pass over all of them. Two rounds, each
+        # from features/cnn (64-row chunks; same centre). Two rounds, each
         # followed by the in-memory kernel again: the machine's load changes, so the
         # ratios are taken between the best out-of-core and the best in-memory time.
         tmp = Path(tempfile.mkdtemp(prefix="bench_distances_", dir=args.store_dir))
@@ -366,7 +366,7 @@ def main() -> None:
             rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
             labels = {
                 ("image", 0): "run_distances, images (pipeline)",
-                ("tile", 0): "  tiles (+ centre pass over rows)",
+                ("tile", 0): "  tiles (rows of features/cnn)",
                 ("image", 1): "  images, reading ahead in a thread",
                 ("image", "dask"): f"  images, {args.workers} Dask worker process(es)",
             }

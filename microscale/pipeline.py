@@ -1291,18 +1291,37 @@ def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPa
     return groups
 
 
+def _image_sums_done(store: Store, descriptor: str) -> bool:
+    return has_array(store, f"image_feature_sums/{descriptor}") and not plan_image_groups(
+        store, descriptor=descriptor
+    )
+
+
+def _image_sums_total(store: Store, descriptor: str) -> np.ndarray:
+    sums = f"image_feature_sums/{descriptor}"
+    total = np.zeros(array_shape(store, sums)[1])
+    for start, stop in _ranges(array_shape(store, sums)[0], 64):
+        total += read_rows(store, sums, start, stop).sum(axis=0)
+    return total
+
+
 def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.ndarray:
-    """The centre for this run: mean of all rows (image or tile features), cached for n."""
+    """The centre for this run, cached for n rows: the mean of the image features.
+
+    Image level: the mean of the rows, from the sums the image-feature stage kept. Tile
+    level: the same image mean when the image features are done and the rows are texture
+    vectors (no pass over the tiles: any common vector gives the same exact distances,
+    and the mean of the images is close to that of their tiles, which is all the
+    kernel's speed and error bound ask of it); otherwise the mean of the tiles, one pass
+    over them (power spectra: it also finds flat tiles, which have none).
+    """
     lv = _level(descriptor, level)
     name = lv.center
     n = lv.n(store)
     if has_array(store, name) and array_attrs(store, name).get("n_images") == n:
         return read_array(store, name)
-    if level == "image":
-        sums = f"image_feature_sums/{descriptor}"
-        total = np.zeros(array_shape(store, sums)[1])
-        for start, stop in _ranges(array_shape(store, sums)[0], 64):
-            total += read_rows(store, sums, start, stop).sum(axis=0)
+    if level == "image" or (descriptor == "cnn" and _image_sums_done(store, descriptor)):
+        center = _image_sums_total(store, descriptor) / store.n_images
     else:
         total = np.zeros(array_shape(store, lv.rows)[1])
         band = array_chunks(store, lv.rows)[0]
@@ -1315,7 +1334,7 @@ def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nd
                 f"Some tiles of {store.root} have no {descriptor!r} features (flat tiles have "
                 "no power spectrum); map them with level='image', or with descriptor 'cnn'."
             )
-    center = total / n
+        center = total / n
     if not np.isfinite(center).all():
         raise StoreError(
             f"The image features of {store.root} are not all finite; recompute them with "
@@ -1570,7 +1589,9 @@ def run_distances(
     """Compute the missing blocks of the (n, n) distance matrix between image features.
 
     With ``level="tile"`` the rows are the tiles (a map of every tile), stored apart as
-    ``tile_distances/<d>`` with its own centre, records and embeddings.
+    ``tile_distances/<d>`` with its own centre (the same image mean when the image
+    features of texture vectors are done, else a pass over the tiles), records and
+    embeddings.
 
     Needs every image feature done. The driver
 

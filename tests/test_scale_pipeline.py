@@ -1,5 +1,6 @@
 """Scale and speed in the pipeline: sketched texture vectors and landmark MDS, vs oracles."""
 
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -448,3 +449,44 @@ def test_bfloat16_features_are_texture_vectors_in_bfloat16_and_fixed_per_store(
         pl.compute_feature_batch(fast, batch, **cnn)
     with pytest.raises(ValueError, match="'precision' parameter must be one of"):
         pl.run_features(_make(tmp_path / "bad", images), precision="fp16", **cnn)
+
+
+def test_tile_level_centre_comes_from_the_image_sums_without_a_pass(
+    tmp_path, monkeypatch, fake_weights
+):
+    """Texture vectors with image features done: no centre pass over the tiles, and the
+    distances are exact all the same (any common centre gives them)."""
+    root = _make(tmp_path / "st", _images(9, seed=4))
+    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    store = st.open_store(root)
+    X = st.read_rows(store, "features/cnn").astype(np.float64)
+    centre_reads, inside = [], []
+    real_read, real_centre = pl.read_rows, pl._ensure_center
+
+    def read_spy(s, name, *args, **kwargs):
+        if inside:
+            centre_reads.append(name)
+        return real_read(s, name, *args, **kwargs)
+
+    def centre_spy(*args, **kwargs):
+        inside.append(True)
+        try:
+            return real_centre(*args, **kwargs)
+        finally:
+            inside.clear()
+
+    monkeypatch.setattr(pl, "read_rows", read_spy)
+    monkeypatch.setattr(pl, "_ensure_center", centre_spy)
+    pl.run_distances(root, level="tile", block_size=4)  # no image features: a pass
+    assert centre_reads == ["features/cnn"] * len(range(0, store.n_tiles, 5))
+    np.testing.assert_allclose(st.read_array(store, "tile_center/cnn"), X.mean(axis=0))
+    pl.image_features(root, descriptor="cnn", images_per_task=4)
+    store.clear_done("tile_distances.cnn")
+    shutil.rmtree(root / st.GROUP_NAME / "tile_center")
+    centre_reads.clear()
+    pl.run_distances(root, level="tile", block_size=4)
+    assert set(centre_reads) == {"image_feature_sums/cnn"}  # no tile rows read
+    F = st.read_rows(store, "image_features/cnn").astype(np.float64)
+    np.testing.assert_allclose(st.read_array(store, "tile_center/cnn"), F.mean(axis=0))
+    D = st.read_rows(store, "tile_distances/cnn")
+    np.testing.assert_allclose(D, cdist(X, X), rtol=1e-6, atol=1e-9)
