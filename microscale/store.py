@@ -22,7 +22,7 @@ A store is a directory ``ROOT``::
                                              attrs ``sketch``: null, or ``{n_components,
                                              seed, input_dim, block}`` when the vectors are
                                              stored as sketches (microscale.sketch)
-        image_features/<d>  (image, feature) same dtype and ``sketch``, chunks (1, n_features)
+        image_features/<d>  (image, feature) same dtype and ``sketch``, chunks (c, n_features)
         image_feature_sums/<d> (group, feature) float64, chunks (1, n_features): sum of the
                                              image features of each group of images
         center/<d>          (feature,)       float64: the common centre of the distance kernel
@@ -1110,7 +1110,8 @@ def ensure_features_array(
     store : Store
     name : str
         ``"features/<d>"`` (rows = tiles, ``chunk_rows`` = one feature batch) or
-        ``"image_features/<d>"`` (rows = images, ``chunk_rows = 1``).
+        ``"image_features/<d>"`` (rows = images, ``chunk_rows`` dividing the images of one
+        task; 1 in older stores).
     n_features : int
         Length of a feature vector: of its sketch when the vectors are sketched (the
         ``"sketch"`` attribute, see :func:`microscale.pipeline.run_features`).

@@ -30,12 +30,12 @@ AVX-512 BF16, 256 x 256 tiles, against float32 in the same process): 2.0-2.2x th
 images/s over three runs; distances between the vectors within a relative error of
 3.6e-4 over the 28 pairs of 8 textures at 256 x 256, and 5.9e-3 at most (median 1.5e-4)
 over all 7,750 pairs of the paper's 3-D task at 128 x 128, whose R^2 for k moved from
-0.8792 to 0.8790 and for A stayed 0.0177. The error is absolute rather than relative: about 0.3-0.6 % of the median
-distance, so a near-duplicate pair (a twentieth of the median apart: tiles of one
-micrograph) can be off by 1-4 % (measured on 48 x 48 and 128 x 128 stripes), and the
-order of an image's nearest near-duplicates can change. That is far above the distance
-kernel's bound (1e-6), so it is not the default. On CPUs without native bfloat16 it can
-be slower than float32.
+0.8792 to 0.8790 and for A stayed 0.0177. The error is absolute rather than relative:
+about 0.3-0.6 % of the median distance, so a near-duplicate pair (a twentieth of the
+median apart: tiles of one micrograph) can be off by 1-4 % (measured on 48 x 48 and
+128 x 128 stripes), and the order of an image's nearest near-duplicates can change. That
+is far above the distance kernel's bound (1e-6), so it is not the default. On CPUs
+without native bfloat16 it can be slower than float32.
 """
 
 from __future__ import annotations
