@@ -134,8 +134,10 @@ DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "
 DEFAULT_IMAGES_PER_TASK = 64
 #: Largest chunk of ``image_features/<d>`` (bytes): a block read of the distance stage
 #: opens one file per chunk. Measured reading 1024 full texture vectors from Zarr on the
-#: dev VM: 2.3 GB/s in chunks of 1 row (1.2 MB), 3.1-3.5 GB/s in chunks of 8 (9.8 MB),
-#: 2.2-2.6 GB/s in chunks of 64 (78 MB: beyond glibc's mmap threshold, fresh pages again).
+#: dev VM, side by side: chunks of 1 row (1.2 MB) 3.3-3.6 GB/s, of 8 rows (9.8 MB)
+#: 4.2-5.3 GB/s, of 64 rows (78 MB: past glibc's mmap threshold, fresh pages each time)
+#: 2.3-2.5 GB/s; with a Dask worker's malloc settings 3.3-4.0, 3.2-3.7 and 2.4-2.7 GB/s.
+#: So 8 rows: as fast or faster, and 8 times fewer files than one per image.
 IMAGE_CHUNK_BYTES = 16 * 2**20
 #: Block pairs per distance task (they share their row block, read once).
 DEFAULT_PAIRS_PER_TASK = 4
