@@ -456,12 +456,10 @@ def _center(st: Store, descriptor: str, name: str, n: int, band: int) -> np.ndar
     center = f"center/{descriptor}"
     if has_array(st, center) and array_attrs(st, center).get("n_images") == n:
         return read_array(st, center)
-    sums = f"image_feature_sums/{descriptor}"
-    if has_array(st, sums):
-        total = np.zeros(array_shape(st, sums)[1])
-        for start in range(0, array_shape(st, sums)[0], 64):
-            total += read_rows(st, sums, start, min(start + 64, array_shape(st, sums)[0])).sum(0)
-        return total / n
+    if has_array(st, f"image_feature_sums/{descriptor}"):
+        from microscale.pipeline import _image_sums_total  # the distance stage's own sum
+
+        return _image_sums_total(st, descriptor) / n
     total = np.zeros(array_shape(st, name)[1])
     for start in range(0, n, band):
         total += read_rows(st, name, start, min(start + band, n)).sum(axis=0, dtype=np.float64)
