@@ -102,15 +102,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full",
         action="store_true",
-        help="the paper's sizes (256x256, N=1000 3-D task, 100 trials): for a GPU",
+        help="the paper's sizes everywhere (256x256 angle task, N up to 200, 100 trials): "
+        "for a GPU",
     )
-    p.add_argument("--size", type=int, help="image side in pixels (default 128; full 256)")
-    p.add_argument("--angle-n", type=_ints, help="comma-separated N of the angle task (default 50)")
-    p.add_argument("--amplitudes", type=_floats, help="comma-separated A (default 0,1,2,3,4,5)")
-    p.add_argument("--trials", type=int, help="trials per (A, N) (default 1; full 100)")
     p.add_argument(
-        "--grid-n", type=int, help="values per axis of the 3-D task (default 6; full 10)"
+        "--tasks",
+        type=_names,
+        help="comma-separated subset of angle,stress,grid,synthesis (default: all)",
     )
+    p.add_argument(
+        "--size", type=int, help="image side of the angle task in pixels (default 128; full 256)"
+    )
+    p.add_argument(
+        "--grid-size", type=int, help="image side of the 3-D task in pixels (default 256)"
+    )
+    p.add_argument(
+        "--noise",
+        help="generator noise: calibrated (default) or by-eye (the images of releases before "
+        "the calibration)",
+    )
+    p.add_argument("--angle-n", type=_ints, help="comma-separated N of the angle task (default 50)")
+    p.add_argument("--amplitudes", type=_floats, help="comma-separated A (default 0,0.5,...,5)")
+    p.add_argument("--trials", type=int, help="trials per (A, N) (default 10; full 100)")
+    p.add_argument("--grid-n", type=int, help="values per axis of the 3-D task (default 10)")
     p.add_argument("--synthesis-steps", type=int, help="L-BFGS steps of Fig. 1 (0 skips it)")
     p.add_argument("--synthesis-size", type=int, help="image side for Fig. 1 (default 64)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: GPU if present)")
@@ -197,7 +211,10 @@ def _cmd_paper(args: argparse.Namespace) -> int:
 
     names = (
         "out",
+        "tasks",
         "size",
+        "grid_size",
+        "noise",
         "angle_n",
         "amplitudes",
         "trials",

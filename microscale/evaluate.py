@@ -15,6 +15,9 @@ row per image) and the known parameters of the images:
     Kruskal's stress-1 (Eq. 8) of embeddings of several dimensions.
 :func:`grid_metrics`
     All of the above for the 3-D task, as one dictionary.
+:func:`good_window`
+    The range of a parameter (e.g. the noise amplitude A) over which a curve of errors
+    stays below a threshold: how the paper's Fig. 6 windows are read off.
 
 References
 ----------
@@ -38,6 +41,7 @@ from numpy.typing import ArrayLike
 __all__ = [
     "AngleFit",
     "angle_rmse",
+    "good_window",
     "grid_metrics",
     "r_squared",
     "regression_angle",
@@ -470,6 +474,74 @@ def stress_curve(D: ArrayLike, embeddings: Mapping[int, ArrayLike]) -> dict[int,
             )
         out[int(dim)] = float(stress(D, X))
     return out
+
+
+def good_window(x: ArrayLike, error: ArrayLike, *, threshold: float = 0.1) -> tuple[float, float]:
+    """The interval of ``x`` over which ``error`` is below ``threshold``.
+
+    Used for the angle task's windows (the paper's Fig. 6: "the power spectrum
+    reconstructs the angles only for 2 <~ A <~ 3.5"): ``x`` are the noise amplitudes,
+    ``error`` the mean angle RMSE at each. The window starts at the first point below the
+    threshold and ends before the next point above it; its edges are interpolated
+    linearly in (x, log error) between the neighbouring points, so they do not snap to the
+    sampled amplitudes.
+
+    Parameters
+    ----------
+    x : (m,) array_like
+        Increasing sample positions (e.g. amplitudes A), m >= 2.
+    error : (m,) array_like
+        Positive errors at ``x`` (e.g. the mean RMSE over trials).
+    threshold : float, default 0.1
+        Errors below it count as good (0.1 rad is about 6 degrees; a random guess of the
+        angles gives pi / sqrt(12) = 0.907).
+
+    Returns
+    -------
+    lo, hi : float
+        The window's edges. ``lo = x[0]`` when the first point is good, ``hi = inf`` when
+        the last one is; ``(nan, nan)`` when no point is good.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, ``x`` is not increasing, an error is not positive and finite,
+        or ``threshold`` is not positive.
+
+    Examples
+    --------
+    >>> good_window([0, 1, 2, 3], [0.2, 0.05, 0.05, 0.2])
+    (0.5, 2.5)
+    """
+    x = _as_finite_float(x, "x", "good_window")
+    err = _as_finite_float(error, "error", "good_window")
+    if x.ndim != 1 or x.shape != err.shape or x.size < 2:
+        raise ValueError(
+            "The 'x' and 'error' parameters must be 1-D arrays of the same length >= 2. "
+            f"Got shapes {x.shape} and {err.shape} instead."
+        )
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("The 'x' parameter must be strictly increasing: sort the samples.")
+    if np.any(err <= 0):
+        raise ValueError("The 'error' parameter must be positive (errors are compared in log).")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"The 'threshold' parameter must be > 0. Got {threshold!r} instead.")
+    good = err < threshold
+    if not good.any():
+        return float("nan"), float("nan")
+    i = int(np.argmax(good))
+    j = i
+    while j + 1 < good.size and good[j + 1]:
+        j += 1
+
+    def crossing(a: int, b: int) -> float:
+        ya, yb = np.log(err[a]), np.log(err[b])
+        t = (np.log(threshold) - ya) / (yb - ya)
+        return float(x[a] + t * (x[b] - x[a]))
+
+    lo = float(x[0]) if i == 0 else crossing(i - 1, i)
+    hi = float("inf") if j == good.size - 1 else crossing(j, j + 1)
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------- 3-D task

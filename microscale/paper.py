@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 METHODS = ("cnn", "ps")
+TASKS = ("angle", "stress", "grid", "synthesis")
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,21 @@ class PaperConfig:
     ----------
     out : Path
         Output folder.
+    tasks : tuple of str
+        Experiments to run, any of ``"angle"`` (RMSE and stress vs A, Figs. 6-7),
+        ``"stress"`` (stress vs dimension, Fig. 8: from the angle task's first trial and from
+        the 3-D task when those run; alone it runs one angle-task trial per A), ``"grid"``
+        (the 3-D task, Table I) and ``"synthesis"`` (Fig. 1).
     size : int
-        Image side in pixels (the paper: 256).
+        Image side in pixels of the angle task and of the synthesis' family.
+    grid_size : int
+        Image side in pixels of the 3-D task (the paper's grid at 256: 1000 images in about
+        6-10 minutes of texture vectors on a 2-core CPU).
+    noise : str or microscale.synth.PerlinNoise
+        Settings of the generator's displacement noise: a name in
+        :data:`microscale.synth.NOISE_PRESETS` (``"calibrated"``, the default, or
+        ``"by-eye"`` for the images of releases before the calibration) or explicit
+        settings (the calibration's sensitivity study).
     angle_n : tuple of int
         Numbers of images N in the angle task.
     amplitudes : tuple of float
@@ -95,11 +109,14 @@ class PaperConfig:
     """
 
     out: Path = Path("paper-out")
+    tasks: tuple[str, ...] = TASKS
     size: int = 128
+    grid_size: int = 256
+    noise: str | synth.PerlinNoise = "calibrated"
     angle_n: tuple[int, ...] = (50,)
-    amplitudes: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
-    trials: int = 1
-    grid_n: int = 6
+    amplitudes: tuple[float, ...] = tuple(np.round(np.arange(0, 5.01, 0.5), 2))
+    trials: int = 10
+    grid_n: int = 10
     grid_dims: tuple[int, ...] = (2, 3, 4, 5, 6, 10, 50)
     curve_dims: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50)
     synthesis_size: int = 64
@@ -110,16 +127,24 @@ class PaperConfig:
     seed: int = 0
     backbones: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(
+                f"The 'tasks' parameter must be a non-empty subset of {', '.join(TASKS)}. "
+                f"Got {', '.join(self.tasks) or 'nothing'} instead."
+            )
+        synth.resolve_noise(self.noise)  # an unknown preset fails before any work
+
     @classmethod
     def full(cls, **overrides: Any) -> PaperConfig:
-        """The paper's sizes: 256 x 256 images, N up to 200 in the angle task with 100
-        trials, 11 amplitudes, and the 1000-image 3-D task. Meant for a GPU."""
+        """The paper's sizes everywhere: 256 x 256 images, N up to 200 in the angle task
+        with 100 trials, 11 amplitudes, and the 1000-image 3-D task. Meant for a GPU."""
         base = cls(
             size=256,
+            grid_size=256,
             angle_n=(50, 100, 200),
-            amplitudes=tuple(np.round(np.arange(0, 5.01, 0.5), 2)),
             trials=100,
-            grid_n=10,
             synthesis_size=256,
             synthesis_steps=100,
             batch_size=32,
@@ -131,9 +156,9 @@ class PaperConfig:
 class PaperResults:
     """Datasets and files written by :func:`run_paper`."""
 
-    angle: xr.Dataset
-    angle_stress: xr.Dataset
-    grid: xr.Dataset
+    angle: xr.Dataset | None
+    angle_stress: xr.Dataset | None
+    grid: xr.Dataset | None
     synthesis: xr.Dataset | None
     files: list[Path]
     report: Path
@@ -202,7 +227,9 @@ def run_angle_task(
     for a_i, amp in enumerate(config.amplitudes):
         for n_i, n in enumerate(config.angle_n):
             for t in range(config.trials):
-                data = synth.angle_dataset(n, A=amp, size=config.size, seed=config.seed + t)
+                data = synth.angle_dataset(
+                    n, A=amp, size=config.size, seed=config.seed + t, noise=config.noise
+                )
                 first = n_i == 0 and t == 0
                 for m_i, method in enumerate(methods):
                     D = _distances(describe(data.images, method=method, config=config))
@@ -249,7 +276,9 @@ def run_grid_task(
     from microscale.evaluate import r_squared, regression_angle
 
     methods = tuple(methods)
-    data = synth.grid_dataset(config.grid_n, size=config.size, seed=config.seed)
+    data = synth.grid_dataset(
+        config.grid_n, size=config.grid_size, seed=config.seed, noise=config.noise
+    )
     n = len(data)
     dims = sorted({d for d in (*config.grid_dims, *config.curve_dims) if d < n})
     embeddings, stresses = {}, {}
@@ -296,7 +325,9 @@ def run_synthesis(config: PaperConfig) -> xr.Dataset:
     from microscale.synthesis import synthesize_texture
 
     theta, k, amp = np.pi / 3, 6.0, 1.5
-    original = synth.texture(theta, k, amp, size=config.synthesis_size, seed=config.seed)
+    original = synth.texture(
+        theta, k, amp, size=config.synthesis_size, seed=config.seed, noise=config.noise
+    )
     res = synthesize_texture(
         original,
         steps=config.synthesis_steps,
@@ -319,13 +350,7 @@ def _params(config: PaperConfig) -> dict[str, Any]:
     from microscale.texture import backbone_layers
 
     params["layers"] = list(backbone_layers(config.weights))
-    params["perlin"] = {
-        "base_lattice": synth.PERLIN_BASE_LATTICE,
-        "octaves": synth.PERLIN_OCTAVES,
-        "lacunarity": synth.PERLIN_LACUNARITY,
-        "persistence": synth.PERLIN_PERSISTENCE,
-        "amplitude": synth.PERLIN_AMPLITUDE,
-    }
+    params["perlin"] = synth.resolve_noise(config.noise).as_dict()
     return params
 
 
@@ -419,17 +444,25 @@ def run_backbone_comparison(
 
 
 def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
-    """Run every experiment and write datasets, figures and ``report.md`` to ``config.out``."""
+    """Run ``config.tasks`` and write datasets, figures and ``report.md`` to ``config.out``."""
     from microscale import plots
     from microscale.report import write_report
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _weights_sha(config)  # fetch (with its own progress bar) before the clock starts
-    n_extra = len(set(config.backbones) - {config.weights})
-    n_steps = (len(config.amplitudes) * len(config.angle_n) * config.trials + 2) * (
-        1 + (n_extra > 0)
+    tasks = set(config.tasks)
+    # "stress" alone: the stress-vs-dimension curves need one angle-task trial per A only
+    angle_config = (
+        config if "angle" in tasks else replace(config, trials=1, angle_n=config.angle_n[:1])
     )
+    run_angle = bool(tasks & {"angle", "stress"})
+    compare = bool(config.backbones) and run_angle and "grid" in tasks
+    n_extra = len(set(config.backbones) - {config.weights}) if compare else 0
+    n_steps = (
+        len(config.amplitudes) * len(angle_config.angle_n) * angle_config.trials * run_angle
+        + ("grid" in tasks) * 2
+    ) * (1 + (n_extra > 0))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -442,15 +475,24 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
             bar.update(1)
 
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    angle, angle_stress = run_angle_task(config, tick=tick)
-    timings["angle task"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    grid = run_grid_task(config, tick=tick)
-    timings["3-D task"] = time.perf_counter() - t0
+    angle = angle_stress = grid = None
+    if run_angle:
+        t0 = time.perf_counter()
+        angle, angle_stress = run_angle_task(angle_config, tick=tick)
+        timings["angle task" if "angle" in tasks else "angle task (1 trial, for Fig. 8)"] = (
+            time.perf_counter() - t0
+        )
+        if "angle" not in tasks:
+            angle = None
+        if "stress" not in tasks:
+            angle_stress = None
+    if "grid" in tasks:
+        t0 = time.perf_counter()
+        grid = run_grid_task(config, tick=tick)
+        timings["3-D task"] = time.perf_counter() - t0
     backbone_angle = backbone_grid = None
     unavailable: dict[str, str] = {}
-    if config.backbones:
+    if compare:
         t0 = time.perf_counter()
         backbone_angle, backbone_grid, unavailable = run_backbone_comparison(
             config, angle=angle, grid=grid, tick=tick
@@ -459,7 +501,7 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
     if bar is not None:
         bar.close()
     synthesis = None
-    if config.synthesis_steps > 0:
+    if "synthesis" in tasks and config.synthesis_steps > 0:
         t0 = time.perf_counter()
         synthesis = run_synthesis(config)
         timings["texture synthesis"] = time.perf_counter() - t0
@@ -475,20 +517,28 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
     ]:
         if ds is not None:
             files.extend(write_dataset(ds, out / name))
-    grid_curve = grid.stress.to_dataset(name="stress").assign_attrs(
-        title=f"3-D task, N={grid.sizes['image']}: stress vs dimension"
-    )
-    a_mid = angle_stress.A.values[len(angle_stress.A) // 2]
-    angle_curve = angle_stress.sel(A=a_mid).assign_attrs(
-        title=f"Angle task, N={config.angle_n[0]}, A={a_mid:g}: stress vs dimension"
-    )
-    files += [
-        plots.plot_angle_curves(angle, out / "angle_rmse_stress.png"),
-        plots.plot_angle_embeddings(angle, out / "angle_embeddings.png"),
-        plots.plot_stress_vs_dimension(angle_curve, out / "angle_stress_vs_dimension.png"),
-        plots.plot_stress_vs_dimension(grid_curve, out / "grid_stress_vs_dimension.png"),
-        plots.plot_grid_embedding(grid, out / "grid_embedding.png"),
-    ]
+    if angle is not None:
+        files += [
+            plots.plot_angle_curves(angle, out / "angle_rmse_stress.png"),
+            plots.plot_angle_embeddings(angle, out / "angle_embeddings.png"),
+        ]
+    if angle_stress is not None:
+        a_mid = angle_stress.A.values[len(angle_stress.A) // 2]
+        angle_curve = angle_stress.sel(A=a_mid).assign_attrs(
+            title=f"Angle task, N={config.angle_n[0]}, A={a_mid:g}: stress vs dimension"
+        )
+        files.append(
+            plots.plot_stress_vs_dimension(angle_curve, out / "angle_stress_vs_dimension.png")
+        )
+    if grid is not None:
+        if "stress" in tasks:
+            grid_curve = grid.stress.to_dataset(name="stress").assign_attrs(
+                title=f"3-D task, N={grid.sizes['image']}: stress vs dimension"
+            )
+            files.append(
+                plots.plot_stress_vs_dimension(grid_curve, out / "grid_stress_vs_dimension.png")
+            )
+        files.append(plots.plot_grid_embedding(grid, out / "grid_embedding.png"))
     if synthesis is not None:
         files.append(plots.plot_synthesis(synthesis, out / "synthesis.png"))
     report = write_report(
@@ -502,7 +552,7 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
         files=files,
         backbone_angle=backbone_angle,
         backbone_grid=backbone_grid,
-        backbones_unavailable=unavailable if config.backbones else None,
+        backbones_unavailable=unavailable if compare else None,
     )
     return PaperResults(
         angle,
@@ -514,5 +564,5 @@ def run_paper(config: PaperConfig, *, progress: bool = True) -> PaperResults:
         timings,
         backbone_angle=backbone_angle,
         backbone_grid=backbone_grid,
-        backbones_unavailable=unavailable if config.backbones else None,
+        backbones_unavailable=unavailable if compare else None,
     )

@@ -63,11 +63,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_NOISE",
+    "NOISE_BY_EYE",
+    "NOISE_PRESETS",
+    "PerlinNoise",
     "PERLIN_AMPLITUDE",
     "PERLIN_BASE_LATTICE",
     "PERLIN_LACUNARITY",
@@ -76,6 +80,7 @@ __all__ = [
     "SynthDataset",
     "angle_dataset",
     "grid_dataset",
+    "resolve_noise",
     "texture",
 ]
 
@@ -195,39 +200,137 @@ def _perlin(gx: np.ndarray, gy: np.ndarray, coords: np.ndarray) -> np.ndarray:
     )
 
 
-def _gradient_angles(rng: np.random.Generator) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class PerlinNoise:
+    """Settings of the displacement noise h(r) of :func:`texture`.
+
+    The paper does not state them; :data:`DEFAULT_NOISE` is fixed by the calibration
+    against its angle-task figures (module docstring, ``docs/reproduction.md``).
+
+    Attributes
+    ----------
+    amplitude : float
+        Weight of the coarsest octave, in image sides per unit of ``A`` (> 0).
+    base_lattice : int
+        Lattice cells per image side of the coarsest octave (>= 1).
+    octaves : int
+        Number of octaves (>= 1); octave ``o`` has ``base_lattice * lacunarity**o`` cells.
+    lacunarity : int
+        Lattice refinement between octaves (an integer >= 2 keeps every octave periodic).
+    persistence : float
+        Weight ratio between successive octaves (> 0).
+    components : {"independent", "shared"}
+        ``"independent"``: h_x and h_y are independent fields (the default).
+        ``"shared"``: both components are the same field, h = (h, h), as a naive
+        ``u = r + A * noise(r)`` on both coordinates gives; the displacement along the wave
+        vector then depends on theta (zero at theta = 3 pi / 4).
+    """
+
+    amplitude: float
+    base_lattice: int = 4
+    octaves: int = 3
+    lacunarity: int = 2
+    persistence: float = 0.5
+    components: str = "independent"
+
+    def __post_init__(self) -> None:
+        _check_real(self.amplitude, "amplitude", minimum=0.0)
+        if self.amplitude <= 0.0:
+            raise ValueError(
+                f"The 'amplitude' parameter must be > 0. Got {self.amplitude!r} instead."
+            )
+        _check_count(self.base_lattice, "base_lattice")
+        _check_count(self.octaves, "octaves")
+        if _check_count(self.lacunarity, "lacunarity") < 2:
+            raise ValueError(
+                f"The 'lacunarity' parameter must be an int >= 2. Got {self.lacunarity!r} instead."
+            )
+        if _check_real(self.persistence, "persistence", minimum=0.0) <= 0.0:
+            raise ValueError(
+                f"The 'persistence' parameter must be > 0. Got {self.persistence!r} instead."
+            )
+        if self.components not in ("independent", "shared"):
+            raise ValueError(
+                "The 'components' parameter must be 'independent' or 'shared'. "
+                f"Got {self.components!r} instead."
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        """The settings as plain values (for provenance records)."""
+        return asdict(self)
+
+
+#: The setting of the first releases, chosen by eye on image grids (before calibration).
+NOISE_BY_EYE = PerlinNoise(amplitude=0.035, base_lattice=4, octaves=3, persistence=0.5)
+
+#: The generator's default, fixed by the angle-task calibration (see the module docstring).
+DEFAULT_NOISE = NOISE_BY_EYE
+
+#: Named settings accepted wherever a ``noise`` parameter is.
+NOISE_PRESETS: dict[str, PerlinNoise] = {"calibrated": DEFAULT_NOISE, "by-eye": NOISE_BY_EYE}
+
+
+def resolve_noise(noise: PerlinNoise | str | None) -> PerlinNoise:
+    """The :class:`PerlinNoise` meant by a ``noise`` parameter: None is
+    :data:`DEFAULT_NOISE`, a string names one of :data:`NOISE_PRESETS`."""
+    if noise is None:
+        return DEFAULT_NOISE
+    if isinstance(noise, PerlinNoise):
+        return noise
+    if isinstance(noise, str) and noise in NOISE_PRESETS:
+        return NOISE_PRESETS[noise]
+    raise ValueError(
+        "The 'noise' parameter must be a PerlinNoise, None or one of "
+        f"{sorted(NOISE_PRESETS)}. Got {noise!r} instead."
+    )
+
+
+def _gradient_angles(rng: np.random.Generator, noise: PerlinNoise) -> list[np.ndarray]:
     """The gradient angles of every octave of one displacement component, (L_o, L_o) each."""
     angles = []
-    lattice = PERLIN_BASE_LATTICE
-    for _ in range(PERLIN_OCTAVES):
+    lattice = noise.base_lattice
+    for _ in range(noise.octaves):
         angles.append(rng.uniform(0.0, 2.0 * np.pi, size=(lattice, lattice)))
-        lattice *= PERLIN_LACUNARITY
+        lattice *= noise.lacunarity
     return angles
 
 
-def _displacement_along(seed: int, coords: np.ndarray, nx: float, ny: float) -> np.ndarray:
+def _displacement_along(
+    seed: int, coords: np.ndarray, nx: float, ny: float, noise: PerlinNoise | None = None
+) -> np.ndarray:
     """The projection h . n = nx h_x + ny h_y of the displacement field, (S, S).
 
-    h_x and h_y are independent fractal Perlin fields (gradients from the two streams of
-    ``np.random.default_rng(seed).spawn(2)``). Perlin noise is linear in its gradients, so
-    nx h_x + ny h_y is evaluated as one noise per octave whose gradients are
-    nx g_x + ny g_y.
+    With independent components, h_x and h_y are fractal Perlin fields with gradients from
+    the two streams of ``np.random.default_rng(seed).spawn(2)``. Perlin noise is linear in its
+    gradients, so nx h_x + ny h_y is evaluated as one noise per octave whose gradients are
+    nx g_x + ny g_y. With shared components both are the field of the first stream.
     """
+    noise = DEFAULT_NOISE if noise is None else noise
     rng_x, rng_y = np.random.default_rng(seed).spawn(2)
+    angles_x = _gradient_angles(rng_x, noise)
+    angles_y = angles_x if noise.components == "shared" else _gradient_angles(rng_y, noise)
     total = np.zeros((coords.size, coords.size))
-    weight = PERLIN_AMPLITUDE
-    for ax, ay in zip(_gradient_angles(rng_x), _gradient_angles(rng_y), strict=True):
+    weight = noise.amplitude
+    for ax, ay in zip(angles_x, angles_y, strict=True):
         gx = nx * np.cos(ax) + ny * np.cos(ay)
         gy = nx * np.sin(ax) + ny * np.sin(ay)
         total += weight * _perlin(gx, gy, coords)
-        weight *= PERLIN_PERSISTENCE
+        weight *= noise.persistence
     return total
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def texture(theta: float, k: float, A: float, *, size: int = 256, seed: int = 0) -> np.ndarray:
+def texture(
+    theta: float,
+    k: float,
+    A: float,
+    *,
+    size: int = 256,
+    seed: int = 0,
+    noise: PerlinNoise | str | None = None,
+) -> np.ndarray:
     """A noisy stripe texture, phi(r) = cos(2 pi k (r + A h(r)) . n_theta).
 
     Parameters
@@ -244,6 +347,10 @@ def texture(theta: float, k: float, A: float, *, size: int = 256, seed: int = 0)
         Side of the square image in pixels, >= 16.
     seed : int, optional
         Seed (>= 0) of the Perlin lattice gradients. Ignored when ``A = 0``.
+    noise : PerlinNoise, str or None, optional
+        Settings of h: None (:data:`DEFAULT_NOISE`, the calibrated setting), a
+        :class:`PerlinNoise`, or a name in :data:`NOISE_PRESETS` (``"by-eye"`` regenerates the
+        images of releases before the calibration).
 
     Returns
     -------
@@ -278,13 +385,14 @@ def texture(theta: float, k: float, A: float, *, size: int = 256, seed: int = 0)
     A = _check_real(A, "A", minimum=0.0)
     size = _check_size(size)
     seed = _check_seed(seed)
+    noise = resolve_noise(noise)
 
     coords = np.arange(size) / size
     nx, ny = math.cos(theta), math.sin(theta)
     # u . n = r . n + A h . n, with x along columns (axis 1) and y along rows (axis 0)
     phase = coords[None, :] * nx + coords[:, None] * ny
     if A > 0.0:
-        phase = phase + A * _displacement_along(seed, coords, nx, ny)
+        phase = phase + A * _displacement_along(seed, coords, nx, ny, noise)
     return np.cos(2.0 * np.pi * k * phase)
 
 
@@ -332,6 +440,7 @@ def _render(
     size: int,
     progress: bool,
     desc: str,
+    noise: PerlinNoise,
 ) -> SynthDataset:
     n = theta.size
     images = np.empty((n, size, size))
@@ -341,7 +450,7 @@ def _render(
 
         indices = tqdm(indices, desc=desc, unit="image")
     for i in indices:
-        images[i] = texture(theta[i], k[i], A[i], size=size, seed=int(seeds[i]))
+        images[i] = texture(theta[i], k[i], A[i], size=size, seed=int(seeds[i]), noise=noise)
     return SynthDataset(images=images, theta=theta, k=k, A=A, seed=seeds)
 
 
@@ -352,6 +461,7 @@ def angle_dataset(
     k: float = 15,
     size: int = 256,
     seed: int = 0,
+    noise: PerlinNoise | str | None = None,
     progress: bool = False,
 ) -> SynthDataset:
     """The paper's angle task: n textures with theta_i = i pi / n, one k and one A.
@@ -371,6 +481,8 @@ def angle_dataset(
         ``np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(n, np.uint64)[i] >> 1``,
         which depends only on ``seed`` and ``i``; different trial seeds give independent
         noise fields.
+    noise : PerlinNoise, str or None, optional
+        Settings of the displacement noise, as in :func:`texture`.
     progress : bool, optional
         Show a tqdm progress bar.
 
@@ -399,6 +511,7 @@ def angle_dataset(
         size=size,
         progress=progress,
         desc="angle dataset",
+        noise=resolve_noise(noise),
     )
 
 
@@ -410,6 +523,7 @@ def grid_dataset(
     theta_range: tuple[float, float] = (0.0, np.pi),
     k_range: tuple[float, float] = (5.0, 15.0),
     A_range: tuple[float, float] = (0.5, 2.0),
+    noise: PerlinNoise | str | None = None,
     progress: bool = False,
 ) -> SynthDataset:
     """The paper's 3-D task: every combination of n_per_axis values of theta, k and A.
@@ -431,6 +545,8 @@ def grid_dataset(
         with ``n = n_per_axis**3``: a distinct noise field per image.
     theta_range, k_range, A_range : (float, float), optional
         Half-open ranges ``[lo, hi)`` with ``lo < hi``; ``k`` and ``A`` must be >= 0.
+    noise : PerlinNoise, str or None, optional
+        Settings of the displacement noise, as in :func:`texture`.
     progress : bool, optional
         Show a tqdm progress bar.
 
@@ -464,4 +580,5 @@ def grid_dataset(
         size=size,
         progress=progress,
         desc="grid dataset",
+        noise=resolve_noise(noise),
     )

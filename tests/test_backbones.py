@@ -330,8 +330,8 @@ def test_imagenet_row_in_the_backbone_comparison(hub, tmp_path):
 
     hub.mkdir(parents=True)
     torch.save(_torchvision_state(2), hub / B.IMAGENET_FILE)
-    config = PaperConfig(out=tmp_path / "paper", size=32, angle_n=(12,), amplitudes=(0.0, 3.0),
-                         trials=1, grid_n=3, synthesis_steps=0, device="cpu",
+    config = PaperConfig(out=tmp_path / "paper", size=32, grid_size=32, angle_n=(12,),
+                         amplitudes=(0.0, 3.0), trials=1, grid_n=3, synthesis_steps=0, device="cpu",
                          backbones=("vgg19-imagenet",))  # fmt: skip
     angle, grid, unavailable = run_backbone_comparison(config)
     assert unavailable == {}

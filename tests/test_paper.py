@@ -11,6 +11,8 @@ pytestmark = pytest.mark.weights
 TINY = [
     "--size",
     "32",
+    "--grid-size",
+    "32",
     "--angle-n",
     "12",
     "--amplitudes",
@@ -91,7 +93,19 @@ def test_grid_metrics_recompute_from_stored_embeddings(paper_run):
 
 
 def test_bad_option_is_a_clear_error(capsys):
-    code = main(["paper", "--size", "8", "--out", "/tmp/unused", "--synthesis-steps", "0"])
+    code = main(
+        [
+            "paper",
+            "--size",
+            "8",
+            "--grid-size",
+            "8",
+            "--out",
+            "/tmp/unused",
+            "--synthesis-steps",
+            "0",
+        ]
+    )
     assert code == 2
     assert "'size' parameter must be an int >= 16" in capsys.readouterr().err
 
@@ -112,6 +126,7 @@ def backbone_run(tmp_path_factory, vgg_weights):
         config = PaperConfig(
             out=Path(out),
             size=32,
+            grid_size=32,
             angle_n=(12,),
             amplitudes=(0.0, 3.0),
             trials=2,

@@ -348,3 +348,75 @@ def test_docstring_examples() -> None:
 def test_synth_does_not_import_torch() -> None:
     code = "import sys, microscale.synth; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- noise settings
+
+
+def test_by_eye_preset_regenerates_the_images_of_earlier_releases() -> None:
+    # pixel values of texture(0.7, 12, 2.0, size=32, seed=5) before the calibration
+    phi = texture(0.7, 12, 2.0, size=32, seed=5, noise="by-eye")
+    assert phi[3, 7] == pytest.approx(-0.49172635235892237, abs=1e-13)
+    assert phi[20, 11] == pytest.approx(-0.24208374772717567, abs=1e-13)
+    assert phi.sum() == pytest.approx(16.165598082951544, abs=1e-10)
+    assert synth.NOISE_BY_EYE == synth.PerlinNoise(0.035, 4, 3, 2, 0.5)
+
+
+def test_noise_parameter_forms_agree() -> None:
+    default = texture(0.3, 15, 2.0, size=32, seed=1)
+    np.testing.assert_array_equal(default, texture(0.3, 15, 2.0, size=32, seed=1, noise=None))
+    np.testing.assert_array_equal(
+        default, texture(0.3, 15, 2.0, size=32, seed=1, noise="calibrated")
+    )
+    np.testing.assert_array_equal(
+        default, texture(0.3, 15, 2.0, size=32, seed=1, noise=synth.DEFAULT_NOISE)
+    )
+    data = angle_dataset(3, A=2.0, size=32, seed=4, noise="by-eye")
+    np.testing.assert_array_equal(
+        data.images[1],
+        texture(data.theta[1], 15, 2.0, size=32, seed=int(data.seed[1]), noise="by-eye"),
+    )
+    grid = grid_dataset(2, size=16, noise="by-eye")
+    assert not np.array_equal(grid.images, grid_dataset(2, size=16).images)
+
+
+def test_amplitude_only_rescales_A() -> None:
+    # u = r + A h with h linear in the amplitude: (A, 2 a) gives the image of (2 A, a)
+    base = synth.PerlinNoise(0.05, 2, 2, 2, 0.5)
+    double = dataclasses.replace(base, amplitude=0.1)
+    np.testing.assert_allclose(
+        texture(1.0, 15, 1.5, size=32, seed=2, noise=double),
+        texture(1.0, 15, 3.0, size=32, seed=2, noise=base),
+        atol=1e-12,
+    )
+
+
+def test_shared_components_displace_along_the_diagonal_only() -> None:
+    shared = synth.PerlinNoise(0.05, 2, 2, 2, 0.5, "shared")
+    coords = np.arange(32) / 32
+    # h = (h, h): no displacement across the direction (1, -1) / sqrt(2)
+    across = synth._displacement_along(3, coords, 2**-0.5, -(2**-0.5), shared)
+    np.testing.assert_allclose(across, 0.0, atol=1e-15)
+    along = synth._displacement_along(3, coords, 1.0, 0.0, shared)
+    np.testing.assert_allclose(synth._displacement_along(3, coords, 0.0, 1.0, shared), along)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(amplitude=0.0), "'amplitude' parameter must be > 0"),
+        (dict(amplitude=0.1, base_lattice=0), "'base_lattice' parameter must be an int >= 1"),
+        (dict(amplitude=0.1, octaves=1.5), "'octaves' parameter must be an int >= 1"),
+        (dict(amplitude=0.1, lacunarity=1), "'lacunarity' parameter must be an int >= 2"),
+        (dict(amplitude=0.1, persistence=0), "'persistence' parameter must be > 0"),
+        (dict(amplitude=0.1, components="both"), "'components' parameter must be"),
+    ],
+)
+def test_perlin_noise_validation(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        synth.PerlinNoise(**kwargs)
+
+
+def test_unknown_noise_preset_names_the_presets() -> None:
+    with pytest.raises(ValueError, match=r"one of \['by-eye', 'calibrated'\]"):
+        texture(0.3, 15, 2.0, size=32, noise="perlin")
