@@ -201,6 +201,8 @@ def stage_cnn(args: argparse.Namespace) -> list[dict]:
             }
         )
     amps = np.array(args.amplitudes)
+    # A = 0 images do not depend on the noise setting: no information for the calibration
+    trend = (amps > 0) & (amps <= 5)
     rows = []
     for row in chosen:
         fields = dict(row["noise"])
@@ -229,7 +231,7 @@ def stage_cnn(args: argparse.Namespace) -> list[dict]:
                 "stress_mean": arr[:, :, 1].mean(axis=1).tolist(),
                 "stress_std": arr[:, :, 1].std(axis=1).tolist(),
                 "window": window(amps, mean, args.threshold, log_x=False),
-                "stress_trend": spearman(amps[amps <= 5], arr[amps <= 5, :, 1].mean(axis=1)),
+                "stress_trend": spearman(amps[trend], arr[trend, :, 1].mean(axis=1)),
             }
         out["ps"]["peak_mean"] = res["ps"][:, :, 2].mean(axis=1).tolist()
         out["score"] = score(out)
@@ -288,9 +290,46 @@ def print_cnn_row(row: dict) -> None:
     )
 
 
+def report() -> None:
+    """Print the tables of docs/reproduction.md from the stored results, rescoring stage 2
+    (stress trends over 0 < A <= 5: the A = 0 images do not depend on the noise)."""
+    ps_rows = json.loads((RESULTS / "calibration_ps.json").read_text())["rows"]
+    print("### Stage 1: PS window per structure (threshold 0.1 rad)\n")
+    print(
+        "| structure | rms grad / amplitude | eps_lo | eps_hi | width eps_hi/eps_lo | amplitude |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in sorted(ps_rows, key=lambda r: (r["noise"]["components"], r["structure"])):
+        amp = r["amplitude_for_paper_window"]
+        print(
+            f"| {r['structure']} | {r['gradient_rms_per_amplitude']:.2f} | {r['eps_lo']:.3f} "
+            f"| {r['eps_hi']:.3f} | {r['window_ratio']:.2f} | "
+            + (f"{amp:.4f} |" if amp else "never good |")
+        )
+    cnn = json.loads((RESULTS / "calibration_cnn.json").read_text())["rows"]
+    print("\n### Stage 2: angle task in A units, CNN and PS (score: 0 = as the paper)\n")
+    for row in cnn:
+        amps = np.array(row["A"])
+        trend = (amps > 0) & (amps <= 5)
+        for m in ("cnn", "ps"):
+            row[m]["stress_trend"] = spearman(amps[trend], np.array(row[m]["stress_mean"])[trend])
+        row["score"] = score(row)
+    print("| setting | amplitude | PS window | CNN good up to | stress trend CNN / PS | score |")
+    print("|---|---|---|---|---|---|")
+    for row in sorted(cnn, key=lambda r: r["score"]["total"]):
+        lo, hi = row["ps"]["window"]
+        print(
+            f"| {row['structure']} | {row['noise']['amplitude']:.4f} | {lo:.2f}-{hi:.2f} "
+            f"| {row['cnn']['window'][1]:.2f} | {row['cnn']['stress_trend']:+.2f} / "
+            f"{row['ps']['stress_trend']:+.2f} | {row['score']['total']:.3f} |"
+        )
+    for row in cnn:
+        print_cnn_row(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=("ps", "cnn"), required=True)
+    parser.add_argument("--stage", choices=("ps", "cnn", "report"), required=True)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--threshold", type=float, default=0.1, help="RMSE (rad) of 'good'")
@@ -321,6 +360,9 @@ def main() -> None:
     print(f"# calibrate_generator --stage {args.stage} ({platform.machine()}, size {args.size})")
     RESULTS.mkdir(exist_ok=True)
     t0 = time.perf_counter()
+    if args.stage == "report":
+        report()
+        return
     if args.stage == "ps":
         print("| structure | rms grad | eps_lo | eps_hi | ratio | amplitude | s |")
         print("|---|---|---|---|---|---|---|")

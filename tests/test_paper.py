@@ -201,3 +201,66 @@ def test_cli_backbones_flag_reaches_the_config(monkeypatch):
     code = main(["paper", "--out", "/tmp/unused", "--backbones", "vgg19-normalized, random:2"])
     assert code == 2
     assert tuple(seen["config"].backbones) == ("vgg19-normalized", "random:2")
+
+
+def test_tasks_subset_runs_only_those(tmp_path, vgg_weights):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["paper", "--out", str(tmp_path), *TINY, "--tasks", "grid"])
+    assert code == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"grid_task.nc", "grid_embedding.png", "report.md"} <= names
+    assert not names & {"angle_task.nc", "angle_stress.nc", "synthesis.nc", "synthesis.png"}
+    report = (tmp_path / "report.md").read_text()
+    assert "### 3-D task (Table I)" in report and "### Angle task" not in report
+    assert "| Table I | at D* = 4 a linear map recovers k and A" in report
+    assert "Tasks: grid." in report
+
+
+def test_stress_task_alone_runs_one_angle_trial(tmp_path, vgg_weights):
+    from microscale.paper import PaperConfig, run_paper
+
+    config = PaperConfig(
+        out=tmp_path,
+        tasks=("stress",),
+        size=32,
+        angle_n=(12, 16),
+        amplitudes=(0.0, 3.0),
+        trials=5,
+        device="cpu",
+    )
+    res = run_paper(config, progress=False)
+    assert res.angle is None and res.grid is None and res.synthesis is None
+    assert res.angle_stress is not None
+    assert list(res.angle_stress.A.values) == [0.0, 3.0]
+    assert list(res.timings) == ["angle task (1 trial, for Fig. 8)"]
+    assert (tmp_path / "angle_stress_vs_dimension.png").exists()
+
+
+def test_config_validates_tasks_and_noise():
+    from microscale.paper import PaperConfig
+
+    with pytest.raises(ValueError, match="subset of angle, stress, grid, synthesis"):
+        PaperConfig(tasks=("angles",))
+    with pytest.raises(ValueError, match="'noise' parameter must be"):
+        PaperConfig(noise="loud")
+    assert PaperConfig(noise="by-eye").noise == "by-eye"
+
+
+def test_cli_tasks_and_noise_reach_the_config(monkeypatch):
+    from microscale import paper
+
+    seen = {}
+
+    def capture(config):
+        seen["config"] = config
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(paper, "run_paper", capture)
+    main(["paper", "--out", "/tmp/unused", "--tasks", "angle,grid", "--noise", "by-eye"])
+    assert seen["config"].tasks == ("angle", "grid")
+    assert seen["config"].noise == "by-eye"
+    assert seen["config"].grid_size == 256 and seen["config"].trials == 10
