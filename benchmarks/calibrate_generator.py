@@ -192,6 +192,9 @@ def stage_cnn(args: argparse.Namespace) -> list[dict]:
     ok = [r for r in ok if math.isfinite(r["window_ratio"])]
     ok.sort(key=lambda r: abs(math.log(r["window_ratio"] / 1.75)))
     chosen = ok[: args.top]
+    if args.structures:
+        wanted = [parse_structure(s).as_dict() for s in args.structures]
+        chosen = [r for r in ok if {**r["noise"], "amplitude": 1.0} in wanted]
     if args.include_by_eye:
         chosen.append(
             {
@@ -349,10 +352,11 @@ def main() -> None:
         "--structures",
         type=lambda s: s.split(","),
         default=None,
-        help="stage ps: only these structures, e.g. 2:1:0.5,1:3:0.3:shared (L:O:p[:shared])",
+        help="only these structures (stage cnn: instead of --top), e.g. 2:1:0.5,1:3:0.3:shared "
+        "(L:O:p[:shared])",
     )
     parser.add_argument(
-        "--append", action="store_true", help="stage ps: add the rows to the existing results"
+        "--append", action="store_true", help="add the rows to the existing results"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """A small, realistic demo archive of synthetic micrographs, with known parameters.
 
 :func:`write_demo_archive` writes what a real archive looks like to the ingest flow:
-textures from :func:`microscale.synth.texture` (METHOD.md section 5) saved as real files of
+textures from :func:`microscale.synth.texture` (docs/method.md section 5) saved as real files of
 several formats and dtypes in nested folders, some with a physical pixel size in their
 TIFF resolution tags, a ``parameters.csv`` sidecar with the ground truth, and (by default)
 a few files that are not images or are damaged, as every real archive has.

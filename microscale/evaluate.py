@@ -1,4 +1,4 @@
-"""How well an embedding recovers the parameters of the images (METHOD.md section 6).
+"""How well an embedding recovers the parameters of the images (docs/method.md section 6).
 
 Plain numpy functions on an embedding ``X`` of shape ``(n, d)`` (the MDS coordinates, one
 row per image) and the known parameters of the images:
@@ -510,7 +510,8 @@ def good_window(x: ArrayLike, error: ArrayLike, *, threshold: float = 0.1) -> tu
 
     Examples
     --------
-    >>> good_window([0, 1, 2, 3], [0.2, 0.05, 0.05, 0.2])
+    >>> lo, hi = good_window([0, 1, 2, 3], [0.2, 0.05, 0.05, 0.2])
+    >>> round(lo, 9), round(hi, 9)
     (0.5, 2.5)
     """
     x = _as_finite_float(x, "x", "good_window")
