@@ -37,6 +37,7 @@ _SUBMODULES = {
     "texture",
     "spectrum",
     "distance",
+    "errors",
     "manifold",
     "evaluate",
     "results",

@@ -30,6 +30,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from microscale.errors import ConstantImageError
+
 __all__ = [
     "ConstantImageError",
     "NORMALIZATIONS",
@@ -40,10 +42,6 @@ __all__ = [
 
 Normalization = Literal["minmax", "percentile", "dtype"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "percentile", "dtype")
-
-
-class ConstantImageError(ValueError):
-    """An image whose pixels are all equal: it has no texture to describe."""
 
 
 def as_image_stack(images: ArrayLike, *, min_size: int = 1) -> np.ndarray:

@@ -149,6 +149,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from microscale.errors import (
+    DecodeError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    PageNotFoundError,
+    UnsupportedFormatError,
+)
 from microscale.intensity import as_image_stack
 
 __all__ = [
@@ -183,35 +190,9 @@ BT601 = (0.299, 0.587, 0.114)
 _EM_HINT = "pip install 'microscale[em]'"
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class UnsupportedFormatError(ValueError):
-    """The file is not an image in a format microscale reads (text, empty, unknown bytes)."""
-
-
-class DecodeError(OSError):
-    """The file looks like an image but cannot be decoded: truncated, corrupt or unsupported."""
-
-
-class ImageTooLargeError(ValueError):
-    """The image header announces more pixels than ``max_pixels`` allows.
-
-    ``streamable`` is True when the page is a genuine tiled TIFF page that
-    :func:`open_tiled_page` can read region by region within the budget (see the module
-    docstring); False for a suspected bomb or a format that cannot be streamed.
-    """
-
-    streamable: bool = False
-
-
 #: A tiled TIFF page above ``max_pixels`` is streamed (not refused) only when the file
 #: stores at least 1/MAX_COMPRESSION_RATIO of its decoded bytes; see the module docstring.
 MAX_COMPRESSION_RATIO = 100
-
-
-class ImageTooSmallError(ValueError):
-    """The image is too small to cut a tile from, even with padding."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -756,12 +737,8 @@ def _decode_error(path: Path, fmt: str, exc: BaseException) -> DecodeError:
     )
 
 
-class _PageError(ValueError):
-    """A page index past the last page (a ValueError for the caller)."""
-
-
 def _page_error(path: Path, page: int, n_pages: int) -> ValueError:
-    return _PageError(
+    return PageNotFoundError(
         f"Page {page} was requested from {os.fspath(path)!r}, which has {n_pages} page(s) "
         f"(0 to {n_pages - 1}). Use count_pages(path) to enumerate them."
     )
@@ -1026,7 +1003,7 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
                 raw = np.moveaxis(raw, axes.index("S"), -1)
             data, policy, _ = _tiff_channel_policy(keyframe, raw)
             pixel_size, metadata = _tiff_metadata(tif, frames, frame, policy)
-    except (UnsupportedFormatError, DecodeError, ImageTooLargeError, _PageError):
+    except (UnsupportedFormatError, DecodeError, ImageTooLargeError, PageNotFoundError):
         raise
     except _DECODER_ERRORS as exc:
         raise _decode_error(path, "tiff", exc) from exc
@@ -1254,7 +1231,7 @@ def open_tiled_page(
     except BaseException as exc:
         tif.close()
         if isinstance(exc, _DECODER_ERRORS) and not isinstance(
-            exc, UnsupportedFormatError | DecodeError | ImageTooLargeError | _PageError
+            exc, UnsupportedFormatError | DecodeError | ImageTooLargeError | PageNotFoundError
         ):
             raise _decode_error(path, "tiff", exc) from exc
         raise

@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from microscale import scratch
+from microscale.errors import FailedUnitsError, NoWorkersError
 from microscale.store import (
     IncompleteStageError,
     Store,
@@ -176,27 +177,6 @@ _POLL_S = 1.0  # how often a waiting driver checks that the cluster still has wo
 
 Progress = Callable[[int, int], None]
 Root = Store | str | os.PathLike[str]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class NoWorkersError(RuntimeError):
-    """The Dask cluster of a stage has no workers (none started, or all gone)."""
-
-
-class FailedUnitsError(RuntimeError):
-    """Units of a stage that killed every worker that ran them; the other units are done.
-
-    Attributes
-    ----------
-    failed : dict
-        Description of each failed unit (its record key and rows) -> the reason.
-    """
-
-    def __init__(self, message: str, *, failed: dict[str, str]) -> None:
-        super().__init__(message)
-        self.failed = dict(failed)
 
 
 # --------------------------------------------------------------------------- work units

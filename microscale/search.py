@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microscale.errors import WeightsMismatchError
 from microscale.store import (
     IncompleteStageError,
     Store,
@@ -71,10 +72,6 @@ DEFAULT_BAND_BYTES = 256 * 2**20
 DEFAULT_WEIGHTS = "vgg19-normalized"
 DEFAULT_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 DESCRIPTORS = ("cnn", "ps")
-
-
-class WeightsMismatchError(StoreError):
-    """The weights given are not those the store's texture vectors were computed with."""
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,14 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, DTypeLike
 
+from microscale.errors import (
+    IncompleteStageError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+
 __all__ = [
     "FORMAT_VERSION",
     "GROUP_NAME",
@@ -157,29 +165,6 @@ _PARTIAL_SUFFIX = ".partial"  # zarr's LocalStore: <key>.<uuid hex>.partial, the
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STRING = str  # zarr's variable-length UTF-8 data type
 _log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class StoreError(ValueError):
-    """A store that does not hold what was asked, or a request that breaks its layout."""
-
-
-class StoreNotFoundError(StoreError, FileNotFoundError):
-    """No microscale store at the given path."""
-
-
-class StoreExistsError(StoreError, FileExistsError):
-    """A store already exists where a new one was to be created."""
-
-
-class StoreLockedError(StoreError, BlockingIOError):
-    """Another process holds the store's run lock."""
-
-
-class IncompleteStageError(StoreError):
-    """A stage needs the output of an earlier stage that is not complete."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microscale.errors import WeightsError, WeightsUnavailableError
+
 __all__ = [
     "CONV_LAYERS",
     "DEFAULT_WEIGHTS",
@@ -67,14 +69,6 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): ("numpy", "ndarray"),
     ("numpy", "dtype"): ("numpy", "dtype"),
 }
-
-
-class WeightsError(ValueError):
-    """A weights file that is not the normalised VGG-19, or that tried to run code."""
-
-
-class WeightsUnavailableError(FileNotFoundError):
-    """The weights are not in the cache and cannot be downloaded."""
 
 
 @dataclass(frozen=True)
