@@ -43,6 +43,7 @@ from microscale import pipeline as pl
 from microscale import store as st
 from microscale.demo import write_demo_archive
 from microscale.ingest import ingest_archive
+from microscale.stages import _runner as runner
 
 # --------------------------------------------------------------------------- helpers
 
@@ -112,7 +113,7 @@ def n_done(root: Path, stage: str) -> int:
 
 
 class Sabotage:
-    """Worker plugin: slow down ``microscale.pipeline.<target>`` and poison one start row.
+    """Worker plugin: slow down ``microscale.stages.features.<target>``, poison one start row.
 
     Registered as a worker plugin, so a worker that Dask's nanny restarts after a kill gets
     it again. ``poison``: the first positional argument after the store (a tile start row)
@@ -127,7 +128,7 @@ class Sabotage:
         self.target, self.delay, self.poison, self.log = target, delay, poison, log
 
     def setup(self, worker):  # noqa: ANN001
-        import microscale.pipeline as module
+        import microscale.stages.features as module
 
         original = getattr(module, self.target)
         delay, poison, log = self.delay, self.poison, self.log
@@ -425,8 +426,8 @@ def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> di
     import distributed
 
     root = copy_store(base, work / "no_workers")
-    old = pl.WORKER_TIMEOUT
-    pl.WORKER_TIMEOUT = timeout
+    old = runner.WORKER_TIMEOUT
+    runner.WORKER_TIMEOUT = timeout
     try:
         with (
             distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as c,
@@ -440,7 +441,7 @@ def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> di
                 error = f"NoWorkersError: {str(exc)[:60]}..."
             detect = time.perf_counter() - t
     finally:
-        pl.WORKER_TIMEOUT = old
+        runner.WORKER_TIMEOUT = old
     before = n_done(root, f"features.{d}")
     t = time.perf_counter()
     counts = stage_features(root, d)

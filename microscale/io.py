@@ -178,6 +178,7 @@ __all__ = [
     "resample",
     "sniff_format",
     "tile",
+    "tile_starts",
 ]
 
 _log = logging.getLogger(__name__)
@@ -1612,7 +1613,17 @@ def resample(image: ArrayLike, *, pixel_size_nm: float, target_nm: float) -> np.
     return ndimage.zoom(arr, zooms, order=1, grid_mode=True, mode="grid-mirror")
 
 
-def _tile_starts(n: int, tile_size: int, stride: int) -> list[int]:
+def tile_starts(n: int, tile_size: int, stride: int) -> list[int]:
+    """Starts of the tiles along one axis of length ``n``: a grid that covers every pixel.
+
+    Tiles start every ``stride`` pixels; when the last one stops short of the end, one
+    more tile is added flush with the end (it overlaps its neighbour).
+
+    Examples
+    --------
+    >>> tile_starts(10, 4, 4)
+    [0, 4, 6]
+    """
     starts = list(range(0, n - tile_size + 1, stride))
     if starts[-1] + tile_size < n:
         starts.append(n - tile_size)
@@ -1716,8 +1727,8 @@ def tile(
             pad[1],
             s,
         )
-    rows = _tile_starts(arr.shape[0], s, step)
-    cols = _tile_starts(arr.shape[1], s, step)
+    rows = tile_starts(arr.shape[0], s, step)
+    cols = tile_starts(arr.shape[1], s, step)
     origins = np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
     windows = np.lib.stride_tricks.sliding_window_view(arr, (s, s))
     tiles = windows[origins[:, 0], origins[:, 1]].copy()

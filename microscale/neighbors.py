@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from microscale import store as _store
+from microscale.store import LEVELS
 
 __all__ = ["DEFAULT_K", "clusters", "matrix_name", "nearest_neighbors", "outlier_scores"]
 
@@ -40,9 +41,6 @@ DEFAULT_K = 5
 
 #: Default memory budget for one band of the distance matrix (256 MiB).
 DEFAULT_BAND_BYTES = 256 * 2**20
-
-LEVELS = ("image", "tile")
-
 
 def matrix_name(descriptor: str, *, level: str = "image") -> str:
     """The store array of a descriptor's distance matrix, e.g. ``"distances/cnn"``."""

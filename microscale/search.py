@@ -1,7 +1,7 @@
 """Query an archive by texture: the nearest archive images to a new micrograph.
 
 :func:`similar` answers "which micrographs of the archive look like this one?" for a store
-that the pipeline has filled (:mod:`microscale.pipeline`):
+that the pipeline has filled (:mod:`microscale.stages`):
 
 1. **The query's vector** (:func:`query_vector`). The file is prepared exactly as the
    ingest stage prepared the archive's files, by the same function
@@ -11,7 +11,8 @@ that the pipeline has filled (:mod:`microscale.pipeline`):
    in the store's ``ingest`` attribute. Its tiles are described with the store's
    descriptor settings (``features/<d>`` attributes: layers, tile normalisation; for
    ``"cnn"`` the weights must be the ones whose sha256 the store records) and averaged
-   with their pixel weights, as :func:`microscale.pipeline.compute_image_features` does.
+   with their pixel weights, as the image-feature stage does
+   (:func:`microscale.stages.image_features.compute_image_features`).
    When the store's features are sketched (attribute ``"sketch"``), the tile vectors are
    sketched with the same projection first. A query whose content (sha256, and page) is
    already in the archive is not recomputed: its stored vector is used, so it comes back
@@ -45,11 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microscale.errors import WeightsMismatchError
+from microscale import io
+from microscale.errors import IncompleteStageError, StoreError, WeightsMismatchError
+from microscale.ingest import STORE_PARAMS, prepare_page, with_retries
+from microscale.stages.distances import image_sums_total
+from microscale.stages.image_features import plan_image_groups
 from microscale.store import (
-    IncompleteStageError,
+    DESCRIPTORS,
     Store,
-    StoreError,
     array_attrs,
     array_chunks,
     array_shape,
@@ -59,6 +63,7 @@ from microscale.store import (
     read_array,
     read_rows,
 )
+from microscale.weights import DEFAULT_LAYERS, DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -69,9 +74,6 @@ __all__ = ["QueryVector", "SimilarResult", "WeightsMismatchError", "query_vector
 
 #: Bytes of image features read at once (one band of rows), by default.
 DEFAULT_BAND_BYTES = 256 * 2**20
-DEFAULT_WEIGHTS = "vgg19-normalized"
-DEFAULT_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-DESCRIPTORS = ("cnn", "ps")
 
 
 @dataclass(frozen=True)
@@ -236,8 +238,6 @@ def _open(store: Store | str | os.PathLike[str]) -> Store:
 
 def _require_image_features(st: Store, descriptor: str) -> str:
     """Name of the complete ``image_features/<d>``; a clear error otherwise."""
-    from microscale.pipeline import plan_image_groups
-
     name = f"image_features/{descriptor}"
     if st.n_images == 0:
         raise IncompleteStageError(
@@ -255,8 +255,6 @@ def _require_image_features(st: Store, descriptor: str) -> str:
 
 
 def _ingest_params(st: Store) -> dict[str, Any]:
-    from microscale.ingest import STORE_PARAMS
-
     params = st.attrs.get("ingest")
     if not isinstance(params, dict) or set(STORE_PARAMS) - set(params):
         raise StoreError(
@@ -358,16 +356,13 @@ def query_vector(
     if not path.is_file():
         raise FileNotFoundError(f"The query image {os.fspath(path)!r} is not a file.")
 
-    from microscale import io
-    from microscale.ingest import _prepare_page, _with_retries
-
     if io.sniff_format(path) is None:
         raise io.UnsupportedFormatError(
             f"{os.fspath(path)!r} is not an image in a format microscale reads (content "
             "sniffing). Pass a TIFF, PNG, JPEG, BMP or DM file."
         )
-    digest = _with_retries(lambda: io.file_digest(path))
-    n_pages = _with_retries(lambda: io.count_pages(path))
+    digest = with_retries(lambda: io.file_digest(path))
+    n_pages = with_retries(lambda: io.count_pages(path))
     if page >= n_pages:
         raise ValueError(
             f"The 'page' parameter must be < {n_pages}, the pages of {os.fspath(path)!r}. "
@@ -380,7 +375,7 @@ def query_vector(
         return QueryVector(row, image_id, index, 0)
 
     label = path.name if n_pages == 1 else f"{path.name}#{page}"
-    prepared = _prepare_page(path, label, page, image_id, _ingest_params(st), max_pixels)
+    prepared = prepare_page(path, label, page, image_id, _ingest_params(st), max_pixels)
     if prepared.status != "processed":
         raise ValueError(
             f"The query {label!r} cannot be described as the archive was: {prepared.kind} "
@@ -454,9 +449,7 @@ def _center(st: Store, descriptor: str, name: str, n: int, band: int) -> np.ndar
     if has_array(st, center) and array_attrs(st, center).get("n_images") == n:
         return read_array(st, center)
     if has_array(st, f"image_feature_sums/{descriptor}"):
-        from microscale.pipeline import _image_sums_total  # the distance stage's own sum
-
-        return _image_sums_total(st, descriptor) / n
+        return image_sums_total(st, descriptor) / n  # the distance stage's own sum
     total = np.zeros(array_shape(st, name)[1])
     for start in range(0, n, band):
         total += read_rows(st, name, start, min(start + band, n)).sum(axis=0, dtype=np.float64)

@@ -1,6 +1,6 @@
 """The archive store: tiles, texture vectors and distances of an archive, in Zarr v3.
 
-This is the only module that imports zarr. The pipeline stages (:mod:`microscale.pipeline`)
+This is the only module that imports zarr. The pipeline stages (:mod:`microscale.stages`)
 read and write through the functions here; Dask workers open the store by its path.
 
 Layout
@@ -112,6 +112,8 @@ from microscale.errors import (
 )
 
 __all__ = [
+    "DESCRIPTORS",
+    "LEVELS",
     "FORMAT_VERSION",
     "GROUP_NAME",
     "IncompleteStageError",
@@ -165,6 +167,13 @@ _PARTIAL_SUFFIX = ".partial"  # zarr's LocalStore: <key>.<uuid hex>.partial, the
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STRING = str  # zarr's variable-length UTF-8 data type
 _log = logging.getLogger(__name__)
+
+#: Descriptors a store can hold (the ``<d>`` of the layout): Gram texture vectors and
+#: power spectra.
+DESCRIPTORS: tuple[str, ...] = ("cnn", "ps")
+#: What a distance matrix can map: images (``distances/<d>``) or every tile
+#: (``tile_distances/<d>``, with ``tile_center``, ``tile_embeddings``).
+LEVELS: tuple[str, ...] = ("image", "tile")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1099,7 +1108,7 @@ def ensure_features_array(
         task; 1 in older stores).
     n_features : int
         Length of a feature vector: of its sketch when the vectors are sketched (the
-        ``"sketch"`` attribute, see :func:`microscale.pipeline.run_features`).
+        ``"sketch"`` attribute, see :func:`microscale.stages.features.run_features`).
     n_rows : int
         Rows the array must hold.
     chunk_rows : int

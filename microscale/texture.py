@@ -67,7 +67,13 @@ from microscale.intensity import (
     intensity_range,
     normalize_intensity,
 )
-from microscale.weights import CONV_LAYERS, DEFAULT_WEIGHTS, VGGWeights, load_weights
+from microscale.weights import (
+    CONV_LAYERS,
+    DEFAULT_LAYERS,
+    DEFAULT_WEIGHTS,
+    VGGWeights,
+    load_weights,
+)
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -80,8 +86,6 @@ __all__ = [
     "texture_vectors",
 ]
 
-#: The paper's layers: the first ReLU of each block.
-DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 #: Smallest image side: conv5_1 sits behind four 2x2 poolings.
 MIN_SIZE = 16
 #: ``precision`` values of :func:`texture_vectors` (see the module docstring).

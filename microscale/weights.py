@@ -33,6 +33,7 @@ from microscale.errors import WeightsError, WeightsUnavailableError
 
 __all__ = [
     "CONV_LAYERS",
+    "DEFAULT_LAYERS",
     "DEFAULT_WEIGHTS",
     "PICKLE_SHA256",
     "VGGWeights",
@@ -57,6 +58,8 @@ CONV_LAYERS: tuple[str, ...] = tuple(
     for block, count in zip(range(1, 6), (2, 2, 4, 4, 4), strict=True)
     for i in range(1, count + 1)
 )
+#: The paper's layers: the first ReLU of each block.
+DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 _CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 
 # The only globals a numpy-array pickle needs. numpy 2 renamed numpy.core to numpy._core;
