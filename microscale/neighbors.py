@@ -42,6 +42,7 @@ DEFAULT_K = 5
 #: Default memory budget for one band of the distance matrix (256 MiB).
 DEFAULT_BAND_BYTES = 256 * 2**20
 
+
 def matrix_name(descriptor: str, *, level: str = "image") -> str:
     """The store array of a descriptor's distance matrix, e.g. ``"distances/cnn"``."""
     if level not in LEVELS:
