@@ -101,6 +101,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from microscale import scratch
+from microscale._validation import as_real_rows
 from microscale.device import resolve_device
 
 __all__ = ["block_sq_distances", "cancellation_limits", "pairwise_distances", "row_sq_norms"]
@@ -193,25 +194,15 @@ def _ieee_fp32_matmul() -> Iterator[None]:
 
 
 def _as_rows(a: ArrayLike, name: str) -> np.ndarray:
-    """Validate shape and dtype; float32 stays float32, other real types become float64."""
-    arr = np.asarray(a)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_vectors, d). Got {arr.ndim} dimensions "
-            f"(shape {arr.shape}) instead."
-        )
+    """At least one row of at least one real entry; float32 stays, the rest become float64."""
+    arr = as_real_rows(a, name)
     if arr.shape[0] < 1:
         raise ValueError(f"{name} has no rows. Pass at least one vector.")
     if arr.shape[1] < 1:
         raise ValueError(f"{name} has rows of length 0. Pass vectors with at least one entry.")
     if arr.dtype == np.float32 or arr.dtype == np.float64:
         return np.ascontiguousarray(arr)
-    if arr.dtype.kind in "biuf":
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    raise ValueError(
-        f"{name} has dtype {arr.dtype}; distances need real numbers. "
-        "Pass a float32 or float64 array."
-    )
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def _check_precision(precision: str) -> None:

@@ -5,6 +5,7 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
 ``FileNotFoundError``, ``OSError``, ``RuntimeError``) keeps working as it always has::
 
     MicroscaleError
+    |-- DtypeError (TypeError, ValueError)       an array of a dtype that cannot be used
     |-- UnsupportedFormatError (ValueError)      a file that is not an image microscale reads
     |-- DecodeError (OSError)                    an image file that cannot be decoded
     |-- ImageTooLargeError (ValueError)          more pixels than ``max_pixels`` allows
@@ -41,6 +42,7 @@ __all__ = [
     "ClusterError",
     "ConstantImageError",
     "DecodeError",
+    "DtypeError",
     "FailedUnitsError",
     "GPUUnavailableError",
     "ImageTooLargeError",
@@ -63,6 +65,17 @@ __all__ = [
 
 class MicroscaleError(Exception):
     """Base class of every error microscale raises on purpose."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+class DtypeError(MicroscaleError, TypeError, ValueError):
+    """An array of a dtype the function cannot compute with (complex, strings, objects).
+
+    Both a :class:`TypeError` and a :class:`ValueError` (as :class:`numpy.exceptions.AxisError`
+    is both an IndexError and a ValueError), so code written for either keeps catching it.
+    """
 
 
 # --------------------------------------------------------------------------- input files

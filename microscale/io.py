@@ -149,6 +149,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from microscale._validation import check_int
 from microscale.errors import (
     DecodeError,
     ImageTooLargeError,
@@ -197,14 +198,6 @@ MAX_COMPRESSION_RATIO = 100
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
 
 
 def _check_positive(value: object, name: str) -> float:
@@ -814,8 +807,8 @@ def read_micrograph(
     >>> m.data.dtype, m.data.shape, m.pixel_size_nm
     (dtype('uint16'), (3, 4), 5.0)
     """
-    page = _check_int(page, "page", minimum=0)
-    max_pixels = _check_int(max_pixels, "max_pixels", minimum=1)
+    page = check_int(page, "page", minimum=0)
+    max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
     path = Path(path)
     fmt = sniff_format(path)
     if fmt is None:
@@ -1185,8 +1178,8 @@ def open_tiled_page(
     DecodeError, ValueError
         As :func:`read_micrograph`.
     """
-    page = _check_int(page, "page", minimum=0)
-    max_pixels = _check_int(max_pixels, "max_pixels", minimum=1)
+    page = check_int(page, "page", minimum=0)
+    max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
     path = Path(path)
     if sniff_format(path) != "tiff":
         raise UnsupportedFormatError(
@@ -1250,7 +1243,7 @@ def read_regions(
 
     See :func:`open_tiled_page` for what is accepted and raised.
     """
-    region = _check_int(region, "region", minimum=1)
+    region = check_int(region, "region", minimum=1)
     with open_tiled_page(path, page=page, max_pixels=max_pixels) as tp:
         h, w = tp.shape
         for y0 in range(0, h, region):
@@ -1543,10 +1536,10 @@ def crop(
            [5, 6, 7]])
     """
     arr = _check_2d(image)
-    b = _check_int(bottom, "bottom", minimum=0)
-    t = _check_int(top, "top", minimum=0)
-    lf = _check_int(left, "left", minimum=0)
-    r = _check_int(right, "right", minimum=0)
+    b = check_int(bottom, "bottom", minimum=0)
+    t = check_int(top, "top", minimum=0)
+    lf = check_int(left, "left", minimum=0)
+    r = check_int(right, "right", minimum=0)
     h, w = arr.shape
     if t + b >= h or lf + r >= w:
         raise ValueError(
@@ -1687,8 +1680,8 @@ def tile(
     ((4, 4, 4), [[0, 0], [0, 2], [1, 0], [1, 2]])
     """
     arr = _check_2d(image)
-    s = _check_int(tile_size, "tile_size", minimum=1)
-    step = s if stride is None else _check_int(stride, "stride", minimum=1)
+    s = check_int(tile_size, "tile_size", minimum=1)
+    step = s if stride is None else check_int(stride, "stride", minimum=1)
     if step > s:
         raise ValueError(
             f"The 'stride' parameter must be <= tile_size={s} so that tiles cover every "

@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
+from microscale._validation import check_positive_int
 from microscale.device import resolve_device
 
 __all__ = [
@@ -183,12 +184,6 @@ def _check_dims(n_components: int | Sequence[int], n: int) -> tuple[list[int], b
             )
         return list(dict.fromkeys(dims)), True
     return [_check_n_components(n_components, n)], False
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"The '{name}' parameter must be a positive int. Got {value!r} instead.")
-    return int(value)
 
 
 def _check_eps(eps: object) -> float:
@@ -631,7 +626,7 @@ def smacof(
             f"The 'X0' array has {X0.shape[1]} columns; the embedding dimension must be less "
             f"than the number of points ({n})."
         )
-    max_iter = _check_positive_int(max_iter, "max_iter")
+    max_iter = check_positive_int(max_iter, "max_iter")
     eps = _check_eps(eps)
     dev = resolve_device(device)
     d2 = 0.5 * float(np.einsum("ij,ij->", D64, D64))
@@ -750,8 +745,8 @@ def mds(
     D64 = _check_distances(D)
     n = D64.shape[0]
     dims, multi = _check_dims(n_components, n)
-    n_init = _check_positive_int(n_init, "n_init")
-    max_iter = _check_positive_int(max_iter, "max_iter")
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
     eps = _check_eps(eps)
     if init is not None:
         if multi:
@@ -1190,8 +1185,8 @@ def choose_landmarks(
     >>> len(set(idx.tolist()))
     5
     """
-    n = _check_positive_int(n, "n")
-    m = _check_positive_int(m, "m")
+    n = check_positive_int(n, "n")
+    m = check_positive_int(m, "m")
     if m > n:
         raise ValueError(
             f"The 'm' parameter must be at most the number of points ({n}). Got {m} instead."
@@ -1311,7 +1306,7 @@ def stresses_from_rows(
         raise ValueError("Xs is empty: pass at least one embedding.")
     n = configs[0].shape[0]
     configs = [_check_configuration(X, n, "X") for X in configs]
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     norm = 0.0
     raw = [0.0] * len(configs)
     for start in range(0, n, batch_size):

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from microscale import store as _store
+from microscale._validation import check_one_of
 from microscale.store import LEVELS
 
 __all__ = ["DEFAULT_K", "clusters", "matrix_name", "nearest_neighbors", "outlier_scores"]
@@ -45,8 +46,7 @@ DEFAULT_BAND_BYTES = 256 * 2**20
 
 def matrix_name(descriptor: str, *, level: str = "image") -> str:
     """The store array of a descriptor's distance matrix, e.g. ``"distances/cnn"``."""
-    if level not in LEVELS:
-        raise ValueError(f"The 'level' parameter must be one of {LEVELS}. Got {level!r} instead.")
+    check_one_of(level, "level", LEVELS)
     return f"{'' if level == 'image' else 'tile_'}distances/{descriptor}"
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microscale import io
+from microscale._validation import check_int, check_one_of
 from microscale.errors import IncompleteStageError, StoreError, WeightsMismatchError
 from microscale.ingest import STORE_PARAMS, prepare_page, with_retries
 from microscale.stages.distances import image_sums_total
@@ -216,22 +217,6 @@ class SimilarResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_descriptor(descriptor: str) -> str:
-    if descriptor not in DESCRIPTORS:
-        raise ValueError(
-            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} instead."
-        )
-    return descriptor
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
-
-
 def _open(store: Store | str | os.PathLike[str]) -> Store:
     return store if isinstance(store, Store) else open_store(store, mode="r")
 
@@ -345,9 +330,9 @@ def query_vector(
         tile (the reason the ingest stage would record), or its vector does not have the
         length of the store's.
     """
-    descriptor = _check_descriptor(descriptor)
-    page = _check_int(page, "page", minimum=0)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    descriptor = check_one_of(descriptor, "descriptor", DESCRIPTORS)
+    page = check_int(page, "page", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     st = _open(store)
     name = _require_image_features(st, descriptor)
     attrs = array_attrs(st, name)
@@ -459,7 +444,7 @@ def _center(st: Store, descriptor: str, name: str, n: int, band: int) -> np.ndar
 def _band_rows(st: Store, name: str, band_size: int | None) -> int:
     chunk = array_chunks(st, name)[0]
     if band_size is not None:
-        return _check_int(band_size, "band_size", minimum=1)
+        return check_int(band_size, "band_size", minimum=1)
     d = array_shape(st, name)[1]
     rows = max(1, DEFAULT_BAND_BYTES // (d * 8))
     return max(chunk, rows // chunk * chunk)
@@ -551,8 +536,8 @@ def similar(
     """
     from microscale.distance import block_sq_distances, row_sq_norms
 
-    descriptor = _check_descriptor(descriptor)
-    k = _check_int(k, "k", minimum=1)
+    descriptor = check_one_of(descriptor, "descriptor", DESCRIPTORS)
+    k = check_int(k, "k", minimum=1)
     st = _open(store)
     name = _require_image_features(st, descriptor)
     n = st.n_images

@@ -103,6 +103,7 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, DTypeLike
 
+from microscale._validation import check_int
 from microscale.errors import (
     IncompleteStageError,
     StoreError,
@@ -244,14 +245,6 @@ def _check_name(value: str, what: str) -> str:
             "'_' and '-', starting with a letter or digit."
         )
     return value
-
-
-def _check_count(value: object, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
 
 
 # --------------------------------------------------------------------------- the lock
@@ -532,10 +525,12 @@ def create_store(
     StoreError
         If ``exist_ok`` is True but the existing store has another tile size.
     """
-    s = _check_count(tile_size, "tile_size")
-    per_chunk = _check_count(tiles_per_chunk, "tiles_per_chunk")
+    s = check_int(tile_size, "tile_size", minimum=1)
+    per_chunk = check_int(tiles_per_chunk, "tiles_per_chunk", minimum=1)
     f_chunk = (
-        per_chunk if features_chunk is None else _check_count(features_chunk, "features_chunk")
+        per_chunk
+        if features_chunk is None
+        else check_int(features_chunk, "features_chunk", minimum=1)
     )
     root = Path(root)
     if (root / GROUP_NAME / "zarr.json").exists():
@@ -1124,9 +1119,9 @@ def ensure_features_array(
     bool
         True if the array was created.
     """
-    d = _check_count(n_features, "n_features")
-    rows = _check_count(n_rows, "n_rows", minimum=0)
-    c = _check_count(chunk_rows, "chunk_rows")
+    d = check_int(n_features, "n_features", minimum=1)
+    rows = check_int(n_rows, "n_rows", minimum=0)
+    c = check_int(chunk_rows, "chunk_rows", minimum=1)
     return ensure_array(
         store,
         name,
@@ -1148,8 +1143,8 @@ def ensure_distance_matrix(
     StoreError
         If the matrix exists with another block size.
     """
-    n = _check_count(n, "n", minimum=0)
-    b = _check_count(block, "block")
+    n = check_int(n, "n", minimum=0)
+    b = check_int(block, "block", minimum=1)
     return ensure_array(
         store,
         name,

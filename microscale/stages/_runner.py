@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from microscale._validation import check_one_of
 from microscale.errors import FailedUnitsError, IncompleteStageError, NoWorkersError
 from microscale.store import (
     DESCRIPTORS,
@@ -51,7 +50,6 @@ __all__ = [
     "WORKER_TIMEOUT",
     "as_store",
     "check_descriptor",
-    "check_positive",
     "locked",
     "require_done",
     "root_path",
@@ -164,18 +162,7 @@ def root_path(root: Root) -> Path:
 
 def check_descriptor(descriptor: str) -> str:
     """``descriptor`` if it is one of :data:`microscale.store.DESCRIPTORS`, else ValueError."""
-    if descriptor not in DESCRIPTORS:
-        raise ValueError(
-            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} instead."
-        )
-    return descriptor
-
-
-def check_positive(value: object, name: str) -> int:
-    """``value`` as an int if it is a positive int (not a bool), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"The '{name}' parameter must be a positive int. Got {value!r} instead.")
-    return int(value)
+    return check_one_of(descriptor, "descriptor", DESCRIPTORS)
 
 
 def locked(store: Store, lock: bool) -> contextlib.AbstractContextManager[Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from microscale import scratch
+from microscale._validation import check_one_of, check_positive_int
 from microscale.errors import IncompleteStageError, StoreError
 from microscale.stages._runner import (
     BlockPair,
@@ -28,7 +29,6 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
-    check_positive,
     locked,
     require_done,
     root_path,
@@ -137,8 +137,7 @@ class DistanceLevel:
 
 def distance_level(descriptor: str, level: str) -> DistanceLevel:
     """The :class:`DistanceLevel` of ``descriptor`` at ``level``, both validated."""
-    if level not in LEVELS:
-        raise ValueError(f"The 'level' parameter must be one of {LEVELS}. Got {level!r} instead.")
+    level = check_one_of(level, "level", LEVELS)
     return DistanceLevel(level, check_descriptor(descriptor))
 
 
@@ -217,7 +216,7 @@ def _block_size(
             )
         return stored
     if block_size is not None:
-        return check_positive(block_size, "block_size")
+        return check_positive_int(block_size, "block_size")
     d = array_shape(store, lv.rows)[1]
     itemsize = feature_dtype(descriptor).itemsize
     memory = _task_memory(client)
@@ -620,7 +619,7 @@ def run_distances(
         Block pairs computed and skipped as done.
     """
     lv = distance_level(descriptor, level)
-    per_task = check_positive(pairs_per_task, "pairs_per_task")
+    per_task = check_positive_int(pairs_per_task, "pairs_per_task")
     store = as_store(root)
     with locked(store, lock):
         if level == "tile":

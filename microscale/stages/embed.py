@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from microscale._validation import check_positive_int
 from microscale.errors import IncompleteStageError
 from microscale.stages._runner import (
     Root,
     as_store,
-    check_positive,
     locked,
     require_done,
     row_ranges,
@@ -297,9 +297,9 @@ def embed(
         dimension.
     """
     lv = distance_level(descriptor, level)
-    max_dense = check_positive(max_dense, "max_dense")
+    max_dense = check_positive_int(max_dense, "max_dense")
     if landmarks is not None:
-        landmarks = check_positive(landmarks, "landmarks")
+        landmarks = check_positive_int(landmarks, "landmarks")
     store = as_store(root)
     name = lv.matrix
     with locked(store, lock):

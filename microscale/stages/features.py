@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from microscale._validation import check_non_negative_int, check_positive_int
 from microscale.errors import IncompleteStageError, StoreError
 from microscale.stages._runner import (
     Batch,
@@ -31,7 +32,6 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
-    check_positive,
     locked,
     require_done,
     root_path,
@@ -112,14 +112,6 @@ def _features_chunk(store: Store, descriptor: str) -> int:
     return array_chunks(store, name)[0] if has_array(store, name) else store.features_chunk
 
 
-def _check_seed(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(
-            f"The '{name}' parameter must be a non-negative int. Got {value!r} instead."
-        )
-    return int(value)
-
-
 def _sketch_setting(
     descriptor: str, n_features: int, *, sketch_dim: int | None, sketch_seed: int
 ) -> dict[str, int] | None:
@@ -129,10 +121,10 @@ def _sketch_setting(
     :data:`SKETCHED_DESCRIPTORS` and its vectors are longer than ``sketch_dim`` (a sketch
     as long as the vector would save nothing and only add noise).
     """
-    seed = _check_seed(sketch_seed, "sketch_seed")
+    seed = check_non_negative_int(sketch_seed, "sketch_seed")
     if sketch_dim is None:
         return None
-    k = check_positive(sketch_dim, "sketch_dim")
+    k = check_positive_int(sketch_dim, "sketch_dim")
     if descriptor not in SKETCHED_DESCRIPTORS or n_features <= k:
         return None
     return {"n_components": k, "seed": seed, "input_dim": int(n_features), "block": SKETCH_BLOCK}
@@ -313,7 +305,7 @@ def compute_feature_batch(
         ``batch``, once written and recorded.
     """
     descriptor = check_descriptor(descriptor)
-    batch_size = check_positive(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     store = as_store(root)
     name = f"features/{descriptor}"
     d, dtype, spec = _feature_spec(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from microscale._validation import check_positive_int
 from microscale.errors import StoreError
 from microscale.stages._runner import (
     Batch,
@@ -22,7 +23,6 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
-    check_positive,
     locked,
     root_path,
     row_ranges,
@@ -84,7 +84,7 @@ def _group_size(store: Store, descriptor: str, images_per_task: int | None) -> i
         return stored
     if images_per_task is None:
         return DEFAULT_IMAGES_PER_TASK
-    return check_positive(images_per_task, "images_per_task")
+    return check_positive_int(images_per_task, "images_per_task")
 
 
 def plan_image_groups(
