@@ -26,24 +26,22 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from microscale import pipeline as pl
 from microscale import store as st
 from microscale.demo import write_demo_archive
 from microscale.ingest import ingest_archive
 from microscale.stages import _runner as runner
+from microscale.testing.hostile import lying_png, zlib_tiff_bomb
 
 # --------------------------------------------------------------------------- helpers
 
@@ -62,33 +60,6 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def lying_png(width: int, height: int, size: int = 99) -> bytes:
-    """A ``size``-byte PNG: a valid IHDR claiming ``width x height`` and an IDAT's start."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
-    return data + b"\x00" * (size - len(data))
-
-
-def zlib_tiff_bomb(path: Path, side: int = 40960, tile_side: int = 512) -> None:
-    """A ~1.8 MB tiled zlib TIFF that decodes to ``side**2`` bytes (1.6 GiB) of zeros."""
-    compressed = zlib.compress(bytes(tile_side * tile_side), 9)
-    n = (side // tile_side) ** 2
-    tifffile.imwrite(
-        path,
-        (compressed for _ in range(n)),  # pre-compressed tiles, written as they are
-        shape=(side, side),
-        dtype=np.uint8,
-        tile=(tile_side, tile_side),
-        compression="zlib",
-        photometric="minisblack",
-    )
 
 
 def add_bombs(folder: Path) -> list[Path]:

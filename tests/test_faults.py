@@ -17,8 +17,6 @@ import dask
 import distributed
 import numpy as np
 import pytest
-from _stores import make as _make
-from _stores import random_images as _images
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from microscale import errors
@@ -28,6 +26,8 @@ from microscale.stages import _runner as runner
 from microscale.stages import distances as dist
 from microscale.stages import features as feat
 from microscale.stages import image_features as imf
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 
 ARRAYS = ("features/ps", "image_features/ps", "distances/ps")
 FEATURES, DISTANCES = "microscale.stages.features", "microscale.stages.distances"

@@ -16,7 +16,6 @@ import struct
 import sys
 import tracemalloc
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from microscale.io import (
     sniff_format,
     tile,
 )
+from microscale.testing.hostile import lying_png
 
 RNG = np.random.default_rng(1234)
 
@@ -495,21 +495,9 @@ def test_tiff_header_only_raises_decode_error(tmp_path: Path) -> None:
         read_micrograph(path)
 
 
-def _lying_png(width: int, height: int) -> bytes:
-    """A 100-byte PNG: a valid IHDR claiming ``width x height`` and the start of an IDAT."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
-    return data + b"\x00" * (100 - len(data))
-
-
 def test_huge_png_header_is_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
-    path.write_bytes(_lying_png(20000, 20000))
+    path.write_bytes(lying_png(20000, 20000, size=100))
     assert path.stat().st_size == 100
     tracemalloc.start()
     try:

@@ -5,10 +5,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _stores import S
-from _stores import fill as _fill
-from _stores import make as _make
-from _stores import random_images as _images
 from scipy.spatial.distance import cdist
 
 from microscale import store as st
@@ -21,6 +17,10 @@ from microscale.stages import embed as emb
 from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.store import IncompleteStageError, StoreError
+from microscale.testing.stores import S
+from microscale.testing.stores import fill as _fill
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 from microscale.texture import texture_vectors
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests

@@ -6,10 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _stores import S
-from _stores import fill as _fill
-from _stores import make as _make
-from _stores import random_images as _images
 from pydantic import ValidationError
 from scipy.spatial.distance import cdist
 
@@ -24,6 +20,10 @@ from microscale.stages import embed as emb
 from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.store import StoreError
+from microscale.testing.stores import S
+from microscale.testing.stores import fill as _fill
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
