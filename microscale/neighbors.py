@@ -111,7 +111,7 @@ def nearest_neighbors(
     Examples
     --------
     >>> idx, dist = nearest_neighbors("store", descriptor="ps", k=5)  # doctest: +SKIP
-    >>> score = dist[:, -1]  # the outlier score
+    >>> score = dist[:, -1]  # the outlier score  # doctest: +SKIP
     """
     st = root if isinstance(root, _store.Store) else _store.open_store(root, mode="r")
     name = matrix_name(descriptor, level=level)

@@ -332,6 +332,7 @@ def test_dask_path_equals_sequential(tmp_path):
         np.testing.assert_array_equal(st.read_rows(a, name), st.read_rows(b, name))
 
 
+@pytest.mark.slow
 def test_worker_processes_open_the_store_themselves(tmp_path):
     images = _images(7, seed=19)
     sequential = _make(tmp_path / "seq", images)

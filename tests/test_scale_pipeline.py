@@ -353,6 +353,7 @@ def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
     np.testing.assert_array_equal(st.read_rows(st.open_store(root), "tile_distances/cnn"), expected)
 
 
+@pytest.mark.slow
 def test_distance_stage_releases_the_workers_scratch(tmp_path, fake_weights):
     from microscale import scratch
     from microscale.cluster import cluster_client
