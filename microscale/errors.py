@@ -94,7 +94,7 @@ class ImageTooLargeError(MicroscaleError, ValueError):
 
     ``streamable`` is True when the page is a genuine tiled TIFF page that
     :func:`microscale.io.open_tiled_page` can read region by region within the budget (see
-    that module's docstring); False for a suspected bomb or a format that cannot be
+    :mod:`microscale.io.decode`); False for a suspected bomb or a format that cannot be
     streamed.
     """
 

@@ -30,7 +30,8 @@ from PIL import Image, ImageFile
 
 from microscale.ingest import ingest_archive
 from microscale.intensity import ConstantImageError, normalize_intensity
-from microscale.io import _pixel_size_ome, discover, read_micrograph, tile
+from microscale.io import discover, read_micrograph, tile
+from microscale.io.metadata import pixel_size_ome
 from microscale.store import image_table, open_store, read_manifest, read_tiles
 from microscale.testing.hostile import BILLION_LAUGHS_OME_XML, lying_png, zlib_tiff_bomb
 
@@ -585,7 +586,7 @@ def test_ome_xml_bomb_is_never_parsed_and_the_pixels_are_read(tmp_path, caplog):
     micro = read_micrograph(a / "bomb.ome.tif")
     np.testing.assert_array_equal(micro.data, arr)
     assert micro.metadata["ome"] is False and micro.pixel_size_nm is None
-    assert _pixel_size_ome(BILLION_LAUGHS_OME_XML) is None
+    assert pixel_size_ome(BILLION_LAUGHS_OME_XML) is None
 
 
 # --------------------------------------------------------------------------- streamed pages
