@@ -23,7 +23,7 @@ that the pipeline has filled (:mod:`microscale.stages`):
    ``O(band * d + n)``, never the whole array. The ``k`` nearest are returned ranked by
    distance, ties broken by image index.
 3. **Its place in each stored embedding** (``embeddings/<d>/d<k>``), out of sample,
-   without recomputing the map: :func:`microscale.manifold.out_of_sample` (de Silva &
+   without recomputing the map: :func:`microscale.landmark.out_of_sample` (de Silva &
    Tenenbaum's triangulation, then Guttman steps on the query's stress against every
    embedded image). The triangulation needs the column means of the archive's squared
    distances; they are exact here and cost nothing, because for vectors ``f_i`` of mean
@@ -511,7 +511,7 @@ def similar(
     place : bool, optional
         Place the query into every stored embedding (default).
     n_refine : int, optional
-        Guttman steps of the placement (:func:`~microscale.manifold.out_of_sample`).
+        Guttman steps of the placement (:func:`~microscale.landmark.out_of_sample`).
     max_pixels : int, optional
         As in :func:`microscale.ingest.ingest_archive`.
 
@@ -587,7 +587,7 @@ def similar(
     if dims:
         from scipy.spatial.distance import cdist
 
-        from microscale.manifold import out_of_sample
+        from microscale.landmark import out_of_sample
 
         for dim in dims:
             Y = read_array(st, f"embeddings/{descriptor}/d{dim}")

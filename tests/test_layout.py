@@ -35,6 +35,24 @@ def test_old_pipeline_paths_that_docs_and_users_name():
     assert pipeline.DEFAULT_WEIGHTS == "vgg19-normalized"
 
 
+@pytest.mark.parametrize("name", importlib.import_module("microscale.manifold").__all__)
+def test_every_old_manifold_name_is_the_new_modules_object(name):
+    manifold = importlib.import_module("microscale.manifold")
+    homes = [importlib.import_module(m) for m in ("microscale.metric_mds", "microscale.landmark")]
+    (home,) = [m for m in homes if name in m.__all__]
+    assert getattr(manifold, name) is getattr(home, name)
+
+
+def test_the_package_functions_are_the_homes_objects():
+    from microscale import landmark, metric_mds
+
+    assert microscale.mds is metric_mds.mds and microscale.landmark_mds is landmark.landmark_mds
+    assert (
+        microscale.read_micrograph
+        is importlib.import_module("microscale.io.decode").read_micrograph
+    )
+
+
 def test_setting_a_stage_setting_through_the_old_module_reaches_the_stage(monkeypatch):
     monkeypatch.setattr(pipeline, "READ_AHEAD", 3)
     monkeypatch.setattr(pipeline, "WORKER_TIMEOUT", 2.0)

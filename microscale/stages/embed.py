@@ -88,7 +88,7 @@ def _embed_dense(
     device: str | None,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
     """Metric MDS of the whole matrix, held in memory: (embeddings, stresses, starts)."""
-    from microscale.manifold import mds
+    from microscale.metric_mds import mds
 
     n = lv.n(store)
     D = read_rows(store, lv.matrix)
@@ -173,7 +173,8 @@ def _embed_landmark(
     device: str | None,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
     """Landmark MDS, with the stress of the full matrix: (embeddings, stresses, starts)."""
-    from microscale.manifold import choose_landmarks, landmark_mds, stresses_from_rows
+    from microscale.landmark import choose_landmarks, landmark_mds
+    from microscale.metric_mds import stresses_from_rows
 
     n = lv.n(store)
     name = lv.matrix
@@ -228,7 +229,7 @@ def embed(
     Every block pair of the matrix must be done. Two methods:
 
     **Dense** (``n <= max_dense`` and ``landmarks`` None): reads the whole (n, n) matrix
-    and runs :func:`microscale.manifold.mds` from classical MDS. When the store holds an
+    and runs :func:`microscale.metric_mds.mds` from classical MDS. When the store holds an
     embedding from an earlier run (``embeddings/<d>/d<k>``, over the first ``n0 <= n``
     images) and ``init_from_previous``, SMACOF is also run from that embedding, extended
     to the new images by placing each at the mean of its 5 nearest old images; the start
@@ -237,14 +238,14 @@ def embed(
     maps of a growing archive stay comparable.
 
     **Landmark** (``n > max_dense``, or ``landmarks`` given): ``m`` landmarks are drawn
-    at random (:func:`microscale.manifold.choose_landmarks`, seeded by
+    at random (:func:`microscale.landmark.choose_landmarks`, seeded by
     ``random_state``), the (n, m) distances to them are read from the store one row band
     (one row of chunks, ``(block_size, n)``) at a time, and
-    :func:`microscale.manifold.landmark_mds` embeds the landmarks by SMACOF and places
+    :func:`microscale.landmark.landmark_mds` embeds the landmarks by SMACOF and places
     every other point against them. Memory is ``O(n m + block_size n)``; the matrix is
     never held. The price of the approximation is reported: the stress is Kruskal's
     stress-1 of the **full** matrix, streamed in row bands by
-    :func:`microscale.manifold.stresses_from_rows` (one pass over the matrix for all
+    :func:`microscale.metric_mds.stresses_from_rows` (one pass over the matrix for all
     dimensions). With ``init_from_previous``, the result is rotated onto the stored
     embedding as above, but not started from it (there is no full-matrix SMACOF to
     start); ``n_init`` is not used.
@@ -260,8 +261,8 @@ def embed(
         Also start from the stored embedding (when there is one); landmark MDS only
         aligns to it.
     n_init, max_iter, eps, random_state, device
-        Passed to :func:`microscale.manifold.mds` (dense) or
-        :func:`microscale.manifold.landmark_mds` (landmark; ``random_state`` also picks
+        Passed to :func:`microscale.metric_mds.mds` (dense) or
+        :func:`microscale.landmark.landmark_mds` (landmark; ``random_state`` also picks
         the landmarks).
     save : bool, optional
         Store the embeddings (for the next run's start).
