@@ -104,7 +104,13 @@ from microscale import scratch
 from microscale._validation import as_real_rows
 from microscale.device import resolve_device
 
-__all__ = ["block_sq_distances", "cancellation_limits", "pairwise_distances", "row_sq_norms"]
+__all__ = [
+    "block_sq_distances",
+    "cancellation_limits",
+    "ieee_fp32_matmul",
+    "pairwise_distances",
+    "row_sq_norms",
+]
 
 Precision = Literal["mixed", "float64"]
 
@@ -166,7 +172,7 @@ _PRECISION_SAVED: tuple[str, str] = ("none", "none")
 
 
 @contextlib.contextmanager
-def _ieee_fp32_matmul() -> Iterator[None]:
+def ieee_fp32_matmul() -> Iterator[None]:
     """Run float32 matmuls in full IEEE float32 (no TF32, no bf16) and restore afterwards.
 
     The setting is process-global in torch; a counter under a lock makes nested and
@@ -491,7 +497,7 @@ def _block(
     y = xr if yr is None else yr
     f1, f2 = cancellation_limits(xr.raw.shape[1])
     first_limit = f1 if work == torch.float32 else f2
-    with _ieee_fp32_matmul():
+    with ieee_fp32_matmul():
         scale = xr.sq_norms[:, None] + y.sq_norms[None, :]
         d2 = scale - 2.0 * _cross(xr, yr, centre, work, ws)
         if same:

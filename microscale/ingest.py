@@ -82,7 +82,7 @@ from microscale import io
 from microscale.intensity import (
     ConstantImageError,
     Normalization,
-    _dtype_range,
+    dtype_range,
     normalize_intensity,
 )
 from microscale.store import (
@@ -649,7 +649,7 @@ def _stream_page(
     elif method == "minmax":
         lo_f, hi_f = float(lo), float(hi)
     else:
-        lo_a, hi_a = _dtype_range(tp.dtype, None, np.array([lo]), np.array([hi]))
+        lo_a, hi_a = dtype_range(tp.dtype, None, np.array([lo]), np.array([hi]))
         lo_f, hi_f = float(lo_a[0]), float(hi_a[0])
     half_lo, half_hi = lo_f / 2, hi_f / 2
 

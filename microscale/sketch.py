@@ -72,7 +72,7 @@ from microscale._validation import (
     check_positive_int,
 )
 from microscale.device import resolve_device
-from microscale.distance import _ieee_fp32_matmul, pairwise_distances
+from microscale.distance import ieee_fp32_matmul, pairwise_distances
 
 __all__ = ["distortion", "projection_block", "sketch"]
 
@@ -211,7 +211,7 @@ def sketch(
     acc = torch.zeros((n_chunks * _ROW_CHUNK, k), dtype=torch.float64, device=dev)
     buf = np.zeros((n_chunks * _ROW_CHUNK, min(block, d)), dtype=np.float32)
     blocks = _cached_projection(d, k, seed, block, dev) if d * k * 4 <= budget else None
-    with _ieee_fp32_matmul(), torch.no_grad():
+    with ieee_fp32_matmul(), torch.no_grad():
         for b in range(-(-d // block)):
             c0 = b * block
             c1 = min(c0 + block, d)
