@@ -4,7 +4,6 @@ Each test compares the store after the fault (and a resume) with a clean sequent
 the same archive: no row or block may be missing, duplicated or different.
 """
 
-import contextlib
 import errno
 import os
 import signal
@@ -13,11 +12,9 @@ import sys
 import textwrap
 import time
 
-import dask
 import distributed
 import numpy as np
 import pytest
-from distributed.diagnostics.plugin import WorkerPlugin
 
 from microscale import errors
 from microscale import store as st
@@ -26,6 +23,7 @@ from microscale.stages import _runner as runner
 from microscale.stages import distances as dist
 from microscale.stages import features as feat
 from microscale.stages import image_features as imf
+from microscale.testing.faults import Sabotage, three_workers
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
 
@@ -54,58 +52,6 @@ def _n_batches(root):
 # --------------------------------------------------------------------------- worker faults
 
 
-class _Sabotage(WorkerPlugin):
-    """Slow down (and optionally poison) ``<module>.<target>`` on each worker.
-
-    Registered as a worker plugin, so a worker that Dask's nanny restarts after a kill gets
-    it again. ``poison``: the first positional argument after the store (a tile start row)
-    for which the worker SIGKILLs itself.
-    """
-
-    name = "microscale-sabotage"
-
-    def __init__(self, module, target, delay, poison=None):
-        self.module, self.target, self.delay, self.poison = module, target, delay, poison
-
-    def setup(self, worker):
-        import importlib
-
-        module = importlib.import_module(self.module)
-
-        original = getattr(module, self.target)
-        delay, poison = self.delay, self.poison
-
-        def sabotaged(store, *args, **kwargs):
-            if poison is not None and args and args[0] == poison:
-                os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(delay)
-            return original(store, *args, **kwargs)
-
-        setattr(module, self.target, sabotaged)
-
-
-@contextlib.contextmanager
-def _three_workers(plugin, *, allowed_failures=3):
-    """Three single-threaded worker processes (nannies restart killed ones) on 127.0.0.1."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
-        distributed.LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        client.register_plugin(plugin)
-        yield client
-
-
 def _kill_a_busy_worker(client, killed):
     """SIGKILL the process of one worker that is running a task now."""
     for address, keys in client.processing().items():
@@ -130,8 +76,8 @@ def test_killed_worker_mid_features_and_mid_distances(tmp_path):
 
         return on_done
 
-    with _three_workers(_Sabotage(DISTANCES, "read_rows", 0.4)) as client:
-        client.register_plugin(_Sabotage(FEATURES, "read_tiles", 0.4), name="slow-tiles")
+    with three_workers(Sabotage(DISTANCES, "read_rows", 0.4)) as client:
+        client.register_plugin(Sabotage(FEATURES, "read_tiles", 0.4), name="slow-tiles")
         _all_stages(faulty, client=client, on_features=kill_in(0), on_distances=kill_in(1))
     assert len(killed) == 2  # once in each stage, while the worker ran a task
     _assert_same_store(clean, faulty)
@@ -146,8 +92,8 @@ def test_a_batch_that_kills_every_worker_is_given_up_and_the_others_are_done(tmp
     images = _images(12, seed=2)
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
     feat.run_features(clean, descriptor="ps")
-    with _three_workers(
-        _Sabotage(FEATURES, "read_tiles", 0.2, poison=10), allowed_failures=1
+    with three_workers(
+        Sabotage(FEATURES, "read_tiles", 0.2, poison=10), allowed_failures=1
     ) as client:
         message = r"1 of \d+ task\(s\) .* killed every worker.*000000002 \(rows 10:15\)"
         with pytest.raises(errors.FailedUnitsError, match=message) as info:
@@ -386,7 +332,7 @@ def test_a_scheduler_killed_mid_run_fails_fast(tmp_path):
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         with distributed.Client(address, timeout="10s") as client:
             client.wait_for_workers(1, timeout=30)
-            client.register_plugin(_Sabotage(FEATURES, "read_tiles", 0.4))
+            client.register_plugin(Sabotage(FEATURES, "read_tiles", 0.4))
 
             def kill_scheduler(done, total):
                 if done == 1:
