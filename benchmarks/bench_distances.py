@@ -15,7 +15,7 @@ Prints, in one process:
    unique pair, fraction of the float32 GEMM peak, max relative error on sampled pairs
    against exact float64 differences; the same with ``precision='float64'``; scipy's
    ``cdist`` and a per-pair loop like the paper's, on subsets, extrapolated; and the
-   pipeline's out-of-core path, :func:`microscale.pipeline.run_distances`, on a Zarr store
+   pipeline's out-of-core path, :func:`microscale.stages.distances.run_distances`, on a Zarr store
    holding the same vectors (one tile per image), end to end from scratch: every block
    pair's Zarr reads, the kernel, the writes of chunk ``(i, j)`` and its transpose, the
    completion records, and the scratch buffers' first touch. Two rows: ``level="image"``
@@ -54,6 +54,7 @@ from microscale import pipeline as pl
 from microscale import store as st
 from microscale.cluster import cluster_client
 from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
+from microscale.stages import distances as dist
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ def synthetic_store(
     rows on demand, so that ``X`` need not fit in memory). The tiles are flat (their pixels
     are never read by the later stages); the feature batches are written a chunk at a
     time with :func:`microscale.store.write_block` and marked done, exactly as
-    :func:`microscale.pipeline.run_features` leaves them, so the image-feature, distance
+    :func:`microscale.stages.features.run_features` leaves them, so the image-feature, distance
     and embedding stages run on it unchanged.
     """
     n, d = X.shape
@@ -337,7 +338,7 @@ def main() -> None:
             runs = [("image", 0), ("tile", 0)] + ([("image", 1)] if args.read_ahead else [])
             runs += [("image", "dask")] if args.workers else []
             best = dict.fromkeys(runs, float("inf"))
-            t_mem, saved = t_mixed, pl.READ_AHEAD
+            t_mem, saved = t_mixed, dist.READ_AHEAD
             with contextlib.ExitStack() as stack:
                 client = None
                 if args.workers:  # started once, outside the timings
@@ -346,10 +347,10 @@ def main() -> None:
                     ))  # fmt: skip
                 for r in range(2):
                     for level, how in runs if r == 0 else runs[::-1]:  # each order once
-                        lv = pl._level("cnn", level)
+                        lv = dist.distance_level("cnn", level)
                         st.open_store(root).clear_done(lv.stage)
                         shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
-                        pl.READ_AHEAD = how if how != "dask" else saved
+                        dist.READ_AHEAD = how if how != "dask" else saved
                         try:
                             t = time.perf_counter()
                             pl.run_distances(
@@ -358,7 +359,7 @@ def main() -> None:
                             )  # fmt: skip
                             best[level, how] = min(best[level, how], time.perf_counter() - t)
                         finally:
-                            pl.READ_AHEAD = saved
+                            dist.READ_AHEAD = saved
                     t = time.perf_counter()
                     pairwise_distances(X, block_size=b)
                     t_mem = min(t_mem, time.perf_counter() - t)
@@ -372,7 +373,9 @@ def main() -> None:
             }
             errs = {}
             for level in ("image", "tile"):  # each matrix as its last run left it
-                Ds = st.read_rows(st.open_store(root), pl._level("cnn", level).matrix)[ii, jj]
+                Ds = st.read_rows(st.open_store(root), dist.distance_level("cnn", level).matrix)[
+                    ii, jj
+                ]
                 errs[level] = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
                 assert (Ds[exact == 0] == 0).all()
             for level, how in runs:

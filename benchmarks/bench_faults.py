@@ -6,8 +6,9 @@ the stages once cleanly, then injects real faults with real processes and resume
 * driver SIGKILLed mid-features and mid-distances (a subprocess that kills itself after k
   units), then a resume in this process;
 * a worker SIGKILLed mid-features on a 3-worker LocalCluster (Dask reschedules its task);
-* a poisoned batch (a worker plugin that ``os._exit``\\s on one batch: every worker that runs
-  it dies) -> ``FailedUnitsError`` names it, the others are done, a re-run retries it;
+* a poisoned batch (a worker plugin, :class:`microscale.testing.faults.Sabotage`, that
+  SIGKILLs the worker on one batch: every worker that runs it dies) -> ``FailedUnitsError``
+  names it, the others are done, a re-run retries it;
 * a cluster with no workers -> ``NoWorkersError`` after ``WORKER_TIMEOUT``.
 
 Prints the tables of issue 4's "Figures": files by outcome and reason; units recomputed on
@@ -21,28 +22,30 @@ NaNs) and its max abs difference from the clean run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from microscale import pipeline as pl
 from microscale import store as st
 from microscale.demo import write_demo_archive
 from microscale.ingest import ingest_archive
+from microscale.stages import _runner as runner
+from microscale.testing.faults import Sabotage, three_workers
+from microscale.testing.hostile import lying_png, zlib_tiff_bomb
+
+FEATURES = "microscale.stages.features"  # the module whose read_tiles is sabotaged
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # --------------------------------------------------------------------------- helpers
 
@@ -61,33 +64,6 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def lying_png(width: int, height: int, size: int = 99) -> bytes:
-    """A ``size``-byte PNG: a valid IHDR claiming ``width x height`` and an IDAT's start."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
-    return data + b"\x00" * (size - len(data))
-
-
-def zlib_tiff_bomb(path: Path, side: int = 40960, tile_side: int = 512) -> None:
-    """A ~1.8 MB tiled zlib TIFF that decodes to ``side**2`` bytes (1.6 GiB) of zeros."""
-    compressed = zlib.compress(bytes(tile_side * tile_side), 9)
-    n = (side // tile_side) ** 2
-    tifffile.imwrite(
-        path,
-        (compressed for _ in range(n)),  # pre-compressed tiles, written as they are
-        shape=(side, side),
-        dtype=np.uint8,
-        tile=(tile_side, tile_side),
-        compression="zlib",
-        photometric="minisblack",
-    )
 
 
 def add_bombs(folder: Path) -> list[Path]:
@@ -109,66 +85,6 @@ def distances(root: Path, descriptor: str) -> np.ndarray:
 
 def n_done(root: Path, stage: str) -> int:
     return len(st.open_store(root).done_keys(stage))
-
-
-class Sabotage:
-    """Worker plugin: slow down ``microscale.pipeline.<target>`` and poison one start row.
-
-    Registered as a worker plugin, so a worker that Dask's nanny restarts after a kill gets
-    it again. ``poison``: the first positional argument after the store (a tile start row)
-    for which the worker process exits at once (``os._exit``, as a segfault or OOM kill).
-    """
-
-    name = "microscale-sabotage"
-
-    def __init__(
-        self, target: str, delay: float, poison: int | None = None, log: str | None = None
-    ) -> None:
-        self.target, self.delay, self.poison, self.log = target, delay, poison, log
-
-    def setup(self, worker):  # noqa: ANN001
-        import microscale.pipeline as module
-
-        original = getattr(module, self.target)
-        delay, poison, log = self.delay, self.poison, self.log
-
-        def sabotaged(store, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-            if log is not None:  # one line per call: counts the work done, re-runs included
-                with open(log, "a") as fh:
-                    fh.write(f"{args[0] if args else ''}\n")
-            if poison is not None and args and args[0] == poison:
-                os._exit(137)
-            time.sleep(delay)
-            return original(store, *args, **kwargs)
-
-        setattr(module, self.target, sabotaged)
-
-
-@contextlib.contextmanager
-def three_workers(plugin: Sabotage, *, allowed_failures: int = 3):
-    """Three single-threaded worker processes (nannies restart killed ones) on 127.0.0.1."""
-    import dask
-    import distributed
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class Plugin(Sabotage, WorkerPlugin):
-        pass
-
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
-        distributed.LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            worker_dashboard_address=None,
-            env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        client.register_plugin(Plugin(plugin.target, plugin.delay, plugin.poison, plugin.log))
-        yield client
 
 
 def run_and_kill(code: str) -> float:
@@ -320,7 +236,9 @@ def kill_worker_features(base: Path, work: Path, d: str, block: int, delay: floa
     root = copy_store(base, work / "kill_worker_features")
     killed: list[dict] = []
     log = work / "worker_reads.log"
-    with three_workers(Sabotage("read_tiles", delay, log=str(log))) as client:
+    with three_workers(
+        Sabotage(FEATURES, "read_tiles", delay, log=str(log)), env=ONE_THREAD
+    ) as client:
         t = time.perf_counter()
         stage_features(clean, d, client=client)
         clean_s = time.perf_counter() - t
@@ -382,8 +300,8 @@ def poison_batch(base: Path, work: Path, d: str, block: int, delay: float) -> di
     batches = pl.plan_feature_batches(root, descriptor=d)
     victim = batches[len(batches) // 2]
     log = work / "poison_reads.log"
-    plugin = Sabotage("read_tiles", delay, poison=victim.start, log=str(log))
-    with three_workers(plugin, allowed_failures=1) as client:
+    plugin = Sabotage(FEATURES, "read_tiles", delay, poison=victim.start, log=str(log))
+    with three_workers(plugin, allowed_failures=1, env=ONE_THREAD) as client:
         t = time.perf_counter()
         try:
             stage_features(root, d, client=client)
@@ -425,8 +343,8 @@ def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> di
     import distributed
 
     root = copy_store(base, work / "no_workers")
-    old = pl.WORKER_TIMEOUT
-    pl.WORKER_TIMEOUT = timeout
+    old = runner.WORKER_TIMEOUT
+    runner.WORKER_TIMEOUT = timeout
     try:
         with (
             distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as c,
@@ -440,7 +358,7 @@ def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> di
                 error = f"NoWorkersError: {str(exc)[:60]}..."
             detect = time.perf_counter() - t
     finally:
-        pl.WORKER_TIMEOUT = old
+        runner.WORKER_TIMEOUT = old
     before = n_done(root, f"features.{d}")
     t = time.perf_counter()
     counts = stage_features(root, d)

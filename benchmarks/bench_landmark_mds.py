@@ -10,7 +10,7 @@ mapped into 64 dimensions by random cosines, plus isotropic noise. The landmark 
 ever computes the ``(n, m)`` distances to its landmarks (``scipy.spatial.distance.cdist``),
 never ``(n, n)``; for ``n <= 5000`` the full matrix and full :func:`microscale.mds` are run
 side by side. Every stress is Kruskal's stress-1 of the full matrix, computed block-wise by
-:func:`microscale.manifold.stress_from_rows` -- the price of the approximation.
+:func:`microscale.metric_mds.stress_from_rows` -- the price of the approximation.
 Landmarks are chosen by MaxMin (farthest point); its time is in the "choose" column.
 """
 
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
-from microscale.manifold import choose_landmarks, landmark_mds, mds, stress_from_rows
+from microscale.landmark import choose_landmarks, landmark_mds
+from microscale.metric_mds import mds, stress_from_rows
 
 DIMS = (2, 3, 10)
 LANDMARKS = (200, 500, 1000)

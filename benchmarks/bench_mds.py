@@ -35,7 +35,7 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.manifold import MDS
 from threadpoolctl import threadpool_limits
 
-from microscale.manifold import classical_mds, mds, stress
+from microscale.metric_mds import classical_mds, mds, stress
 
 DIMS = tuple(range(1, 11))
 PAPER_DIMS = (2, 3)

@@ -19,7 +19,7 @@ fresh local Dask cluster of ``--workers`` worker processes (1 thread each):
    above it, landmark MDS with ``--landmarks`` landmarks -- through ``embed``'s
    ``landmarks=`` / ``max_dense=`` options when this version of the pipeline has them,
    otherwise by reading the ``(N, m)`` landmark columns of the stored matrix block by
-   block and calling :func:`microscale.manifold.landmark_mds` here (the output says which).
+   block and calling :func:`microscale.landmark.landmark_mds` here (the output says which).
 
 Printed: seconds per stage; peak RSS of the driver and of the busiest worker during each
 stage (sampled every 20 ms with psutil; "+" is the increase over the process's RSS before
@@ -158,7 +158,7 @@ def landmark_embedding(root: Path, *, n_components: int, m: int, block: int) -> 
     """Landmark MDS from the stored matrix: read its (N, m) landmark columns a block of rows
     at a time (memory ``block * N * 8`` bytes for the block, ``N * m * 8`` for the columns)."""
     from microscale import store as st
-    from microscale.manifold import choose_landmarks, landmark_mds
+    from microscale.landmark import choose_landmarks, landmark_mds
 
     s = st.open_store(root, mode="r")
     n = st.array_shape(s, "distances/cnn")[0]
@@ -171,7 +171,8 @@ def landmark_embedding(root: Path, *, n_components: int, m: int, block: int) -> 
 
 def _warm() -> None:
     import microscale.distance
-    import microscale.manifold
+    import microscale.landmark
+    import microscale.metric_mds
     import microscale.pipeline  # noqa: F401
 
 

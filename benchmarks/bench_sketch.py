@@ -31,7 +31,7 @@ import torch
 
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
-from microscale.manifold import mds, stress
+from microscale.metric_mds import mds, stress
 from microscale.sketch import distortion, sketch
 from microscale.texture import texture_vectors
 

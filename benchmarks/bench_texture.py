@@ -50,7 +50,7 @@ import torch
 
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
-from microscale.manifold import mds
+from microscale.metric_mds import mds
 from microscale.texture import (
     DEFAULT_LAYERS,
     VGG19Features,

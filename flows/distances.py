@@ -6,15 +6,15 @@ from prefect import flow, get_run_logger, task
 
 from flows import _progress
 from flows.params import PipelineParams
-from microscale import pipeline
 from microscale.cluster import cluster_client
+from microscale.stages import distances as distance_stage
 
 
 @task(name="distance-blocks")
 def distance_blocks(params: PipelineParams, descriptor: str, address: str | None) -> dict:
     """Submit the missing block pairs (i <= j), a few per Dask task, and wait."""
     with cluster_client(address=address, allow_insecure=params.allow_insecure_dask) as client:
-        counts = pipeline.run_distances(
+        counts = distance_stage.run_distances(
             params.store,
             descriptor=descriptor,
             client=client,

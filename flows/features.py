@@ -6,15 +6,16 @@ from prefect import flow, get_run_logger, task
 
 from flows import _progress
 from flows.params import PipelineParams
-from microscale import pipeline
 from microscale.cluster import cluster_client
+from microscale.stages import features as tile_stage
+from microscale.stages import image_features as image_stage
 
 
 @task(name="tile-features")
 def tile_features(params: PipelineParams, descriptor: str, address: str | None) -> dict:
     """Submit the missing feature batches of one descriptor and wait for them."""
     with cluster_client(address=address, allow_insecure=params.allow_insecure_dask) as client:
-        counts = pipeline.run_features(
+        counts = tile_stage.run_features(
             params.store,
             descriptor=descriptor,
             client=client,
@@ -26,7 +27,7 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
             precision=params.texture_precision,
             on_done=_progress.progress(f"features-{descriptor}", f"{descriptor} tile batches"),
         )
-        images = pipeline.image_features(params.store, descriptor=descriptor, client=client)
+        images = image_stage.image_features(params.store, descriptor=descriptor, client=client)
     return {
         "batches": counts.computed,
         "batches_done_before": counts.skipped,

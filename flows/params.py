@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from microscale.pipeline import DEFAULT_LANDMARKS, DENSE_LIMIT
+from microscale.stages.embed import DEFAULT_LANDMARKS, DENSE_LIMIT
 
 
 class PipelineParams(BaseModel):

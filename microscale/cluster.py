@@ -50,6 +50,8 @@ import dask
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from microscale.errors import ClusterError, GPUUnavailableError, InsecureAddressError
+
 __all__ = [
     "ClusterError",
     "GPUUnavailableError",
@@ -66,18 +68,6 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 _THREADS_PER_TASK = 4
 #: Bytes glibc keeps at the top of a worker's heaps when it trims them (``MALLOC_TOP_PAD_``).
 MALLOC_TOP_PAD = 16 * 2**20
-
-
-class ClusterError(RuntimeError):
-    """A Dask cluster could not be set up as asked."""
-
-
-class GPUUnavailableError(ClusterError):
-    """GPU workers were asked for on a machine where torch sees no CUDA device."""
-
-
-class InsecureAddressError(ClusterError, ValueError):
-    """A scheduler address that would send work over the network without TLS."""
 
 
 def _cores() -> int:

@@ -101,9 +101,16 @@ import torch
 from numpy.typing import ArrayLike
 
 from microscale import scratch
+from microscale._validation import as_real_rows
 from microscale.device import resolve_device
 
-__all__ = ["block_sq_distances", "cancellation_limits", "pairwise_distances", "row_sq_norms"]
+__all__ = [
+    "block_sq_distances",
+    "cancellation_limits",
+    "ieee_fp32_matmul",
+    "pairwise_distances",
+    "row_sq_norms",
+]
 
 Precision = Literal["mixed", "float64"]
 
@@ -165,7 +172,7 @@ _PRECISION_SAVED: tuple[str, str] = ("none", "none")
 
 
 @contextlib.contextmanager
-def _ieee_fp32_matmul() -> Iterator[None]:
+def ieee_fp32_matmul() -> Iterator[None]:
     """Run float32 matmuls in full IEEE float32 (no TF32, no bf16) and restore afterwards.
 
     The setting is process-global in torch; a counter under a lock makes nested and
@@ -193,25 +200,15 @@ def _ieee_fp32_matmul() -> Iterator[None]:
 
 
 def _as_rows(a: ArrayLike, name: str) -> np.ndarray:
-    """Validate shape and dtype; float32 stays float32, other real types become float64."""
-    arr = np.asarray(a)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_vectors, d). Got {arr.ndim} dimensions "
-            f"(shape {arr.shape}) instead."
-        )
+    """At least one row of at least one real entry; float32 stays, the rest become float64."""
+    arr = as_real_rows(a, name)
     if arr.shape[0] < 1:
         raise ValueError(f"{name} has no rows. Pass at least one vector.")
     if arr.shape[1] < 1:
         raise ValueError(f"{name} has rows of length 0. Pass vectors with at least one entry.")
     if arr.dtype == np.float32 or arr.dtype == np.float64:
         return np.ascontiguousarray(arr)
-    if arr.dtype.kind in "biuf":
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    raise ValueError(
-        f"{name} has dtype {arr.dtype}; distances need real numbers. "
-        "Pass a float32 or float64 array."
-    )
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def _check_precision(precision: str) -> None:
@@ -500,7 +497,7 @@ def _block(
     y = xr if yr is None else yr
     f1, f2 = cancellation_limits(xr.raw.shape[1])
     first_limit = f1 if work == torch.float32 else f2
-    with _ieee_fp32_matmul():
+    with ieee_fp32_matmul():
         scale = xr.sq_norms[:, None] + y.sq_norms[None, :]
         d2 = scale - 2.0 * _cross(xr, yr, centre, work, ws)
         if same:

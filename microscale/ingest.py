@@ -82,7 +82,7 @@ from microscale import io
 from microscale.intensity import (
     ConstantImageError,
     Normalization,
-    _dtype_range,
+    dtype_range,
     normalize_intensity,
 )
 from microscale.store import (
@@ -102,7 +102,17 @@ from microscale.store import (
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["IngestReport", "PreparedFile", "ingest_archive", "prepare_file", "prepare_files"]
+__all__ = [
+    "STORE_PARAMS",
+    "IngestReport",
+    "PreparedFile",
+    "PreparedPage",
+    "ingest_archive",
+    "prepare_file",
+    "prepare_files",
+    "prepare_page",
+    "with_retries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -389,20 +399,20 @@ def _prepare(
             outcome=_outcome("skipped", "not an image", f"{rel}: not an image (content sniffing)"),
         )
     try:
-        digest = _with_retries(lambda: io.file_digest(path))
+        digest = with_retries(lambda: io.file_digest(path))
     except OSError as exc:  # permission denied, or an I/O error that did not go away
         return PreparedFile(rel, outcome=_outcome("failed", "unreadable", f"{rel}: {exc}"))
     if digest in known_digests:
         return PreparedFile(rel, digest=digest)  # the driver records the duplicate
     try:
-        n_pages = _with_retries(lambda: io.count_pages(path))
+        n_pages = with_retries(lambda: io.count_pages(path))
     except (OSError, io.UnsupportedFormatError, ValueError, ImportError) as exc:
         return PreparedFile(rel, digest=digest, outcome=_outcome("failed", "decode", str(exc)))
     out = PreparedFile(rel, digest=digest)
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
         label = rel if n_pages == 1 else f"{rel}#{page}"
-        out.pages.append(_prepare_page(path, label, page, image_id, params, max_pixels))
+        out.pages.append(prepare_page(path, label, page, image_id, params, max_pixels))
     return out
 
 
@@ -416,10 +426,13 @@ def _is_transient(exc: BaseException | None) -> bool:
     return False
 
 
-def _with_retries(read: Callable[[], Any]) -> Any:
-    """``read()``, retried with exponential back-off (0.1, 0.2, 0.4 s) on transient I/O
-    errors (a flaky network file system); any other error is raised at once and the file is
-    recorded as failed without retry."""
+def with_retries(read: Callable[[], Any]) -> Any:
+    """``read()``, retried with exponential back-off on transient I/O errors.
+
+    A transient error (a flaky network file system) is retried after 0.1, 0.2, 0.4 s, up
+    to ``READ_ATTEMPTS`` reads; any other error is raised at once (the caller records the
+    file as failed without retry).
+    """
     for attempt in range(READ_ATTEMPTS):
         try:
             return read()
@@ -442,7 +455,7 @@ def _failed_read(exc: BaseException, image_id: str, rel: str) -> PreparedPage:
     return PreparedPage(image_id, rel, "failed", kind, str(exc))
 
 
-def _prepare_page(
+def prepare_page(
     path: Path,
     rel: str,
     page: int,
@@ -450,8 +463,32 @@ def _prepare_page(
     params: dict[str, Any],
     max_pixels: int,
 ) -> PreparedPage:
+    """Decode, normalise and tile one page of a file; never raises for a bad file.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    rel : str
+        Its path relative to the archive (the label in outcomes and errors).
+    page : int
+        The page to read (0 for single-image files).
+    image_id : str
+        The image's identity in the store: the file's content hash
+        (:func:`microscale.io.file_digest`), with ``#p<page>`` for a multi-page file.
+    params : dict
+        The ingest options of the store (:data:`STORE_PARAMS`).
+    max_pixels : int
+        Pages above it are read by bands when they are tiled TIFF pages
+        (:func:`microscale.io.open_tiled_page`), else refused as too large.
+
+    Returns
+    -------
+    PreparedPage
+        Its tiles, or the reason it was skipped or failed.
+    """
     try:
-        micro = _with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
+        micro = with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
     except _READ_ERRORS as exc:
         if getattr(exc, "streamable", False):
             return _prepare_streamed(path, rel, page, image_id, params, max_pixels)
@@ -512,9 +549,9 @@ def _prepare_streamed(
     params: dict[str, Any],
     max_pixels: int,
 ) -> PreparedPage:
-    """:func:`_prepare_page` for a page above ``max_pixels`` read by bands (module docstring)."""
+    """:func:`prepare_page` for a page above ``max_pixels`` read by bands (module docstring)."""
     try:
-        opened = _with_retries(lambda: io.open_tiled_page(path, page=page, max_pixels=max_pixels))
+        opened = with_retries(lambda: io.open_tiled_page(path, page=page, max_pixels=max_pixels))
     except _READ_ERRORS as exc:
         return _failed_read(exc, image_id, rel)
     with opened as tp:
@@ -612,7 +649,7 @@ def _stream_page(
     elif method == "minmax":
         lo_f, hi_f = float(lo), float(hi)
     else:
-        lo_a, hi_a = _dtype_range(tp.dtype, None, np.array([lo]), np.array([hi]))
+        lo_a, hi_a = dtype_range(tp.dtype, None, np.array([lo]), np.array([hi]))
         lo_f, hi_f = float(lo_a[0]), float(hi_a[0])
     half_lo, half_hi = lo_f / 2, hi_f / 2
 
@@ -625,8 +662,8 @@ def _stream_page(
             reason=f"{rel!r}: the image is {h}x{w} pixels, narrower than min_fraction * "
             f"tile_size = {params['min_fraction'] * s:g} pixels.",
         )
-    rows = io._tile_starts(h, s, step)
-    cols = io._tile_starts(max(w, s), s, step)
+    rows = io.tile_starts(h, s, step)
+    cols = io.tile_starts(max(w, s), s, step)
     origins = np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
     tiles = np.empty((len(origins), s, s), np.float32)  # filled band by band
     i = 0

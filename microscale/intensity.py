@@ -30,20 +30,19 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from microscale.errors import ConstantImageError
+
 __all__ = [
     "ConstantImageError",
     "NORMALIZATIONS",
     "as_image_stack",
+    "dtype_range",
     "intensity_range",
     "normalize_intensity",
 ]
 
 Normalization = Literal["minmax", "percentile", "dtype"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "percentile", "dtype")
-
-
-class ConstantImageError(ValueError):
-    """An image whose pixels are all equal: it has no texture to describe."""
 
 
 def as_image_stack(images: ArrayLike, *, min_size: int = 1) -> np.ndarray:
@@ -209,7 +208,7 @@ def normalize_intensity(
                 f"(both equal {lo_f[first]!r}). Use method='minmax' or wider percentiles."
             )
     else:
-        lo_f, hi_f = _dtype_range(stack.dtype, bit_depth, lo, hi)
+        lo_f, hi_f = dtype_range(stack.dtype, bit_depth, lo, hi)
     # halved first, so that hi - lo cannot overflow for float64 data near +-1.8e308
     half_lo, half_hi = lo_f / 2, hi_f / 2
     out = (work / 2 - half_lo[:, None]) / (half_hi - half_lo)[:, None]
@@ -218,10 +217,15 @@ def normalize_intensity(
     return out.reshape(stack.shape).astype(dtype, copy=False)
 
 
-def _dtype_range(
+def dtype_range(
     dtype: np.dtype, bit_depth: int | None, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image (low, high) that map the dtype's range to [0, 1]."""
+    """Per-image (low, high) that map the dtype's range to [0, 1].
+
+    The range is the dtype's (``[0, 1]`` for floats and bools); ``bit_depth`` narrows an
+    unsigned integer's (12-bit data stored as uint16). ``lo`` and ``hi``, the images' own
+    minima and maxima ``(n,)``, are checked to fit in it (a ValueError says what to do).
+    """
     n = len(lo)
     if dtype == np.bool_:
         return np.zeros(n), np.ones(n)

@@ -1,7 +1,7 @@
 """The archive map: embed a store's distance matrices and label the result.
 
 :func:`map_store` is the final reduction of the pipeline. For each descriptor it runs the
-library's MDS on the store's (n, n) matrix (:func:`microscale.pipeline.embed`, which starts
+library's MDS on the store's (n, n) matrix (:func:`microscale.stages.embed.embed`, which starts
 from the previous map when the archive grew), evaluates the map against ground truth when
 the archive has generating parameters (a ``parameters.csv`` sidecar, as the demo archive
 and the paper's datasets do), and returns one labelled Dataset
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from microscale import evaluate, neighbors, pipeline, store
+from microscale import evaluate, neighbors, store
 from microscale.results import build_dataset, provenance, write_dataset
+from microscale.stages import embed as embed_stage
 
 __all__ = ["cluster_dimension", "ground_truth", "map_store", "write_map"]
 
@@ -184,7 +185,7 @@ def map_store(
     level: str = "image",
     n_neighbors: int = neighbors.DEFAULT_K,
     landmarks: int | None = None,
-    max_dense: int = pipeline.DENSE_LIMIT,
+    max_dense: int = embed_stage.DENSE_LIMIT,
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -211,7 +212,7 @@ def map_store(
         n - 1).
     landmarks, max_dense : optional
         Landmark MDS with ``landmarks`` landmarks, or when there are more than
-        ``max_dense`` images; see :func:`microscale.pipeline.embed`. The method used is
+        ``max_dense`` images; see :func:`microscale.stages.embed.embed`. The method used is
         recorded in the attributes ``mds_method`` and ``mds_landmarks`` (per descriptor).
 
     Returns
@@ -233,7 +234,7 @@ def map_store(
         raise ValueError(f"The store holds {n} {level}(s): too few to embed; add images.")
     embeddings, stresses, res, methods = {}, {}, {}, {}
     for d in descriptors:
-        res = pipeline.embed(
+        res = embed_stage.embed(
             root,
             descriptor=d,
             dims=dims,

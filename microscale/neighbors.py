@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from microscale import store as _store
+from microscale._validation import check_one_of
+from microscale.store import LEVELS
 
 __all__ = ["DEFAULT_K", "clusters", "matrix_name", "nearest_neighbors", "outlier_scores"]
 
@@ -41,13 +43,10 @@ DEFAULT_K = 5
 #: Default memory budget for one band of the distance matrix (256 MiB).
 DEFAULT_BAND_BYTES = 256 * 2**20
 
-LEVELS = ("image", "tile")
-
 
 def matrix_name(descriptor: str, *, level: str = "image") -> str:
     """The store array of a descriptor's distance matrix, e.g. ``"distances/cnn"``."""
-    if level not in LEVELS:
-        raise ValueError(f"The 'level' parameter must be one of {LEVELS}. Got {level!r} instead.")
+    check_one_of(level, "level", LEVELS)
     return f"{'' if level == 'image' else 'tile_'}distances/{descriptor}"
 
 
@@ -112,7 +111,7 @@ def nearest_neighbors(
     Examples
     --------
     >>> idx, dist = nearest_neighbors("store", descriptor="ps", k=5)  # doctest: +SKIP
-    >>> score = dist[:, -1]  # the outlier score
+    >>> score = dist[:, -1]  # the outlier score  # doctest: +SKIP
     """
     st = root if isinstance(root, _store.Store) else _store.open_store(root, mode="r")
     name = matrix_name(descriptor, level=level)

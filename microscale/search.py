@@ -1,7 +1,7 @@
 """Query an archive by texture: the nearest archive images to a new micrograph.
 
 :func:`similar` answers "which micrographs of the archive look like this one?" for a store
-that the pipeline has filled (:mod:`microscale.pipeline`):
+that the pipeline has filled (:mod:`microscale.stages`):
 
 1. **The query's vector** (:func:`query_vector`). The file is prepared exactly as the
    ingest stage prepared the archive's files, by the same function
@@ -11,7 +11,8 @@ that the pipeline has filled (:mod:`microscale.pipeline`):
    in the store's ``ingest`` attribute. Its tiles are described with the store's
    descriptor settings (``features/<d>`` attributes: layers, tile normalisation; for
    ``"cnn"`` the weights must be the ones whose sha256 the store records) and averaged
-   with their pixel weights, as :func:`microscale.pipeline.compute_image_features` does.
+   with their pixel weights, as the image-feature stage does
+   (:func:`microscale.stages.image_features.compute_image_features`).
    When the store's features are sketched (attribute ``"sketch"``), the tile vectors are
    sketched with the same projection first. A query whose content (sha256, and page) is
    already in the archive is not recomputed: its stored vector is used, so it comes back
@@ -22,7 +23,7 @@ that the pipeline has filled (:mod:`microscale.pipeline`):
    ``O(band * d + n)``, never the whole array. The ``k`` nearest are returned ranked by
    distance, ties broken by image index.
 3. **Its place in each stored embedding** (``embeddings/<d>/d<k>``), out of sample,
-   without recomputing the map: :func:`microscale.manifold.out_of_sample` (de Silva &
+   without recomputing the map: :func:`microscale.landmark.out_of_sample` (de Silva &
    Tenenbaum's triangulation, then Guttman steps on the query's stress against every
    embedded image). The triangulation needs the column means of the archive's squared
    distances; they are exact here and cost nothing, because for vectors ``f_i`` of mean
@@ -45,10 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microscale import io
+from microscale._validation import check_int, check_one_of
+from microscale.errors import IncompleteStageError, StoreError, WeightsMismatchError
+from microscale.ingest import STORE_PARAMS, prepare_page, with_retries
+from microscale.stages.distances import image_sums_total
+from microscale.stages.image_features import plan_image_groups
 from microscale.store import (
-    IncompleteStageError,
+    DESCRIPTORS,
     Store,
-    StoreError,
     array_attrs,
     array_chunks,
     array_shape,
@@ -58,6 +64,7 @@ from microscale.store import (
     read_array,
     read_rows,
 )
+from microscale.weights import DEFAULT_LAYERS, DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -68,13 +75,6 @@ __all__ = ["QueryVector", "SimilarResult", "WeightsMismatchError", "query_vector
 
 #: Bytes of image features read at once (one band of rows), by default.
 DEFAULT_BAND_BYTES = 256 * 2**20
-DEFAULT_WEIGHTS = "vgg19-normalized"
-DEFAULT_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-DESCRIPTORS = ("cnn", "ps")
-
-
-class WeightsMismatchError(StoreError):
-    """The weights given are not those the store's texture vectors were computed with."""
 
 
 @dataclass(frozen=True)
@@ -217,30 +217,12 @@ class SimilarResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_descriptor(descriptor: str) -> str:
-    if descriptor not in DESCRIPTORS:
-        raise ValueError(
-            f"The 'descriptor' parameter must be one of {DESCRIPTORS}. Got {descriptor!r} instead."
-        )
-    return descriptor
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
-
-
 def _open(store: Store | str | os.PathLike[str]) -> Store:
     return store if isinstance(store, Store) else open_store(store, mode="r")
 
 
 def _require_image_features(st: Store, descriptor: str) -> str:
     """Name of the complete ``image_features/<d>``; a clear error otherwise."""
-    from microscale.pipeline import plan_image_groups
-
     name = f"image_features/{descriptor}"
     if st.n_images == 0:
         raise IncompleteStageError(
@@ -258,8 +240,6 @@ def _require_image_features(st: Store, descriptor: str) -> str:
 
 
 def _ingest_params(st: Store) -> dict[str, Any]:
-    from microscale.ingest import STORE_PARAMS
-
     params = st.attrs.get("ingest")
     if not isinstance(params, dict) or set(STORE_PARAMS) - set(params):
         raise StoreError(
@@ -350,9 +330,9 @@ def query_vector(
         tile (the reason the ingest stage would record), or its vector does not have the
         length of the store's.
     """
-    descriptor = _check_descriptor(descriptor)
-    page = _check_int(page, "page", minimum=0)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    descriptor = check_one_of(descriptor, "descriptor", DESCRIPTORS)
+    page = check_int(page, "page", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     st = _open(store)
     name = _require_image_features(st, descriptor)
     attrs = array_attrs(st, name)
@@ -361,16 +341,13 @@ def query_vector(
     if not path.is_file():
         raise FileNotFoundError(f"The query image {os.fspath(path)!r} is not a file.")
 
-    from microscale import io
-    from microscale.ingest import _prepare_page, _with_retries
-
     if io.sniff_format(path) is None:
         raise io.UnsupportedFormatError(
             f"{os.fspath(path)!r} is not an image in a format microscale reads (content "
             "sniffing). Pass a TIFF, PNG, JPEG, BMP or DM file."
         )
-    digest = _with_retries(lambda: io.file_digest(path))
-    n_pages = _with_retries(lambda: io.count_pages(path))
+    digest = with_retries(lambda: io.file_digest(path))
+    n_pages = with_retries(lambda: io.count_pages(path))
     if page >= n_pages:
         raise ValueError(
             f"The 'page' parameter must be < {n_pages}, the pages of {os.fspath(path)!r}. "
@@ -383,7 +360,7 @@ def query_vector(
         return QueryVector(row, image_id, index, 0)
 
     label = path.name if n_pages == 1 else f"{path.name}#{page}"
-    prepared = _prepare_page(path, label, page, image_id, _ingest_params(st), max_pixels)
+    prepared = prepare_page(path, label, page, image_id, _ingest_params(st), max_pixels)
     if prepared.status != "processed":
         raise ValueError(
             f"The query {label!r} cannot be described as the archive was: {prepared.kind} "
@@ -457,9 +434,7 @@ def _center(st: Store, descriptor: str, name: str, n: int, band: int) -> np.ndar
     if has_array(st, center) and array_attrs(st, center).get("n_images") == n:
         return read_array(st, center)
     if has_array(st, f"image_feature_sums/{descriptor}"):
-        from microscale.pipeline import _image_sums_total  # the distance stage's own sum
-
-        return _image_sums_total(st, descriptor) / n
+        return image_sums_total(st, descriptor) / n  # the distance stage's own sum
     total = np.zeros(array_shape(st, name)[1])
     for start in range(0, n, band):
         total += read_rows(st, name, start, min(start + band, n)).sum(axis=0, dtype=np.float64)
@@ -469,7 +444,7 @@ def _center(st: Store, descriptor: str, name: str, n: int, band: int) -> np.ndar
 def _band_rows(st: Store, name: str, band_size: int | None) -> int:
     chunk = array_chunks(st, name)[0]
     if band_size is not None:
-        return _check_int(band_size, "band_size", minimum=1)
+        return check_int(band_size, "band_size", minimum=1)
     d = array_shape(st, name)[1]
     rows = max(1, DEFAULT_BAND_BYTES // (d * 8))
     return max(chunk, rows // chunk * chunk)
@@ -536,7 +511,7 @@ def similar(
     place : bool, optional
         Place the query into every stored embedding (default).
     n_refine : int, optional
-        Guttman steps of the placement (:func:`~microscale.manifold.out_of_sample`).
+        Guttman steps of the placement (:func:`~microscale.landmark.out_of_sample`).
     max_pixels : int, optional
         As in :func:`microscale.ingest.ingest_archive`.
 
@@ -561,8 +536,8 @@ def similar(
     """
     from microscale.distance import block_sq_distances, row_sq_norms
 
-    descriptor = _check_descriptor(descriptor)
-    k = _check_int(k, "k", minimum=1)
+    descriptor = check_one_of(descriptor, "descriptor", DESCRIPTORS)
+    k = check_int(k, "k", minimum=1)
     st = _open(store)
     name = _require_image_features(st, descriptor)
     n = st.n_images
@@ -612,7 +587,7 @@ def similar(
     if dims:
         from scipy.spatial.distance import cdist
 
-        from microscale.manifold import out_of_sample
+        from microscale.landmark import out_of_sample
 
         for dim in dims:
             Y = read_array(st, f"embeddings/{descriptor}/d{dim}")

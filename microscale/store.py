@@ -1,6 +1,6 @@
 """The archive store: tiles, texture vectors and distances of an archive, in Zarr v3.
 
-This is the only module that imports zarr. The pipeline stages (:mod:`microscale.pipeline`)
+This is the only module that imports zarr. The pipeline stages (:mod:`microscale.stages`)
 read and write through the functions here; Dask workers open the store by its path.
 
 Layout
@@ -103,7 +103,18 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, DTypeLike
 
+from microscale._validation import check_int
+from microscale.errors import (
+    IncompleteStageError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+
 __all__ = [
+    "DESCRIPTORS",
+    "LEVELS",
     "FORMAT_VERSION",
     "GROUP_NAME",
     "IncompleteStageError",
@@ -158,28 +169,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STRING = str  # zarr's variable-length UTF-8 data type
 _log = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------- errors
-
-
-class StoreError(ValueError):
-    """A store that does not hold what was asked, or a request that breaks its layout."""
-
-
-class StoreNotFoundError(StoreError, FileNotFoundError):
-    """No microscale store at the given path."""
-
-
-class StoreExistsError(StoreError, FileExistsError):
-    """A store already exists where a new one was to be created."""
-
-
-class StoreLockedError(StoreError, BlockingIOError):
-    """Another process holds the store's run lock."""
-
-
-class IncompleteStageError(StoreError):
-    """A stage needs the output of an earlier stage that is not complete."""
+#: Descriptors a store can hold (the ``<d>`` of the layout): Gram texture vectors and
+#: power spectra.
+DESCRIPTORS: tuple[str, ...] = ("cnn", "ps")
+#: What a distance matrix can map: images (``distances/<d>``) or every tile
+#: (``tile_distances/<d>``, with ``tile_center``, ``tile_embeddings``).
+LEVELS: tuple[str, ...] = ("image", "tile")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -250,14 +245,6 @@ def _check_name(value: str, what: str) -> str:
             "'_' and '-', starting with a letter or digit."
         )
     return value
-
-
-def _check_count(value: object, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
 
 
 # --------------------------------------------------------------------------- the lock
@@ -538,10 +525,12 @@ def create_store(
     StoreError
         If ``exist_ok`` is True but the existing store has another tile size.
     """
-    s = _check_count(tile_size, "tile_size")
-    per_chunk = _check_count(tiles_per_chunk, "tiles_per_chunk")
+    s = check_int(tile_size, "tile_size", minimum=1)
+    per_chunk = check_int(tiles_per_chunk, "tiles_per_chunk", minimum=1)
     f_chunk = (
-        per_chunk if features_chunk is None else _check_count(features_chunk, "features_chunk")
+        per_chunk
+        if features_chunk is None
+        else check_int(features_chunk, "features_chunk", minimum=1)
     )
     root = Path(root)
     if (root / GROUP_NAME / "zarr.json").exists():
@@ -1114,7 +1103,7 @@ def ensure_features_array(
         task; 1 in older stores).
     n_features : int
         Length of a feature vector: of its sketch when the vectors are sketched (the
-        ``"sketch"`` attribute, see :func:`microscale.pipeline.run_features`).
+        ``"sketch"`` attribute, see :func:`microscale.stages.features.run_features`).
     n_rows : int
         Rows the array must hold.
     chunk_rows : int
@@ -1130,9 +1119,9 @@ def ensure_features_array(
     bool
         True if the array was created.
     """
-    d = _check_count(n_features, "n_features")
-    rows = _check_count(n_rows, "n_rows", minimum=0)
-    c = _check_count(chunk_rows, "chunk_rows")
+    d = check_int(n_features, "n_features", minimum=1)
+    rows = check_int(n_rows, "n_rows", minimum=0)
+    c = check_int(chunk_rows, "chunk_rows", minimum=1)
     return ensure_array(
         store,
         name,
@@ -1154,8 +1143,8 @@ def ensure_distance_matrix(
     StoreError
         If the matrix exists with another block size.
     """
-    n = _check_count(n, "n", minimum=0)
-    b = _check_count(block, "block")
+    n = check_int(n, "n", minimum=0)
+    b = check_int(block, "block", minimum=1)
     return ensure_array(
         store,
         name,

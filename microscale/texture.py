@@ -54,10 +54,11 @@ from torch.nn import functional as F
 
 from microscale.backbones import (
     IMAGENET_WEIGHTS,
-    RANDOM_FILTER_SIZES,
-    RANDOM_LAYER,
-    RANDOM_MAPS_PER_SIZE,
     RandomMultiscaleFeatures,
+    backbone_layers,
+    check_layers,
+    feature_slices,
+    n_features,
     random_seed,
 )
 from microscale.device import resolve_device
@@ -67,7 +68,13 @@ from microscale.intensity import (
     intensity_range,
     normalize_intensity,
 )
-from microscale.weights import CONV_LAYERS, DEFAULT_WEIGHTS, VGGWeights, load_weights
+from microscale.weights import (
+    CONV_LAYERS,
+    DEFAULT_LAYERS,
+    DEFAULT_WEIGHTS,
+    VGGWeights,
+    load_weights,
+)
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -80,74 +87,10 @@ __all__ = [
     "texture_vectors",
 ]
 
-#: The paper's layers: the first ReLU of each block.
-DEFAULT_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 #: Smallest image side: conv5_1 sits behind four 2x2 poolings.
 MIN_SIZE = 16
 #: ``precision`` values of :func:`texture_vectors` (see the module docstring).
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
-
-
-def _channels(layer: str) -> int:
-    if layer == RANDOM_LAYER:
-        return len(RANDOM_FILTER_SIZES) * RANDOM_MAPS_PER_SIZE
-    return {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[int(layer[4])]
-
-
-def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
-    layers = tuple(layers)
-    unknown = [name for name in layers if name not in CONV_LAYERS]
-    if not layers or unknown:
-        raise ValueError(
-            f"The 'layers' parameter must name VGG-19 convolution layers from {CONV_LAYERS}. "
-            f"Got {layers!r} instead."
-        )
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"The 'layers' parameter lists a layer twice: {layers!r}.")
-    return tuple(sorted(layers, key=CONV_LAYERS.index))
-
-
-def backbone_layers(weights: object, layers: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The layers a texture vector of ``weights`` is made of, validated, in network order.
-
-    VGG-19 weights (the default, ImageNet, files, :class:`VGGWeights`): ``layers`` or
-    :data:`DEFAULT_LAYERS`. The random network (``"random"``, ``"random:SEED"``) has one
-    layer, ``("multiscale",)``; for it ``layers`` must be left out, be the default, or be
-    that one layer.
-    """
-    if random_seed(weights) is not None:
-        if layers is None or tuple(layers) in (DEFAULT_LAYERS, (RANDOM_LAYER,)):
-            return (RANDOM_LAYER,)
-        raise ValueError(
-            f"The random backbone has one layer, {RANDOM_LAYER!r}; leave 'layers' at its "
-            f"default. Got {tuple(layers)!r} instead."
-        )
-    return _check_layers(DEFAULT_LAYERS if layers is None else layers)
-
-
-def n_features(
-    layers: Sequence[str] = DEFAULT_LAYERS, *, weights: str | Path | VGGWeights | None = None
-) -> int:
-    """Length of a texture vector for ``layers`` (305,888 for the default five).
-
-    With ``weights="random"`` (or ``"random:SEED"``): 1024 * 1025 / 2 = 524,800, the
-    upper triangle of the random network's one Gram matrix. Nothing is loaded.
-    """
-    return sum(
-        _channels(name) * (_channels(name) + 1) // 2 for name in backbone_layers(weights, layers)
-    )
-
-
-def feature_slices(
-    layers: Sequence[str] = DEFAULT_LAYERS, *, weights: str | Path | VGGWeights | None = None
-) -> dict[str, slice]:
-    """Where each layer's upper triangle sits in a texture vector of ``weights``."""
-    out, start = {}, 0
-    for name in backbone_layers(weights, layers):
-        size = _channels(name) * (_channels(name) + 1) // 2
-        out[name] = slice(start, start + size)
-        start += size
-    return out
 
 
 @contextlib.contextmanager
@@ -177,7 +120,7 @@ class VGG19Features(nn.Module):
 
     def __init__(self, weights: VGGWeights, layers: Sequence[str] = DEFAULT_LAYERS) -> None:
         super().__init__()
-        self.layers = _check_layers(layers)
+        self.layers = check_layers(layers)
         last = CONV_LAYERS.index(self.layers[-1])
         self.names = CONV_LAYERS[: last + 1]
         self.convs = nn.ModuleList()
@@ -274,13 +217,18 @@ def _random_model(seed: int, device: torch.device, channels_last: bool) -> Rando
     return model.to(memory_format=_memory_format(channels_last))
 
 
-def _resolve_model(
+def resolve_model(
     weights: str | Path | VGGWeights,
     layers: tuple[str, ...],
     device: torch.device,
     *,
     channels_last: bool = False,
 ) -> VGG19Features | RandomMultiscaleFeatures:
+    """The network a ``weights=`` value selects, on ``device`` in eval mode (cached by name).
+
+    ``layers`` are validated layers (:func:`microscale.backbones.check_layers`); the random
+    network accepts only its one layer.
+    """
     if isinstance(weights, VGGWeights):
         model = VGG19Features(weights, layers).to(device).eval()
         return model.to(memory_format=_memory_format(channels_last))
@@ -414,7 +362,7 @@ def texture_vectors(
                 "Pass normalize='minmax', 'percentile' or 'dtype'."
             )
     dev = resolve_device(device)
-    model = _resolve_model(weights, layers, dev, channels_last=bf16)
+    model = resolve_model(weights, layers, dev, channels_last=bf16)
     n = len(stack)
     out = np.empty((n, n_features(layers, weights=weights)), dtype=np.float32)
     starts = range(0, n, batch_size)
@@ -439,3 +387,8 @@ def texture_vectors(
             vec = gram_vectors([f.float() for f in feats], layer_weights=layer_weights)
             out[start : start + len(batch)] = vec.cpu().numpy()
     return out
+
+
+# The private names microscale.synthesis imports (kept for it; use the public ones).
+_check_layers = check_layers
+_resolve_model = resolve_model

@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from microscale import backbones as B
+from microscale import weights as W
 from microscale.texture import (
     VGG19Features,
     feature_slices,
@@ -226,7 +227,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     small = _images(2, 32, seed=9).astype(np.float32)
-    monkeypatch.setattr(B, "default_normalization_images", lambda: small)
+    monkeypatch.setattr(W, "default_normalization_images", lambda: small)
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")
     return checkpoints
@@ -260,7 +261,7 @@ def test_imagenet_from_hub_cache_and_from_path(hub, tmp_path, monkeypatch):
     assert meta["source_sha256"] == _sha256(hub / B.IMAGENET_FILE)
     assert meta["weights_sha256"] == w.sha256 == B.params_sha256(w.params)
     # second time: from the cache, no normalisation
-    monkeypatch.setattr(B, "gatys_normalize", lambda *a, **k: pytest.fail("not cached"))
+    monkeypatch.setattr(W, "gatys_normalize", lambda *a, **k: pytest.fail("not cached"))
     assert load_weights("vgg19-imagenet").sha256 == w.sha256
     # the same file given by path (texture_vectors accepts it) is the same backbone
     other = tmp_path / "elsewhere" / "my-vgg19.pth"
@@ -273,7 +274,7 @@ def test_imagenet_from_hub_cache_and_from_path(hub, tmp_path, monkeypatch):
 
 def test_imagenet_conv1_folds_torchvision_input_normalisation():
     state = _torchvision_state(1)
-    params, mean = B._fold_input_normalization(
+    params, mean = W._fold_input_normalization(
         {"conv1_1.weight": state["features.0.weight"].numpy()}
     )
     g = torch.from_numpy(_images(1, 20)[0])

@@ -32,6 +32,7 @@ def test_local_threads_cluster():
     assert own_cluster.status.name == "closed"
 
 
+@pytest.mark.slow
 def test_local_process_cluster_limits_threads():
     cores = cluster._cores()
     with cluster_client(processes=True, n_workers=1, threads_per_worker=1) as client:
@@ -112,6 +113,7 @@ def test_gpu_requested_without_a_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_gpu_cluster_one_worker_per_gpu():
     import torch
 

@@ -4,7 +4,6 @@ Each test compares the store after the fault (and a resume) with a clean sequent
 the same archive: no row or block may be missing, duplicated or different.
 """
 
-import contextlib
 import errno
 import os
 import signal
@@ -13,25 +12,29 @@ import sys
 import textwrap
 import time
 
-import dask
 import distributed
 import numpy as np
 import pytest
-from _stores import make as _make
-from _stores import random_images as _images
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from microscale import pipeline as pl
+from microscale import errors
 from microscale import store as st
 from microscale.cluster import get_client
+from microscale.stages import _runner as runner
+from microscale.stages import distances as dist
+from microscale.stages import features as feat
+from microscale.stages import image_features as imf
+from microscale.testing.faults import Sabotage, three_workers
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 
 ARRAYS = ("features/ps", "image_features/ps", "distances/ps")
+FEATURES, DISTANCES = "microscale.stages.features", "microscale.stages.distances"
 
 
 def _all_stages(root, *, client=None, on_features=None, on_distances=None):
-    pl.run_features(root, descriptor="ps", client=client, on_done=on_features)
-    pl.image_features(root, descriptor="ps", client=client, images_per_task=4)
-    return pl.run_distances(
+    feat.run_features(root, descriptor="ps", client=client, on_done=on_features)
+    imf.image_features(root, descriptor="ps", client=client, images_per_task=4)
+    return dist.run_distances(
         root, descriptor="ps", client=client, block_size=5, pairs_per_task=1, on_done=on_distances
     )
 
@@ -43,60 +46,10 @@ def _assert_same_store(a, b, names=ARRAYS):
 
 
 def _n_batches(root):
-    return len(pl._ranges(st.open_store(root).n_tiles, 5))
+    return len(runner.row_ranges(st.open_store(root).n_tiles, 5))
 
 
 # --------------------------------------------------------------------------- worker faults
-
-
-class _Sabotage(WorkerPlugin):
-    """Slow down (and optionally poison) ``microscale.pipeline.<target>`` on each worker.
-
-    Registered as a worker plugin, so a worker that Dask's nanny restarts after a kill gets
-    it again. ``poison``: the first positional argument after the store (a tile start row)
-    for which the worker SIGKILLs itself.
-    """
-
-    name = "microscale-sabotage"
-
-    def __init__(self, target, delay, poison=None):
-        self.target, self.delay, self.poison = target, delay, poison
-
-    def setup(self, worker):
-        import microscale.pipeline as module
-
-        original = getattr(module, self.target)
-        delay, poison = self.delay, self.poison
-
-        def sabotaged(store, *args, **kwargs):
-            if poison is not None and args and args[0] == poison:
-                os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(delay)
-            return original(store, *args, **kwargs)
-
-        setattr(module, self.target, sabotaged)
-
-
-@contextlib.contextmanager
-def _three_workers(plugin, *, allowed_failures=3):
-    """Three single-threaded worker processes (nannies restart killed ones) on 127.0.0.1."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
-        distributed.LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        client.register_plugin(plugin)
-        yield client
 
 
 def _kill_a_busy_worker(client, killed):
@@ -123,26 +76,28 @@ def test_killed_worker_mid_features_and_mid_distances(tmp_path):
 
         return on_done
 
-    with _three_workers(_Sabotage("read_rows", 0.4)) as client:
-        client.register_plugin(_Sabotage("read_tiles", 0.4), name="slow-tiles")
+    with three_workers(Sabotage(DISTANCES, "read_rows", 0.4)) as client:
+        client.register_plugin(Sabotage(FEATURES, "read_tiles", 0.4), name="slow-tiles")
         _all_stages(faulty, client=client, on_features=kill_in(0), on_distances=kill_in(1))
     assert len(killed) == 2  # once in each stage, while the worker ran a task
     _assert_same_store(clean, faulty)
     store = st.open_store(faulty)
     assert len(store.done_keys("features.ps")) == _n_batches(faulty)
     assert len(store.done_keys("distances.ps")) == 6  # 3 row blocks: 3 * 4 / 2 pairs
-    assert pl.run_features(faulty, descriptor="ps").computed == 0
+    assert feat.run_features(faulty, descriptor="ps").computed == 0
 
 
 @pytest.mark.slow
 def test_a_batch_that_kills_every_worker_is_given_up_and_the_others_are_done(tmp_path):
     images = _images(12, seed=2)
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
-    pl.run_features(clean, descriptor="ps")
-    with _three_workers(_Sabotage("read_tiles", 0.2, poison=10), allowed_failures=1) as client:
+    feat.run_features(clean, descriptor="ps")
+    with three_workers(
+        Sabotage(FEATURES, "read_tiles", 0.2, poison=10), allowed_failures=1
+    ) as client:
         message = r"1 of \d+ task\(s\) .* killed every worker.*000000002 \(rows 10:15\)"
-        with pytest.raises(pl.FailedUnitsError, match=message) as info:
-            pl.run_features(faulty, descriptor="ps", client=client)
+        with pytest.raises(errors.FailedUnitsError, match=message) as info:
+            feat.run_features(faulty, descriptor="ps", client=client)
         assert list(info.value.failed) == ["000000002 (rows 10:15)"]
         client.wait_for_workers(1, timeout=60)  # the cluster survives: nannies restart them
     store = st.open_store(faulty)
@@ -151,7 +106,7 @@ def test_a_batch_that_kills_every_worker_is_given_up_and_the_others_are_done(tmp
     a, b = st.read_rows(st.open_store(clean), "features/ps"), st.read_rows(store, "features/ps")
     np.testing.assert_array_equal(np.delete(a, range(10, 15), 0), np.delete(b, range(10, 15), 0))
     assert np.isnan(b[10:15]).all()  # the poisoned batch wrote nothing
-    assert pl.run_features(faulty, descriptor="ps").computed == 1  # a re-run retries just it
+    assert feat.run_features(faulty, descriptor="ps").computed == 1  # a re-run retries just it
     _assert_same_store(clean, faulty, names=("features/ps",))
 
 
@@ -171,7 +126,7 @@ def _run_and_kill(root, code):
 def test_killed_driver_resumes_with_only_the_missing_batches(tmp_path):
     images = _images(12, seed=3)
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
-    pl.run_features(clean, descriptor="ps")
+    feat.run_features(clean, descriptor="ps")
     n, k = _n_batches(faulty), 3
     _run_and_kill(
         faulty,
@@ -190,8 +145,8 @@ def test_killed_driver_resumes_with_only_the_missing_batches(tmp_path):
     assert len(store.done_keys("features.ps")) == k
     with store.lock():  # the dead driver's flock died with it: free at once
         pass
-    counts = pl.run_features(faulty, descriptor="ps")
-    assert counts == pl.StageCounts(computed=n - k, skipped=k)
+    counts = feat.run_features(faulty, descriptor="ps")
+    assert counts == runner.StageCounts(computed=n - k, skipped=k)
     _assert_same_store(clean, faulty, names=("features/ps",))
 
 
@@ -199,7 +154,7 @@ def test_killed_driver_resumes_with_only_the_missing_batches(tmp_path):
 def test_a_process_killed_mid_chunk_write_leaves_no_torn_chunk(tmp_path):
     images = _images(12, seed=4)
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
-    pl.run_features(clean, descriptor="ps")
+    feat.run_features(clean, descriptor="ps")
     # Zarr's own write path, killed after half of chunk 2's bytes reached the temporary file.
     _run_and_kill(
         faulty,
@@ -233,7 +188,7 @@ def test_a_process_killed_mid_chunk_write_leaves_no_torn_chunk(tmp_path):
     assert len(list(chunks.rglob("*.partial"))) == 1  # only the temporary file
     store = st.open_store(faulty)
     assert sorted(store.done_keys("features.ps")) == [f"{k:09d}" for k in range(2)]
-    counts = pl.run_features(faulty, descriptor="ps")
+    counts = feat.run_features(faulty, descriptor="ps")
     assert counts.computed == _n_batches(faulty) - 2
     assert not list(chunks.rglob("*.partial"))  # the leftover is cleaned
     _assert_same_store(clean, faulty, names=("features/ps",))
@@ -289,11 +244,11 @@ def test_a_read_that_keeps_failing_gives_up_and_leaves_its_batch_undone(tmp_path
     root = _make(tmp_path / "s", _images(3, seed=7))
     failures.extend([errno.EIO] * st.READ_ATTEMPTS)
     with pytest.raises(OSError, match="Input/output error") as info:
-        pl.run_features(root, descriptor="ps")
+        feat.run_features(root, descriptor="ps")
     assert "failed 4 times" in "".join(info.value.__notes__)
     assert len(sleeps) == st.READ_ATTEMPTS - 1
     assert st.open_store(root).done_keys("features.ps") == {}
-    assert pl.run_features(root, descriptor="ps").computed == _n_batches(root)
+    assert feat.run_features(root, descriptor="ps").computed == _n_batches(root)
 
 
 # --------------------------------------------------------------------------- no workers
@@ -301,29 +256,29 @@ def test_a_read_that_keeps_failing_gives_up_and_leaves_its_batch_undone(tmp_path
 
 def test_a_cluster_without_workers_fails_within_the_timeout(tmp_path, monkeypatch):
     root = _make(tmp_path / "s", _images(3, seed=8))
-    monkeypatch.setattr(pl, "WORKER_TIMEOUT", 2.0)
+    monkeypatch.setattr(runner, "WORKER_TIMEOUT", 2.0)
     with (
         distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as client,
     ):
         start = time.monotonic()
-        with pytest.raises(pl.NoWorkersError, match="has had no workers for 2 s"):
-            pl.run_features(root, descriptor="ps", client=client)
+        with pytest.raises(errors.NoWorkersError, match="has had no workers for 2 s"):
+            feat.run_features(root, descriptor="ps", client=client)
         assert time.monotonic() - start < 10
-    assert pl.run_features(root, descriptor="ps").computed == _n_batches(root)
+    assert feat.run_features(root, descriptor="ps").computed == _n_batches(root)
 
 
 def test_workers_that_vanish_mid_run_fail_within_the_timeout(tmp_path, monkeypatch):
     root = _make(tmp_path / "s", _images(12, seed=9))
-    monkeypatch.setattr(pl, "WORKER_TIMEOUT", 2.0)
-    monkeypatch.setattr(pl, "_POLL_S", 0.2)
-    original = pl.read_tiles
+    monkeypatch.setattr(runner, "WORKER_TIMEOUT", 2.0)
+    monkeypatch.setattr(runner, "_POLL_S", 0.2)
+    original = feat.read_tiles
 
     def slow(store, *args):
         time.sleep(0.3)
         return original(store, *args)
 
-    monkeypatch.setattr(pl, "read_tiles", slow)  # in-process workers see the patch
+    monkeypatch.setattr(feat, "read_tiles", slow)  # in-process workers see the patch
     with (
         distributed.LocalCluster(
             n_workers=1,
@@ -339,12 +294,12 @@ def test_workers_that_vanish_mid_run_fail_within_the_timeout(tmp_path, monkeypat
                 cluster.scale(0)
 
         start = time.monotonic()
-        with pytest.raises(pl.NoWorkersError, match="no workers"):
-            pl.run_features(root, descriptor="ps", client=client, on_done=retire_all)
+        with pytest.raises(errors.NoWorkersError, match="no workers"):
+            feat.run_features(root, descriptor="ps", client=client, on_done=retire_all)
         assert time.monotonic() - start < 15
     done = len(st.open_store(root).done_keys("features.ps"))
     assert 1 <= done < _n_batches(root)
-    assert pl.run_features(root, descriptor="ps").computed == _n_batches(root) - done
+    assert feat.run_features(root, descriptor="ps").computed == _n_batches(root) - done
 
 
 @pytest.mark.slow
@@ -377,7 +332,7 @@ def test_a_scheduler_killed_mid_run_fails_fast(tmp_path):
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         with distributed.Client(address, timeout="10s") as client:
             client.wait_for_workers(1, timeout=30)
-            client.register_plugin(_Sabotage("read_tiles", 0.4))
+            client.register_plugin(Sabotage(FEATURES, "read_tiles", 0.4))
 
             def kill_scheduler(done, total):
                 if done == 1:
@@ -385,7 +340,7 @@ def test_a_scheduler_killed_mid_run_fails_fast(tmp_path):
 
             start = time.monotonic()
             with pytest.raises(concurrent.futures.CancelledError) as info:
-                pl.run_features(root, descriptor="ps", client=client, on_done=kill_scheduler)
+                feat.run_features(root, descriptor="ps", client=client, on_done=kill_scheduler)
             assert time.monotonic() - start < 15
             assert "scheduler is gone" in "".join(info.value.__notes__)
     finally:
@@ -394,7 +349,7 @@ def test_a_scheduler_killed_mid_run_fails_fast(tmp_path):
                 process.kill()
                 process.wait(timeout=30)
     done = len(st.open_store(root).done_keys("features.ps"))
-    assert pl.run_features(root, descriptor="ps").computed == _n_batches(root) - done
+    assert feat.run_features(root, descriptor="ps").computed == _n_batches(root) - done
 
 
 def test_a_scheduler_nobody_listens_on_fails_fast():
@@ -417,7 +372,7 @@ def test_a_full_disk_marks_nothing_done_that_is_not_written(tmp_path, monkeypatc
 
     images = _images(12, seed=10)
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
-    pl.run_features(clean, descriptor="ps")
+    feat.run_features(clean, descriptor="ps")
     original = _local._put
 
     def full(path, value, exclusive=False):
@@ -427,7 +382,7 @@ def test_a_full_disk_marks_nothing_done_that_is_not_written(tmp_path, monkeypatc
 
     monkeypatch.setattr(_local, "_put", full)
     with pytest.raises(OSError, match="No space left") as info:
-        pl.run_features(faulty, descriptor="ps")
+        feat.run_features(faulty, descriptor="ps")
     assert "is full" in "".join(info.value.__notes__)
     store = st.open_store(faulty)
     done = store.done_keys("features.ps")
@@ -436,7 +391,7 @@ def test_a_full_disk_marks_nothing_done_that_is_not_written(tmp_path, monkeypatc
     assert all((chunks / str(int(key)) / "0").is_file() for key in done)  # recorded => on disk
     assert not list(chunks.rglob("*.partial"))
     monkeypatch.setattr(_local, "_put", original)  # space freed
-    assert pl.run_features(faulty, descriptor="ps").computed == _n_batches(faulty) - 3
+    assert feat.run_features(faulty, descriptor="ps").computed == _n_batches(faulty) - 3
     _assert_same_store(clean, faulty, names=("features/ps",))
 
 
@@ -460,12 +415,12 @@ def tiny_disk(tmp_path):
 def test_a_really_full_disk_then_freed_space(tmp_path, tiny_disk):
     images = _images(24, seed=12)
     clean, faulty = _make(tmp_path / "clean", images), _make(tiny_disk / "s", images)
-    pl.run_features(clean, descriptor="ps")
+    feat.run_features(clean, descriptor="ps")
     stat = os.statvfs(tiny_disk)
     ballast = tiny_disk / "ballast"
     ballast.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 48 * 1024))  # ~2 batches
     with pytest.raises(OSError) as info:
-        pl.run_features(faulty, descriptor="ps")
+        feat.run_features(faulty, descriptor="ps")
     assert info.value.errno == errno.ENOSPC
     store = st.open_store(faulty)
     done = store.done_keys("features.ps")
@@ -475,6 +430,6 @@ def test_a_really_full_disk_then_freed_space(tmp_path, tiny_disk):
         start, stop = extent["rows"]
         np.testing.assert_array_equal(b[start:stop], a[start:stop])
     ballast.unlink()  # space freed
-    assert pl.run_features(faulty, descriptor="ps").computed == _n_batches(faulty) - len(done)
+    assert feat.run_features(faulty, descriptor="ps").computed == _n_batches(faulty) - len(done)
     assert not list(faulty.rglob("*.partial"))
     _assert_same_store(clean, faulty, names=("features/ps",))

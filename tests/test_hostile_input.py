@@ -14,10 +14,8 @@ import resource
 import signal
 import socket
 import stat
-import struct
 import tempfile
 import tracemalloc
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,8 +30,10 @@ from PIL import Image, ImageFile
 
 from microscale.ingest import ingest_archive
 from microscale.intensity import ConstantImageError, normalize_intensity
-from microscale.io import _pixel_size_ome, discover, read_micrograph, tile
+from microscale.io import discover, read_micrograph, tile
+from microscale.io.metadata import pixel_size_ome
 from microscale.store import image_table, open_store, read_manifest, read_tiles
+from microscale.testing.hostile import BILLION_LAUGHS_OME_XML, lying_png, zlib_tiff_bomb
 
 RNG = np.random.default_rng(4)
 TILE = 16
@@ -162,33 +162,6 @@ def test_non_images_are_skipped_by_content_not_by_name(tmp_path):
 # --------------------------------------------------------------------------- bombs
 
 
-def _lying_png(width: int, height: int, size: int = 99) -> bytes:
-    """A ``size``-byte PNG: a valid IHDR claiming ``width x height`` and an IDAT's start."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
-    return data + b"\x00" * (size - len(data))
-
-
-def _zlib_tiff_bomb(path: Path, side: int = 40960, tile_side: int = 512) -> None:
-    """A ~1.8 MB tiled zlib TIFF that decodes to ``side**2`` bytes (1.6 GiB) of zeros."""
-    compressed = zlib.compress(bytes(tile_side * tile_side), 9)
-    n = (side // tile_side) ** 2
-    tifffile.imwrite(
-        path,
-        (compressed for _ in range(n)),  # pre-compressed tiles, written as they are
-        shape=(side, side),
-        dtype=np.uint8,
-        tile=(tile_side, tile_side),
-        compression="zlib",
-        photometric="minisblack",
-    )
-
-
 @contextmanager
 def _peak_memory() -> Iterator[dict[str, float]]:
     """Peak traced allocation and growth of the process's max RSS, in MiB."""
@@ -208,8 +181,8 @@ def _peak_memory() -> Iterator[dict[str, float]]:
 def test_decompression_bombs_are_refused_from_the_header(tmp_path):
     a = tmp_path / "a"
     a.mkdir()
-    (a / "bomb.png").write_bytes(_lying_png(20000, 20000))
-    _zlib_tiff_bomb(a / "bomb.tif")
+    (a / "bomb.png").write_bytes(lying_png(20000, 20000))
+    zlib_tiff_bomb(a / "bomb.tif")
     assert (a / "bomb.png").stat().st_size == 99
     assert (a / "bomb.tif").stat().st_size < 2 * 2**20
 
@@ -594,20 +567,12 @@ def test_long_and_non_utf8_names_are_recorded_as_valid_strings(tmp_path):
 
 # --------------------------------------------------------------------------- XML bombs
 
-_LAUGHS = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
-_BILLION_LAUGHS = (
-    '<?xml version="1.0"?><!DOCTYPE OME [<!ENTITY lol0 "lol">' + _LAUGHS + "]>"
-    '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
-    '<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="32" SizeY="32" '
-    'SizeC="1" SizeZ="1" SizeT="1" PhysicalSizeX="&lol9;"><TiffData/></Pixels></Image></OME>'
-)
-
 
 def test_ome_xml_bomb_is_never_parsed_and_the_pixels_are_read(tmp_path, caplog):
     a = tmp_path / "a"
     a.mkdir()
     arr = _random((32, 32))
-    tifffile.imwrite(a / "bomb.ome.tif", arr, description=_BILLION_LAUGHS, metadata=None)
+    tifffile.imwrite(a / "bomb.ome.tif", arr, description=BILLION_LAUGHS_OME_XML, metadata=None)
     with tifffile.TiffFile(a / "bomb.ome.tif") as tif:
         assert tif.is_ome  # tifffile would hand this XML to a parser
 
@@ -621,7 +586,7 @@ def test_ome_xml_bomb_is_never_parsed_and_the_pixels_are_read(tmp_path, caplog):
     micro = read_micrograph(a / "bomb.ome.tif")
     np.testing.assert_array_equal(micro.data, arr)
     assert micro.metadata["ome"] is False and micro.pixel_size_nm is None
-    assert _pixel_size_ome(_BILLION_LAUGHS) is None
+    assert pixel_size_ome(BILLION_LAUGHS_OME_XML) is None
 
 
 # --------------------------------------------------------------------------- streamed pages
@@ -654,7 +619,7 @@ def test_a_huge_genuine_tiled_tiff_is_streamed_within_budget(tmp_path):
     for y0, x0, region in regions:
         np.testing.assert_array_equal(region, image[y0 : y0 + 700, x0 : x0 + 700])
     # a bomb is still refused when opened for streaming
-    _zlib_tiff_bomb(a / "bomb.tif", side=8192)
+    zlib_tiff_bomb(a / "bomb.tif", side=8192)
     with pytest.raises(ImageTooLargeError, match="holds a 8192x8192 image") as err:
         open_tiled_page(a / "bomb.tif", max_pixels=budget)
     assert not err.value.streamable

@@ -249,6 +249,7 @@ def _deep_images(selector: str, *, host: str | None = None) -> str:
     )
 
 
+@pytest.mark.slow
 def test_page_renders_offline_in_chromium(mapped, devtools, tmp_path):
     ds, st, _ = mapped
     n = ds.sizes["image"]

@@ -16,7 +16,6 @@ import struct
 import sys
 import tracemalloc
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from microscale import io as mio
 from microscale.io import (
     DecodeError,
     ImageTooLargeError,
@@ -43,6 +41,8 @@ from microscale.io import (
     sniff_format,
     tile,
 )
+from microscale.io import metadata as meta
+from microscale.testing.hostile import lying_png
 
 RNG = np.random.default_rng(1234)
 
@@ -495,21 +495,9 @@ def test_tiff_header_only_raises_decode_error(tmp_path: Path) -> None:
         read_micrograph(path)
 
 
-def _lying_png(width: int, height: int) -> bytes:
-    """A 100-byte PNG: a valid IHDR claiming ``width x height`` and the start of an IDAT."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 10**8) + b"IDAT"
-    return data + b"\x00" * (100 - len(data))
-
-
 def test_huge_png_header_is_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
-    path.write_bytes(_lying_png(20000, 20000))
+    path.write_bytes(lying_png(20000, 20000, size=100))
     assert path.stat().st_size == 100
     tracemalloc.start()
     try:
@@ -639,10 +627,10 @@ def test_ome_pixel_size_unit_defaults_to_micrometre() -> None:
         '<Pixels PhysicalSizeX="0.5" SizeX="4" SizeY="4"/></Image>'
         '<Image ID="Image:1"><Pixels PhysicalSizeX="7" PhysicalSizeXUnit="nm"/></Image></OME>'
     )
-    assert mio._pixel_size_ome(xml, 0) == pytest.approx(500.0)
-    assert mio._pixel_size_ome(xml, 1) == pytest.approx(7.0)
-    assert mio._pixel_size_ome("<OME><Image><Pixels/></Image></OME>") is None
-    assert mio._pixel_size_ome("not xml") is None
+    assert meta.pixel_size_ome(xml, 0) == pytest.approx(500.0)
+    assert meta.pixel_size_ome(xml, 1) == pytest.approx(7.0)
+    assert meta.pixel_size_ome("<OME><Image><Pixels/></Image></OME>") is None
+    assert meta.pixel_size_ome("not xml") is None
 
 
 @pytest.mark.parametrize(
@@ -696,11 +684,11 @@ def test_fei_tag_pixel_size_and_info_bar(tmp_path: Path, tag: int) -> None:
 
 
 def test_fei_parser_on_tifffile_dicts() -> None:
-    assert mio._pixel_size_fei({"Scan": {"PixelWidth": 2e-9}}) == pytest.approx(2.0)
-    assert mio._pixel_size_fei({"EScan": {"PixelWidth": 3e-10}}) == pytest.approx(0.3)
-    assert mio._pixel_size_fei({"Scan": {"PixelWidth": 0.0}}) is None
-    assert mio._pixel_size_fei({"Beam": {"HV": 5000}}) is None
-    assert mio._pixel_size_fei(None) is None
+    assert meta.pixel_size_fei({"Scan": {"PixelWidth": 2e-9}}) == pytest.approx(2.0)
+    assert meta.pixel_size_fei({"EScan": {"PixelWidth": 3e-10}}) == pytest.approx(0.3)
+    assert meta.pixel_size_fei({"Scan": {"PixelWidth": 0.0}}) is None
+    assert meta.pixel_size_fei({"Beam": {"HV": 5000}}) is None
+    assert meta.pixel_size_fei(None) is None
 
 
 _ZEISS_HEADER = (
@@ -726,28 +714,28 @@ def test_zeiss_tag_pixel_size(tmp_path: Path) -> None:
 
 
 def test_zeiss_parser_on_tifffile_dicts() -> None:
-    assert mio._pixel_size_zeiss(
+    assert meta.pixel_size_zeiss(
         {"ap_image_pixel_size": ("Image Pixel Size", 2.233, "nm")}
     ) == pytest.approx(2.233)
     # the unsplit form, and the fallback key
-    assert mio._pixel_size_zeiss({"ap_pixel_size": ("Pixel Size", "4 pm")}) == pytest.approx(4e-3)
-    assert mio._pixel_size_zeiss({"ap_pixel_size": ("Pixel Size", 4.0, "furlong")}) is None
-    assert mio._pixel_size_zeiss({"": (0, 0)}) is None
+    assert meta.pixel_size_zeiss({"ap_pixel_size": ("Pixel Size", "4 pm")}) == pytest.approx(4e-3)
+    assert meta.pixel_size_zeiss({"ap_pixel_size": ("Pixel Size", 4.0, "furlong")}) is None
+    assert meta.pixel_size_zeiss({"": (0, 0)}) is None
 
 
 def test_units_and_resolution_helpers() -> None:
     for unit, nm in [("m", 1e9), ("µm", 1e3), ("μm", 1e3), ("microns", 1e3), ("Å", 0.1)]:
-        assert mio._unit_to_nm(unit) == pytest.approx(nm)
-    assert mio._unit_to_nm("pixel") is None
-    assert mio._unit_to_nm("ms") is None  # not metres
-    assert mio._unit_to_nm("inches") == pytest.approx(2.54e7)
-    assert mio._unit_to_nm(None) is None
-    assert mio._pixel_size_resolution(2e6, 3) == pytest.approx(5.0)
-    assert mio._pixel_size_resolution(2e6, 1) is None  # ResolutionUnit NONE
-    assert mio._pixel_size_resolution(2e6, None) is None  # no ResolutionUnit tag
-    assert mio._pixel_size_resolution(96, 2) is None  # 96 dpi: a screen setting
-    assert mio._pixel_size_imagej("um", 4.0) == pytest.approx(250.0)
-    assert mio._pixel_size_imagej("pixel", 4.0) is None
+        assert meta.unit_to_nm(unit) == pytest.approx(nm)
+    assert meta.unit_to_nm("pixel") is None
+    assert meta.unit_to_nm("ms") is None  # not metres
+    assert meta.unit_to_nm("inches") == pytest.approx(2.54e7)
+    assert meta.unit_to_nm(None) is None
+    assert meta.pixel_size_resolution(2e6, 3) == pytest.approx(5.0)
+    assert meta.pixel_size_resolution(2e6, 1) is None  # ResolutionUnit NONE
+    assert meta.pixel_size_resolution(2e6, None) is None  # no ResolutionUnit tag
+    assert meta.pixel_size_resolution(96, 2) is None  # 96 dpi: a screen setting
+    assert meta.pixel_size_imagej("um", 4.0) == pytest.approx(250.0)
+    assert meta.pixel_size_imagej("pixel", 4.0) is None
 
 
 def test_pixel_size_precedence_ome_over_resolution(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for microscale.manifold: stress, classical MDS, SMACOF and mds.
+"""Tests for microscale.metric_mds (stress, classical MDS, SMACOF, mds) and microscale.landmark.
 
 Oracles: scipy's pdist for the stress, a full numpy eigendecomposition and scikit-learn's
 ClassicalMDS for classical MDS, scikit-learn's MDS / smacof for the SMACOF stress.
@@ -16,11 +16,10 @@ from sklearn.manifold import smacof as sklearn_smacof
 from threadpoolctl import threadpool_limits
 
 import microscale
-from microscale.manifold import (
+from microscale.landmark import choose_landmarks, landmark_mds
+from microscale.metric_mds import (
     MDSInfo,
-    choose_landmarks,
     classical_mds,
-    landmark_mds,
     mds,
     smacof,
     stress,
@@ -104,7 +103,7 @@ def test_stress_matches_pdist_formula(noisy: np.ndarray) -> None:
 def test_stress_blocked_equals_unblocked(monkeypatch: pytest.MonkeyPatch, noisy) -> None:
     X = np.random.default_rng(2).normal(size=(noisy.shape[0], 2))
     whole = stress(noisy, X)
-    monkeypatch.setattr("microscale.manifold._STRESS_BLOCK", 7)
+    monkeypatch.setattr("microscale.metric_mds._STRESS_BLOCK", 7)
     assert stress(noisy, X) == pytest.approx(whole, rel=1e-12)
 
 

@@ -5,18 +5,22 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _stores import S
-from _stores import fill as _fill
-from _stores import make as _make
-from _stores import random_images as _images
 from scipy.spatial.distance import cdist
 
-from microscale import pipeline as pl
 from microscale import store as st
 from microscale.cluster import cluster_client
 from microscale.manifold import mds
 from microscale.spectrum import power_spectra
+from microscale.stages import _runner as runner
+from microscale.stages import distances as dist
+from microscale.stages import embed as emb
+from microscale.stages import features as feat
+from microscale.stages import image_features as imf
 from microscale.store import IncompleteStageError, StoreError
+from microscale.testing.stores import S
+from microscale.testing.stores import fill as _fill
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 from microscale.texture import texture_vectors
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
@@ -24,9 +28,9 @@ ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 
 def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features):
     counts = {
-        "features": pl.run_features(root, descriptor=descriptor, client=client, **features),
-        "images": pl.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
-        "distances": pl.run_distances(
+        "features": feat.run_features(root, descriptor=descriptor, client=client, **features),
+        "images": imf.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
+        "distances": dist.run_distances(
             root, descriptor=descriptor, client=client, block_size=block_size
         ),
     }
@@ -48,18 +52,18 @@ def _weighted_means(features, images):
 def test_power_spectra_through_the_store_equal_in_memory(tmp_path):
     images = _images(9, seed=1)
     root = _make(tmp_path / "s", images)
-    counts = pl.run_features(root, descriptor="ps")
+    counts = feat.run_features(root, descriptor="ps")
     tiles = np.concatenate([t for t, _ in images])
-    assert counts == pl.StageCounts(computed=-(-len(tiles) // 5), skipped=0)
+    assert counts == runner.StageCounts(computed=-(-len(tiles) // 5), skipped=0)
     store = st.open_store(root)
     np.testing.assert_array_equal(st.read_rows(store, "features/ps"), power_spectra(tiles))
-    assert pl.run_features(root, descriptor="ps").computed == 0  # nothing left to do
+    assert feat.run_features(root, descriptor="ps").computed == 0  # nothing left to do
 
 
 def test_texture_vectors_through_the_store_equal_in_memory(tmp_path, fake_weights):
     images = _images(6, seed=2)
     root = _make(tmp_path / "s", images)
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     tiles = np.concatenate([t for t, _ in images])
     expected = texture_vectors(
         tiles, weights=fake_weights, layers=ONE_LAYER, normalize=None, device="cpu"
@@ -76,7 +80,7 @@ def test_texture_vectors_through_the_store_equal_in_memory(tmp_path, fake_weight
 def test_real_texture_vectors_through_the_store(tmp_path, vgg_weights):
     images = _images(2, seed=3, max_tiles=2)
     root = _make(tmp_path / "s", images)
-    pl.run_features(root, descriptor="cnn", weights=vgg_weights, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=vgg_weights, device="cpu")
     tiles = np.concatenate([t for t, _ in images])
     expected = texture_vectors(tiles, weights=vgg_weights, normalize=None, device="cpu")
     got = st.read_rows(st.open_store(root), "features/cnn")
@@ -94,9 +98,9 @@ def test_out_of_memory_halves_the_forward_batch(tmp_path, fake_weights):
         if batch_size > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    (batch,) = pl.plan_feature_batches(root, descriptor="cnn")
+    (batch,) = feat.plan_feature_batches(root, descriptor="cnn")
     store = st.open_store(root)
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu",
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu",
                     batch_size=8, oom_hook=small_gpu)  # fmt: skip
     assert sizes == [8, 4, 2]
     tiles = st.read_tiles(store)
@@ -107,7 +111,7 @@ def test_out_of_memory_halves_the_forward_batch(tmp_path, fake_weights):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     with pytest.raises(torch.OutOfMemoryError) as info:
-        pl.compute_feature_batch(root, batch, descriptor="cnn", weights=fake_weights,
+        feat.compute_feature_batch(root, batch, descriptor="cnn", weights=fake_weights,
                                  layers=ONE_LAYER, oom_hook=no_memory)  # fmt: skip
     assert "one tile per forward pass does not fit" in "".join(info.value.__notes__)
 
@@ -118,16 +122,16 @@ def test_constant_tiles(tmp_path, fake_weights):
     images[1] = (np.concatenate([images[1][0], flat]), np.array([100.0, 256.0]))
     root = _make(tmp_path / "s", images)
     # The spectrum rescales each tile: a flat one has none, and is left out of the mean.
-    pl.run_features(root, descriptor="ps")
-    pl.image_features(root, descriptor="ps")
+    feat.run_features(root, descriptor="ps")
+    imf.image_features(root, descriptor="ps")
     store = st.open_store(root)
     features = st.read_rows(store, "features/ps")
     assert np.isnan(features[2]).all() and np.isfinite(np.delete(features, 2, axis=0)).all()
     np.testing.assert_allclose(st.read_rows(store, "image_features/ps")[1], features[1])
     # Texture vectors of tiles normalised with their image: a flat tile counts.
     kwargs = {"weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
-    pl.run_features(root, descriptor="cnn", **kwargs)
-    pl.image_features(root, descriptor="cnn")
+    feat.run_features(root, descriptor="cnn", **kwargs)
+    imf.image_features(root, descriptor="cnn")
     features = st.read_rows(store, "features/cnn")
     assert np.isfinite(features).all()
     np.testing.assert_allclose(
@@ -135,18 +139,18 @@ def test_constant_tiles(tmp_path, fake_weights):
     )
 
     bad = _make(tmp_path / "bad", [(flat, np.array([1.0]))])
-    pl.run_features(bad, descriptor="ps")
+    feat.run_features(bad, descriptor="ps")
     with pytest.raises(StoreError, match="has no tile with texture"):
-        pl.image_features(bad, descriptor="ps")
+        imf.image_features(bad, descriptor="ps")
 
 
 def test_settings_of_a_stored_descriptor_are_kept(tmp_path, fake_weights):
     root = _make(tmp_path / "s", _images(2, seed=6))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     with pytest.raises(StoreError, match="other settings .*layers"):
-        pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=("conv2_1",))
+        feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=("conv2_1",))
     with pytest.raises(ValueError, match="'descriptor' parameter must be one of"):
-        pl.run_features(root, descriptor="gram")
+        feat.run_features(root, descriptor="gram")
 
 
 # --------------------------------------------------------------------------- image features
@@ -155,9 +159,9 @@ def test_settings_of_a_stored_descriptor_are_kept(tmp_path, fake_weights):
 def test_image_features_are_pixel_weighted_means(tmp_path):
     images = _images(11, seed=8, max_tiles=4)
     root = _make(tmp_path / "s", images, features_chunk=3)  # images straddle chunks
-    pl.run_features(root, descriptor="ps")
-    counts = pl.image_features(root, descriptor="ps", images_per_task=4)
-    assert counts == pl.StageCounts(computed=3, skipped=0)
+    feat.run_features(root, descriptor="ps")
+    counts = imf.image_features(root, descriptor="ps", images_per_task=4)
+    assert counts == runner.StageCounts(computed=3, skipped=0)
     store = st.open_store(root)
     tiles = st.read_rows(store, "features/ps")
     expected = _weighted_means(tiles, images)
@@ -173,7 +177,7 @@ def test_out_of_core_distances_equal_cdist(tmp_path):
     images = _images(23, seed=9)  # 23 images in blocks of 5: a partial last block
     root = _make(tmp_path / "s", images)
     counts = _all_stages(root)
-    assert counts["distances"] == pl.StageCounts(computed=15, skipped=0)
+    assert counts["distances"] == runner.StageCounts(computed=15, skipped=0)
     store = st.open_store(root)
     F = st.read_rows(store, "image_features/ps")
     D = st.read_rows(store, "distances/ps")
@@ -198,7 +202,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
     old, new = _images(13, seed=11), _images(10, seed=12)
     root = _make(tmp_path / "grown", old)
     _all_stages(root)
-    first = pl.embed(root, descriptor="ps", dims=[2])
+    first = emb.embed(root, descriptor="ps", dims=[2])
     n_old_tiles = st.open_store(root).n_tiles
     _fill(st.open_store(root), new)
     n_tiles = st.open_store(root).n_tiles
@@ -209,10 +213,10 @@ def test_growing_archive_computes_only_new_work(tmp_path):
     assert counts["features"].computed == chunks(n_tiles) - chunks(n_old_tiles) + stale
     assert counts["features"].skipped == chunks(n_old_tiles) - stale
     # images 0..12 in groups of 4: group 3 (image 12) grew; groups 4, 5 are new.
-    assert counts["images"] == pl.StageCounts(computed=3, skipped=3)
+    assert counts["images"] == runner.StageCounts(computed=3, skipped=3)
     # blocks of 5: old block 2 (images 10..12) grew to 10..14, so pairs (0,2), (1,2), (2,2)
     # are stale; pairs with blocks 3 and 4 are new: 12 computed, (0,0), (0,1), (1,1) kept.
-    assert counts["distances"] == pl.StageCounts(computed=12, skipped=3)
+    assert counts["distances"] == runner.StageCounts(computed=12, skipped=3)
 
     clean = _make(tmp_path / "clean", old + new)
     _all_stages(clean)
@@ -224,7 +228,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
         st.read_rows(a, "distances/ps"), st.read_rows(b, "distances/ps"), rtol=1e-9
     )
 
-    grown = pl.embed(root, descriptor="ps", dims=[2])
+    grown = emb.embed(root, descriptor="ps", dims=[2])
     D = st.read_rows(a, "distances/ps")
     fresh = mds(D, 2, device="cpu", return_info=True)[1].stress
     assert grown["stress"][2] <= fresh + 1e-12
@@ -244,12 +248,14 @@ def test_resume_computes_exactly_the_missing_work(tmp_path, fake_weights):
 
     kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
     with pytest.raises(RuntimeError, match="simulated crash"):
-        pl.run_features(root, oom_hook=crash_on_third, **kwargs)
+        feat.run_features(root, oom_hook=crash_on_third, **kwargs)
     n_batches = -(-st.open_store(root).n_tiles // 5)
-    assert pl.run_features(root, **kwargs) == pl.StageCounts(computed=n_batches - 2, skipped=2)
+    assert feat.run_features(root, **kwargs) == runner.StageCounts(
+        computed=n_batches - 2, skipped=2
+    )
 
-    pl.image_features(root, descriptor="cnn")
-    pl.run_distances(root, descriptor="cnn", block_size=4)
+    imf.image_features(root, descriptor="cnn")
+    dist.run_distances(root, descriptor="cnn", block_size=4)
     store = st.open_store(root)
     reference = st.read_rows(store, "distances/cnn")
     # Lose three block pairs: their records and their data (as if never written).
@@ -257,27 +263,27 @@ def test_resume_computes_exactly_the_missing_work(tmp_path, fake_weights):
     for key in lost:
         store.clear_done("distances.cnn", key)
     st.write_block(store, "distances/cnn", np.full((4, 2), np.nan), rows=(4, 8), cols=(12, 14))
-    counts = pl.run_distances(root, descriptor="cnn", block_size=4)
-    assert counts == pl.StageCounts(computed=3, skipped=7)
+    counts = dist.run_distances(root, descriptor="cnn", block_size=4)
+    assert counts == runner.StageCounts(computed=3, skipped=7)
     np.testing.assert_array_equal(st.read_rows(store, "distances/cnn"), reference)
 
 
 def test_stages_refuse_to_run_out_of_order(tmp_path):
     root = _make(tmp_path / "s", _images(5, seed=14))
     with pytest.raises(IncompleteStageError, match="run run_features"):
-        pl.image_features(root, descriptor="ps")
-    pl.run_features(root, descriptor="ps")
+        imf.image_features(root, descriptor="ps")
+    feat.run_features(root, descriptor="ps")
     with pytest.raises(IncompleteStageError, match=r"run image_features\(descriptor='ps'\)"):
-        pl.run_distances(root, descriptor="ps")
-    pl.image_features(root, descriptor="ps")
+        dist.run_distances(root, descriptor="ps")
+    imf.image_features(root, descriptor="ps")
     with pytest.raises(IncompleteStageError, match="run run_distances"):
-        pl.embed(root, descriptor="ps")
-    pl.run_distances(root, descriptor="ps", block_size=2)
+        emb.embed(root, descriptor="ps")
+    dist.run_distances(root, descriptor="ps", block_size=2)
     with pytest.raises(StoreError, match="stored in blocks of 2; pass block_size=2"):
-        pl.run_distances(root, descriptor="ps", block_size=3)
+        dist.run_distances(root, descriptor="ps", block_size=3)
     st.open_store(root).clear_done("distances.ps", "000000-000001")
     with pytest.raises(IncompleteStageError, match="1 unit.* distances.ps stage are not done"):
-        pl.embed(root, descriptor="ps")
+        emb.embed(root, descriptor="ps")
 
 
 def test_a_stage_waits_for_no_one_while_another_run_holds_the_lock(tmp_path):
@@ -311,9 +317,9 @@ def test_dask_path_equals_sequential(tmp_path):
     _all_stages(sequential)
     progress = []
     with cluster_client(processes=False, n_workers=2, threads_per_worker=1) as client:
-        pl.run_features(parallel, descriptor="ps", client=client)
-        pl.image_features(parallel, descriptor="ps", client=client, images_per_task=4)
-        counts = pl.run_distances(
+        feat.run_features(parallel, descriptor="ps", client=client)
+        imf.image_features(parallel, descriptor="ps", client=client, images_per_task=4)
+        counts = dist.run_distances(
             parallel,
             descriptor="ps",
             client=client,
@@ -326,6 +332,7 @@ def test_dask_path_equals_sequential(tmp_path):
         np.testing.assert_array_equal(st.read_rows(a, name), st.read_rows(b, name))
 
 
+@pytest.mark.slow
 def test_worker_processes_open_the_store_themselves(tmp_path):
     images = _images(7, seed=19)
     sequential = _make(tmp_path / "seq", images)
@@ -350,11 +357,13 @@ def test_dask_path_with_scattered_weights(tmp_path, fake_weights):
     sequential = _make(tmp_path / "seq", images)
     parallel = _make(tmp_path / "par", images)
     kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
-    pl.run_features(sequential, **kwargs)
+    feat.run_features(sequential, **kwargs)
     _SIZES.clear()
     with cluster_client(processes=False, n_workers=2, threads_per_worker=1) as client:
-        pl.run_features(parallel, client=client, batch_size=3, oom_hook=_record_size, **kwargs)
-    assert _SIZES == [3] * len(pl._ranges(st.open_store(parallel).n_tiles, 5))  # options arrive
+        feat.run_features(parallel, client=client, batch_size=3, oom_hook=_record_size, **kwargs)
+    assert _SIZES == [3] * len(
+        runner.row_ranges(st.open_store(parallel).n_tiles, 5)
+    )  # options arrive
     np.testing.assert_allclose(
         st.read_rows(st.open_store(parallel), "features/cnn"),
         st.read_rows(st.open_store(sequential), "features/cnn"),
@@ -363,11 +372,15 @@ def test_dask_path_with_scattered_weights(tmp_path, fake_weights):
 
 
 def test_work_units_are_picklable():
-    batch = pl.Batch(3, 15, 20)
-    pair = pl.BlockPair(1, 2, (5, 10), (10, 13))
+    batch = runner.Batch(3, 15, 20)
+    pair = runner.BlockPair(1, 2, (5, 10), (10, 13))
     assert pickle.loads(pickle.dumps(batch)) == batch and batch.extent == {"rows": [15, 20]}
     assert pickle.loads(pickle.dumps(pair)) == pair and pair.key == "000001-000002"
-    for func in (pl.compute_feature_batch, pl.compute_image_features, pl.compute_distance_blocks):
+    for func in (
+        feat.compute_feature_batch,
+        imf.compute_image_features,
+        dist.compute_distance_blocks,
+    ):
         assert pickle.loads(pickle.dumps(func)) is func
 
 
@@ -378,7 +391,7 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     images = _images(12, seed=18)
     root = _make(tmp_path / "s", images)
     _all_stages(root)
-    result = pl.embed(root, descriptor="ps", dims=[1, 2, 3])
+    result = emb.embed(root, descriptor="ps", dims=[1, 2, 3])
     D = st.read_rows(st.open_store(root), "distances/ps")
     expected, infos = mds(D, [1, 2, 3], random_state=0, return_info=True)
     for k in (1, 2, 3):
@@ -389,7 +402,7 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     assert result["start"] == {1: "classical", 2: "classical", 3: "classical"}
     stored = st.read_array(st.open_store(root), "embeddings/ps/d2")
     np.testing.assert_array_equal(stored, result["embeddings"][2])
-    again = pl.embed(root, descriptor="ps", dims=[2])  # starts from the stored map too
+    again = emb.embed(root, descriptor="ps", dims=[2])  # starts from the stored map too
     assert again["stress"][2] <= result["stress"][2] + 1e-12
 
 
@@ -398,17 +411,17 @@ def test_grown_partial_batch_computes_only_its_new_tiles(tmp_path, monkeypatch):
 
     first, more = _images(3, 11, max_tiles=1), _images(2, 12, max_tiles=1)
     root = _make(tmp_path / "grown", first, features_chunk=8)  # 3 of 8 rows: a partial chunk
-    pl.run_features(root, descriptor="ps")
+    feat.run_features(root, descriptor="ps")
     _fill(st.open_store(root), more, offset=0)
     seen = []
     real = spectrum.power_spectra
     monkeypatch.setattr(
         spectrum, "power_spectra", lambda x, **kw: seen.append(len(x)) or real(x, **kw)
     )
-    counts = pl.run_features(root, descriptor="ps")
+    counts = feat.run_features(root, descriptor="ps")
     assert counts.computed == 1 and seen == [2]  # the batch was completed, not recomputed
     clean = _make(tmp_path / "clean", first + more, features_chunk=8)
-    pl.run_features(clean, descriptor="ps")
+    feat.run_features(clean, descriptor="ps")
     np.testing.assert_array_equal(
         st.read_array(st.open_store(root), "features/ps"),
         st.read_array(st.open_store(clean), "features/ps"),
@@ -420,8 +433,8 @@ def test_tile_level_map_is_the_tiles_own_distances(tmp_path):
 
     images = _images(6, 21, max_tiles=3)
     root = _make(tmp_path / "tiles", images, features_chunk=4)
-    pl.run_features(root, descriptor="ps")
-    counts = pl.run_distances(root, descriptor="ps", block_size=3, level="tile")
+    feat.run_features(root, descriptor="ps")
+    counts = dist.run_distances(root, descriptor="ps", block_size=3, level="tile")
     store = st.open_store(root)
     feats = st.read_array(store, "features/ps")
     D = st.read_array(store, "tile_distances/ps")
@@ -432,10 +445,10 @@ def test_tile_level_map_is_the_tiles_own_distances(tmp_path):
     )
     np.testing.assert_allclose(D, cdist(feats, feats), rtol=1e-6, atol=1e-9 * D.max())
     assert np.array_equal(D, D.T) and not np.diag(D).any()
-    res = pl.embed(root, descriptor="ps", dims=[2], level="tile")
+    res = emb.embed(root, descriptor="ps", dims=[2], level="tile")
     assert res["embeddings"][2].shape == (n, 2) and len(res["image_ids"]) == n
     assert all("@" in str(i) for i in res["image_ids"])
     # the image-level matrix is untouched by the tile level and vice versa
     assert not st.has_array(store, "distances/ps")
     with pytest.raises(ValueError, match="'level' parameter must be one of"):
-        pl.run_distances(root, descriptor="ps", level="pixel")
+        dist.run_distances(root, descriptor="ps", level="pixel")

@@ -6,20 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _stores import S
-from _stores import fill as _fill
-from _stores import make as _make
-from _stores import random_images as _images
 from pydantic import ValidationError
 from scipy.spatial.distance import cdist
 
 from flows import features as features_flow
 from flows.params import PipelineParams
-from microscale import pipeline as pl
 from microscale import store as st
 from microscale.manifold import mds, stress
 from microscale.sketch import sketch
+from microscale.stages import _runner as runner
+from microscale.stages import distances as dist
+from microscale.stages import embed as emb
+from microscale.stages import features as feat
+from microscale.stages import image_features as imf
 from microscale.store import StoreError
+from microscale.testing.stores import S
+from microscale.testing.stores import fill as _fill
+from microscale.testing.stores import make as _make
+from microscale.testing.stores import random_images as _images
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
@@ -51,12 +55,12 @@ def test_sketched_features_are_the_sketch_of_the_full_features(tmp_path, fake_we
     cnn = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
     full, small = _make(tmp_path / "full", images), _make(tmp_path / "small", images)
     for root, extra in ((full, {}), (small, {"sketch_dim": K, "sketch_seed": 3})):
-        pl.run_features(root, **cnn, **extra)
-        pl.image_features(root, descriptor="cnn", images_per_task=3)
+        feat.run_features(root, **cnn, **extra)
+        imf.image_features(root, descriptor="cnn", images_per_task=3)
     a, b = st.open_store(full), st.open_store(small)
     F = st.read_rows(a, "features/cnn")
     got = st.read_rows(b, "features/cnn")
-    expected = sketch(F, n_components=K, seed=3, block=pl.SKETCH_BLOCK, device="cpu")
+    expected = sketch(F, n_components=K, seed=3, block=feat.SKETCH_BLOCK, device="cpu")
     assert got.shape == (b.n_tiles, K) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     # Image features: the weighted mean of sketches is the sketch of the weighted mean.
@@ -67,7 +71,7 @@ def test_sketched_features_are_the_sketch_of_the_full_features(tmp_path, fake_we
         rtol=1e-4,
         atol=1e-5 * np.abs(expected).max(),
     )
-    setting = {"n_components": K, "seed": 3, "input_dim": 2080, "block": pl.SKETCH_BLOCK}
+    setting = {"n_components": K, "seed": 3, "input_dim": 2080, "block": feat.SKETCH_BLOCK}
     for name in ("features/cnn", "image_features/cnn"):
         assert st.array_attrs(b, name)["sketch"] == setting
         assert st.array_attrs(a, name)["sketch"] is None
@@ -80,11 +84,11 @@ def test_a_grown_sketched_store_equals_a_fresh_one(tmp_path, fake_weights):
     kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER,
               "device": "cpu", "sketch_dim": K}  # fmt: skip
     grown = _make(tmp_path / "grown", old, features_chunk=5)  # 3 of 5 rows: partial chunk
-    pl.run_features(grown, **kwargs)
+    feat.run_features(grown, **kwargs)
     _fill(st.open_store(grown), new)
-    assert pl.run_features(grown, **kwargs).computed == 2  # the partial chunk and a new one
+    assert feat.run_features(grown, **kwargs).computed == 2  # the partial chunk and a new one
     clean = _make(tmp_path / "clean", old + new, features_chunk=5)
-    pl.run_features(clean, **kwargs)
+    feat.run_features(clean, **kwargs)
     np.testing.assert_array_equal(
         st.read_rows(st.open_store(grown), "features/cnn"),
         st.read_rows(st.open_store(clean), "features/cnn"),
@@ -93,27 +97,27 @@ def test_a_grown_sketched_store_equals_a_fresh_one(tmp_path, fake_weights):
 
 def test_distances_and_embedding_of_a_sketched_store(tmp_path, fake_weights):
     root = _make(tmp_path / "s", _images(13, seed=4, max_tiles=2))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
                     device="cpu", sketch_dim=K, sketch_seed=5)  # fmt: skip
-    pl.image_features(root, descriptor="cnn", images_per_task=4)
-    pl.run_distances(root, descriptor="cnn", block_size=5, device="cpu")
+    imf.image_features(root, descriptor="cnn", images_per_task=4)
+    dist.run_distances(root, descriptor="cnn", block_size=5, device="cpu")
     store = st.open_store(root)
     F = st.read_rows(store, "image_features/cnn").astype(np.float64)
     assert F.shape == (13, K)
     D = st.read_rows(store, "distances/cnn")
     np.testing.assert_allclose(D, cdist(F, F), rtol=1e-6, atol=0)
     assert st.array_attrs(store, "distances/cnn")["sketch"]["n_components"] == K
-    res = pl.embed(root, descriptor="cnn", dims=[2], device="cpu", save=False)
+    res = emb.embed(root, descriptor="cnn", dims=[2], device="cpu", save=False)
     assert res["stress"][2] == pytest.approx(stress(D, res["embeddings"][2]), rel=1e-9)
 
 
 def test_only_texture_vectors_longer_than_the_sketch_are_sketched(tmp_path, fake_weights):
     root = _make(tmp_path / "s", _images(3, seed=6))
-    pl.run_features(root, descriptor="ps", sketch_dim=64)  # 256 > 64, but the baseline
+    feat.run_features(root, descriptor="ps", sketch_dim=64)  # 256 > 64, but the baseline
     store = st.open_store(root)
     assert st.array_shape(store, "features/ps") == (store.n_tiles, S * S)
     assert st.array_attrs(store, "features/ps")["sketch"] is None
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER,
                     device="cpu", sketch_dim=4096)  # fmt: skip
     assert st.array_shape(store, "features/cnn") == (store.n_tiles, 2080)
     assert st.array_attrs(store, "features/cnn")["sketch"] is None
@@ -122,24 +126,24 @@ def test_only_texture_vectors_longer_than_the_sketch_are_sketched(tmp_path, fake
 def test_a_store_keeps_its_sketch_setting(tmp_path, fake_weights):
     kwargs = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
     root = _make(tmp_path / "s", _images(3, seed=7))
-    pl.run_features(root, sketch_dim=K, **kwargs)
+    feat.run_features(root, sketch_dim=K, **kwargs)
     stored = r"stored setting \(sketch_dim=256, sketch_seed=0\), or write this one to a new"
     with pytest.raises(StoreError, match=f"s.*holds sketches .* asks for full vectors.*{stored}"):
-        pl.run_features(root, **kwargs)
+        feat.run_features(root, **kwargs)
     with pytest.raises(StoreError, match=f"asks for sketches .* 128 dimensions.*{stored}"):
-        pl.run_features(root, sketch_dim=128, **kwargs)
+        feat.run_features(root, sketch_dim=128, **kwargs)
     with pytest.raises(StoreError, match=f"\\(seed 1, .*{stored}"):
-        pl.run_features(root, sketch_dim=K, sketch_seed=1, **kwargs)
-    assert pl.run_features(root, sketch_dim=K, **kwargs).computed == 0
+        feat.run_features(root, sketch_dim=K, sketch_seed=1, **kwargs)
+    assert feat.run_features(root, sketch_dim=K, **kwargs).computed == 0
 
     whole = _make(tmp_path / "whole", _images(3, seed=7))
-    pl.run_features(whole, **kwargs)
+    feat.run_features(whole, **kwargs)
     with pytest.raises(StoreError, match=r"holds full vectors .*\(sketch_dim=None\)"):
-        pl.run_features(whole, sketch_dim=K, **kwargs)
+        feat.run_features(whole, sketch_dim=K, **kwargs)
     with pytest.raises(ValueError, match="'sketch_dim' parameter must be a positive int"):
-        pl.run_features(whole, sketch_dim=0, **kwargs)
+        feat.run_features(whole, sketch_dim=0, **kwargs)
     with pytest.raises(ValueError, match="'sketch_seed' parameter must be a non-negative int"):
-        pl.run_features(whole, sketch_seed=-1, **kwargs)
+        feat.run_features(whole, sketch_seed=-1, **kwargs)
 
 
 def test_flow_parameters_reach_the_library(tmp_path, monkeypatch):
@@ -151,7 +155,7 @@ def test_flow_parameters_reach_the_library(tmp_path, monkeypatch):
     }  # fmt: skip
     defaults = PipelineParams(archive=tmp_path, store=tmp_path)
     assert (defaults.sketch_dim, defaults.sketch_seed) == (None, 0)
-    assert (defaults.landmarks, defaults.max_dense) == (None, pl.DENSE_LIMIT)
+    assert (defaults.landmarks, defaults.max_dense) == (None, emb.DENSE_LIMIT)
     with pytest.raises(ValidationError, match="sketch_dim"):
         PipelineParams(archive=tmp_path, store=tmp_path, sketch_dim=0)
     with pytest.raises(ValidationError, match="sketch_seed"):
@@ -163,15 +167,15 @@ def test_flow_parameters_reach_the_library(tmp_path, monkeypatch):
     monkeypatch.setattr(features_flow, "cluster_client", lambda **kw: nullcontext(None))
     monkeypatch.setattr(features_flow._progress, "progress", lambda *a: None)
     monkeypatch.setattr(
-        features_flow.pipeline, "run_features", lambda root, **kw: seen.update(kw) or _counts()
+        features_flow.tile_stage, "run_features", lambda root, **kw: seen.update(kw) or _counts()
     )
-    monkeypatch.setattr(features_flow.pipeline, "image_features", lambda root, **kw: _counts())
+    monkeypatch.setattr(features_flow.image_stage, "image_features", lambda root, **kw: _counts())
     features_flow.tile_features.fn(params, "cnn", None)
     assert seen["sketch_dim"] == 2048 and seen["sketch_seed"] == 9
 
 
 def _counts():
-    return pl.StageCounts(computed=1, skipped=0)
+    return runner.StageCounts(computed=1, skipped=0)
 
 
 # --------------------------------------------------------------------------- landmark MDS
@@ -181,24 +185,24 @@ def _counts():
 def stripes_store(tmp_path_factory):
     """80 images of stripes, power spectra, distances in blocks of 16."""
     root = _make(tmp_path_factory.mktemp("stripes") / "s", _stripes(80, seed=8))
-    pl.run_features(root, descriptor="ps")
-    pl.image_features(root, descriptor="ps", images_per_task=16)
-    pl.run_distances(root, descriptor="ps", block_size=16)
+    feat.run_features(root, descriptor="ps")
+    imf.image_features(root, descriptor="ps", images_per_task=16)
+    dist.run_distances(root, descriptor="ps", block_size=16)
     return root
 
 
 def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, monkeypatch):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
-    dense = pl.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", save=False)
+    dense = emb.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", save=False)
     reads = []
-    real = pl.read_rows
+    real = emb.read_rows
 
     def spy(store, name, start=0, stop=None, **kwargs):
         reads.append((name, start, stop))
         return real(store, name, start, stop, **kwargs)
 
-    monkeypatch.setattr(pl, "read_rows", spy)
-    res = pl.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", max_dense=50,
+    monkeypatch.setattr(emb, "read_rows", spy)
+    res = emb.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", max_dense=50,
                    landmarks=30, save=False)  # fmt: skip
     assert res["method"] == "landmark" and res["n_landmarks"] == 30
     assert res["start"] == {2: "landmark", 3: "landmark"}
@@ -216,7 +220,7 @@ def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, mon
 
 def test_landmark_embed_past_max_dense_is_saved(stripes_store):
     # n = 80 > max_dense: landmark MDS with min(DEFAULT_LANDMARKS, n) = 80 landmarks.
-    res = pl.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    res = emb.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
     assert res["method"] == "landmark" and res["n_landmarks"] == 80
     store = st.open_store(stripes_store)
     D = st.read_rows(store, "distances/ps")
@@ -225,13 +229,13 @@ def test_landmark_embed_past_max_dense_is_saved(stripes_store):
     attrs = st.array_attrs(store, "embeddings/ps/d2")
     assert attrs["method"] == "landmark" and attrs["n_landmarks"] == 80
     # The next run is rotated onto the stored map: same points, same place.
-    again = pl.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    again = emb.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
     np.testing.assert_allclose(again["embeddings"][2], res["embeddings"][2], atol=1e-9)
 
 
 def test_dense_path_is_unchanged(stripes_store):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
-    res = pl.embed(stripes_store, descriptor="ps", dims=[1, 2], device="cpu", max_dense=80,
+    res = emb.embed(stripes_store, descriptor="ps", dims=[1, 2], device="cpu", max_dense=80,
                    init_from_previous=False, save=False)  # fmt: skip
     expected, infos = mds(D, [1, 2], random_state=0, device="cpu", return_info=True)
     assert res["method"] == "dense" and res["n_landmarks"] is None
@@ -242,12 +246,12 @@ def test_dense_path_is_unchanged(stripes_store):
 
 def test_landmark_options_are_checked(stripes_store):
     # more landmarks than images (a growing archive): all of them, no error
-    res = pl.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
+    res = emb.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
     assert res["method"] == "landmark" and res["n_landmarks"] == 80
     with pytest.raises(ValueError, match="dims up to 3 with 3 landmarks. Pass more landmarks"):
-        pl.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
+        emb.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
     with pytest.raises(ValueError, match="'max_dense' parameter must be a positive int"):
-        pl.embed(stripes_store, descriptor="ps", dims=[2], max_dense=0, save=False)
+        emb.embed(stripes_store, descriptor="ps", dims=[2], max_dense=0, save=False)
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])
@@ -262,7 +266,7 @@ def test_block_reader_gives_every_block_in_order_from_a_few_reused_buffers(ahead
         out[:] = data[r[0] : r[1]]
 
     buffers = set()
-    with pl._BlockReader(read_into, ranges, width=2, dtype=np.float64, ahead=ahead) as reader:
+    with dist._BlockReader(read_into, ranges, width=2, dtype=np.float64, ahead=ahead) as reader:
         row = reader.take()  # held, like a row block
         np.testing.assert_array_equal(row, data[0:4])
         for a, b in ranges[1:]:
@@ -278,22 +282,22 @@ def test_distance_tasks_give_the_same_matrix_with_and_without_read_ahead(
     tmp_path, monkeypatch, fake_weights
 ):
     root = _make(tmp_path / "st", _images(9, seed=4))  # 9 images, 9-27 tiles
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     X = st.read_rows(st.open_store(root), "features/cnn").astype(np.float64)
     out = {}
     for ahead in (0, 2):
-        monkeypatch.setattr(pl, "READ_AHEAD", ahead)
+        monkeypatch.setattr(dist, "READ_AHEAD", ahead)
         st.open_store(root).clear_done("tile_distances.cnn")
-        pl.run_distances(root, level="tile", block_size=4)  # n is not a multiple of 4
+        dist.run_distances(root, level="tile", block_size=4)  # n is not a multiple of 4
         out[ahead] = st.read_rows(st.open_store(root), "tile_distances/cnn")
     np.testing.assert_array_equal(out[0], out[2])
     np.testing.assert_allclose(out[0], cdist(X, X), rtol=1e-6, atol=1e-9)
 
 
 def test_block_reads_follow_the_kernel_order():
-    pairs = [pl.BlockPair(i, j, (4 * i, 4 * i + 4), (4 * j, 4 * j + 4)) for i, j in
+    pairs = [runner.BlockPair(i, j, (4 * i, 4 * i + 4), (4 * j, 4 * j + 4)) for i, j in
              [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]]  # fmt: skip
-    assert pl._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12)]
+    assert dist._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12)]
 
 
 def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):
@@ -304,7 +308,7 @@ def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):
 
     images = _images(3, seed=11, max_tiles=1)
     root = _make(tmp_path / "r", images)
-    pl.run_features(root, descriptor="cnn", weights="random:3", normalize=None, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights="random:3", normalize=None, device="cpu")
     store = st.open_store(root)
     attrs = st.array_attrs(store, "features/cnn")
     assert attrs["layers"] == ["multiscale"]
@@ -317,7 +321,7 @@ def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
     # the same store refuses another backbone's vectors
     with pytest.raises(StoreError, match="weights_sha256"):
-        pl.run_features(root, descriptor="cnn", weights="random:4", normalize=None, device="cpu")
+        feat.run_features(root, descriptor="cnn", weights="random:4", normalize=None, device="cpu")
 
 
 def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
@@ -328,40 +332,41 @@ def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
     from microscale import scratch
 
     root = _make(tmp_path / "st", _images(9, seed=4))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
-    pl.run_distances(root, level="tile", block_size=4)
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    dist.run_distances(root, level="tile", block_size=4)
     assert scratch.held_bytes() == 0
     expected = st.read_rows(st.open_store(root), "tile_distances/cnn")
     store = st.open_store(root)
     store.clear_done("tile_distances.cnn")
-    groups = pl._group_pairs(pl.plan_distance_blocks(store, level="tile"), 2)
+    groups = dist._group_pairs(dist.plan_distance_blocks(store, level="tile"), 2)
     assert len(groups) >= 3
     held = []
     for group in groups[:2]:  # full groups: the same buffer sizes
-        pl.compute_distance_blocks(root, group, level="tile", device="cpu")
+        dist.compute_distance_blocks(root, group, level="tile", device="cpu")
         held.append(scratch.held_bytes())
     block = scratch.buffer("distance.block.0", (4, 2080), np.float32)
-    pl.compute_distance_blocks(root, groups[2], level="tile", device="cpu")
+    dist.compute_distance_blocks(root, groups[2], level="tile", device="cpu")
     assert held[0] > 2 * 4 * 2080 * 4 and held[1] == held[0] == scratch.held_bytes()
     assert np.shares_memory(block, scratch.buffer("distance.block.0", (4, 2080), np.float32))
-    pl.run_distances(root, level="tile", block_size=4)
+    dist.run_distances(root, level="tile", block_size=4)
     assert scratch.held_bytes() == 0
     np.testing.assert_array_equal(st.read_rows(st.open_store(root), "tile_distances/cnn"), expected)
 
 
+@pytest.mark.slow
 def test_distance_stage_releases_the_workers_scratch(tmp_path, fake_weights):
     from microscale import scratch
     from microscale.cluster import cluster_client
 
     root = _make(tmp_path / "st", _images(6, seed=5))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     with cluster_client(processes=True, n_workers=1, threads_per_worker=1) as client:
-        pl.run_distances(root, level="tile", block_size=4, client=client)
+        dist.run_distances(root, level="tile", block_size=4, client=client)
         assert set(client.run(scratch.held_bytes).values()) == {0}
         store = st.open_store(root)
         store.clear_done("tile_distances.cnn")
-        group = pl._group_pairs(pl.plan_distance_blocks(store, level="tile"), 2)[0]
-        client.submit(pl.compute_distance_blocks, root, group, level="tile").result()
+        group = dist._group_pairs(dist.plan_distance_blocks(store, level="tile"), 2)[0]
+        client.submit(dist.compute_distance_blocks, root, group, level="tile").result()
         assert min(client.run(scratch.held_bytes).values()) > 0  # the control: kept
 
 
@@ -371,14 +376,14 @@ def test_distance_stage_releases_the_workers_scratch(tmp_path, fake_weights):
 @pytest.mark.parametrize("d, itemsize", [(305_888, 4), (2048, 4), (1 << 15, 8)])
 def test_auto_block_size_is_the_largest_that_fits(d, itemsize):
     for memory in (1e8, 5e8, 1e9, 2e9, 4e9, 7e9, 8e9, 64e9):
-        b = pl.auto_block_size(d, memory, itemsize=itemsize)
-        budget = pl.BLOCK_MEMORY_FRACTION * memory
-        larger = [s for s in pl.AUTO_BLOCK_SIZES if s > b]
-        fits = pl.distance_task_bytes(b, d, itemsize) <= budget
-        assert fits or b == pl.AUTO_BLOCK_SIZES[-1]
-        assert all(pl.distance_task_bytes(s, d, itemsize) > budget for s in larger)
-    assert pl.auto_block_size(305_888, 8e9) == 1024  # 3.2 GB tasks, measured
-    assert pl.auto_block_size(305_888, 2e9) == 256
+        b = dist.auto_block_size(d, memory, itemsize=itemsize)
+        budget = dist.BLOCK_MEMORY_FRACTION * memory
+        larger = [s for s in dist.AUTO_BLOCK_SIZES if s > b]
+        fits = dist.distance_task_bytes(b, d, itemsize) <= budget
+        assert fits or b == dist.AUTO_BLOCK_SIZES[-1]
+        assert all(dist.distance_task_bytes(s, d, itemsize) > budget for s in larger)
+    assert dist.auto_block_size(305_888, 8e9) == 1024  # 3.2 GB tasks, measured
+    assert dist.auto_block_size(305_888, 2e9) == 256
 
 
 def test_task_memory_is_the_smallest_workers_share_per_thread():
@@ -391,23 +396,23 @@ def test_task_memory_is_the_smallest_workers_share_per_thread():
                 "c": {"memory_limit": 0, "nthreads": 4},  # no limit: not a constraint
             }}  # fmt: skip
 
-    assert pl._task_memory(Client()) == 4e9
+    assert dist._task_memory(Client()) == 4e9
 
 
 def test_a_new_matrix_gets_the_automatic_block_size_and_keeps_it(
     tmp_path, monkeypatch, fake_weights
 ):
     root = _make(tmp_path / "st", _images(9, seed=4))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     d = 2080
-    memory = 2 * pl.distance_task_bytes(6, d)  # a task of 6 rows fits, of 8 does not
-    monkeypatch.setattr(pl, "AUTO_BLOCK_SIZES", (16, 8, 6, 4))
-    monkeypatch.setattr(pl, "_task_memory", lambda client: memory)
-    pl.run_distances(root, level="tile")
+    memory = 2 * dist.distance_task_bytes(6, d)  # a task of 6 rows fits, of 8 does not
+    monkeypatch.setattr(dist, "AUTO_BLOCK_SIZES", (16, 8, 6, 4))
+    monkeypatch.setattr(dist, "_task_memory", lambda client: memory)
+    dist.run_distances(root, level="tile")
     store = st.open_store(root)
     assert st.array_chunks(store, "tile_distances/cnn") == (6, 6)
-    monkeypatch.setattr(pl, "_task_memory", lambda client: 1e12)  # more memory later:
-    assert pl.run_distances(root, level="tile").computed == 0  # the stored blocks stay
+    monkeypatch.setattr(dist, "_task_memory", lambda client: 1e12)  # more memory later:
+    assert dist.run_distances(root, level="tile").computed == 0  # the stored blocks stay
     assert st.array_chunks(store, "tile_distances/cnn") == (6, 6)
     X = st.read_rows(store, "features/cnn").astype(np.float64)
     np.testing.assert_allclose(
@@ -426,8 +431,8 @@ def test_bfloat16_features_are_texture_vectors_in_bfloat16_and_fixed_per_store(
     images = _images(5, seed=2)
     cnn = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
     fast, exact = _make(tmp_path / "fast", images), _make(tmp_path / "exact", images)
-    pl.run_features(fast, precision="bfloat16", **cnn)
-    pl.run_features(exact, **cnn)
+    feat.run_features(fast, precision="bfloat16", **cnn)
+    feat.run_features(exact, **cnn)
     a, b = st.open_store(fast), st.open_store(exact)
     tiles = st.read_tiles(a, 0, a.n_tiles)
     got = st.read_rows(a, "features/cnn")
@@ -437,18 +442,18 @@ def test_bfloat16_features_are_texture_vectors_in_bfloat16_and_fixed_per_store(
     assert np.abs(got - st.read_rows(b, "features/cnn")).max() > 0  # the control
     assert st.array_attrs(a, "features/cnn")["precision"] == "bfloat16"
     assert "precision" not in st.array_attrs(b, "features/cnn")  # float32: as older stores
-    pl.image_features(fast, descriptor="cnn", images_per_task=2)
+    imf.image_features(fast, descriptor="cnn", images_per_task=2)
     assert st.array_attrs(a, "image_features/cnn")["precision"] == "bfloat16"
     with pytest.raises(StoreError, match="computed in bfloat16, but this run asks for float32"):
-        pl.run_features(fast, **cnn)
+        feat.run_features(fast, **cnn)
     with pytest.raises(StoreError, match="computed in float32, but this run asks for bfloat16"):
-        pl.run_features(exact, precision="bfloat16", **cnn)
+        feat.run_features(exact, precision="bfloat16", **cnn)
     a.clear_done("features.cnn")  # a batch to recompute, asked in the wrong precision
-    batch = pl.plan_feature_batches(a)[0]
+    batch = feat.plan_feature_batches(a)[0]
     with pytest.raises(StoreError, match="precision='bfloat16'"):
-        pl.compute_feature_batch(fast, batch, **cnn)
+        feat.compute_feature_batch(fast, batch, **cnn)
     with pytest.raises(ValueError, match="'precision' parameter must be one of"):
-        pl.run_features(_make(tmp_path / "bad", images), precision="fp16", **cnn)
+        feat.run_features(_make(tmp_path / "bad", images), precision="fp16", **cnn)
 
 
 def test_tile_level_centre_comes_from_the_image_sums_without_a_pass(
@@ -457,11 +462,11 @@ def test_tile_level_centre_comes_from_the_image_sums_without_a_pass(
     """Texture vectors with image features done: no centre pass over the tiles, and the
     distances are exact all the same (any common centre gives them)."""
     root = _make(tmp_path / "st", _images(9, seed=4))
-    pl.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    feat.run_features(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     store = st.open_store(root)
     X = st.read_rows(store, "features/cnn").astype(np.float64)
     centre_reads, inside = [], []
-    real_read, real_centre = pl.read_rows, pl._ensure_center
+    real_read, real_centre = dist.read_rows, dist._ensure_center
 
     def read_spy(s, name, *args, **kwargs):
         if inside:
@@ -475,16 +480,16 @@ def test_tile_level_centre_comes_from_the_image_sums_without_a_pass(
         finally:
             inside.clear()
 
-    monkeypatch.setattr(pl, "read_rows", read_spy)
-    monkeypatch.setattr(pl, "_ensure_center", centre_spy)
-    pl.run_distances(root, level="tile", block_size=4)  # no image features: a pass
+    monkeypatch.setattr(dist, "read_rows", read_spy)
+    monkeypatch.setattr(dist, "_ensure_center", centre_spy)
+    dist.run_distances(root, level="tile", block_size=4)  # no image features: a pass
     assert centre_reads == ["features/cnn"] * len(range(0, store.n_tiles, 5))
     np.testing.assert_allclose(st.read_array(store, "tile_center/cnn"), X.mean(axis=0))
-    pl.image_features(root, descriptor="cnn", images_per_task=4)
+    imf.image_features(root, descriptor="cnn", images_per_task=4)
     store.clear_done("tile_distances.cnn")
     shutil.rmtree(root / st.GROUP_NAME / "tile_center")
     centre_reads.clear()
-    pl.run_distances(root, level="tile", block_size=4)
+    dist.run_distances(root, level="tile", block_size=4)
     assert set(centre_reads) == {"image_feature_sums/cnn"}  # no tile rows read
     F = st.read_rows(store, "image_features/cnn").astype(np.float64)
     np.testing.assert_allclose(st.read_array(store, "tile_center/cnn"), F.mean(axis=0))
@@ -495,15 +500,15 @@ def test_tile_level_centre_comes_from_the_image_sums_without_a_pass(
 def test_image_feature_chunks_divide_the_groups_and_older_stores_keep_theirs(
     tmp_path, fake_weights
 ):
-    assert pl._image_chunk_rows(305_888 * 4, 64) == 8  # 9.8 MB chunks of full vectors
-    assert pl._image_chunk_rows(2048 * 4, 64) == 64  # sketches: one chunk per task
-    assert pl._image_chunk_rows(pl.IMAGE_CHUNK_BYTES + 1, 64) == 1
-    assert pl._image_chunk_rows(305_888 * 4, 60) == 12  # a divisor of the group, <= 13
+    assert imf._image_chunk_rows(305_888 * 4, 64) == 8  # 9.8 MB chunks of full vectors
+    assert imf._image_chunk_rows(2048 * 4, 64) == 64  # sketches: one chunk per task
+    assert imf._image_chunk_rows(imf.IMAGE_CHUNK_BYTES + 1, 64) == 1
+    assert imf._image_chunk_rows(305_888 * 4, 60) == 12  # a divisor of the group, <= 13
     images = _images(9, seed=4)
     cnn = {"descriptor": "cnn", "weights": fake_weights, "layers": ONE_LAYER, "device": "cpu"}
     new, old = _make(tmp_path / "new", images), _make(tmp_path / "old", images)
     for root in (new, old):
-        pl.run_features(root, **cnn)
+        feat.run_features(root, **cnn)
     s_old = st.open_store(old)
     st.ensure_features_array(  # as stores made before: one image per chunk
         s_old, "image_features/cnn", 2080, n_rows=s_old.n_images, chunk_rows=1,
@@ -511,7 +516,7 @@ def test_image_feature_chunks_divide_the_groups_and_older_stores_keep_theirs(
         attrs=dict(st.array_attrs(s_old, "features/cnn")),
     )  # fmt: skip
     for root in (new, old):
-        pl.image_features(root, descriptor="cnn", images_per_task=4)
+        imf.image_features(root, descriptor="cnn", images_per_task=4)
     s_new = st.open_store(new)
     assert st.array_chunks(s_new, "image_features/cnn") == (4, 2080)
     assert st.array_chunks(s_old, "image_features/cnn") == (1, 2080)

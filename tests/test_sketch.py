@@ -154,3 +154,29 @@ def test_projection_is_kept_between_calls_within_the_budget(X: np.ndarray, monke
     assert len(calls) == 2 * n_blocks  # over the budget: drawn again, same numbers
     np.testing.assert_array_equal(np.concatenate([a, b]), c)
     sketch_mod._cached_projection.cache_clear()
+
+
+def test_cache_budget_is_a_keyword_and_the_environment_is_read_at_call_time(monkeypatch):
+    X = np.random.default_rng(3).random((4, 60), dtype=np.float32)
+    calls = []
+    real = sketch_mod.projection_block
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["index"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sketch_mod, "projection_block", counting)
+    sketch_mod._cached_projection.cache_clear()
+    monkeypatch.setenv("MICROSCALE_SKETCH_CACHE_BYTES", "0")  # after the import: still read
+    a = sketch(X, n_components=8, block=7, device="cpu")
+    b = sketch(X, n_components=8, block=7, device="cpu")
+    n_blocks = -(-X.shape[1] // 7)
+    assert len(calls) == 2 * n_blocks  # no cache
+    c = sketch(X, n_components=8, block=7, device="cpu", cache_bytes=2**20)
+    d = sketch(X, n_components=8, block=7, device="cpu", cache_bytes=2**20)
+    assert len(calls) == 3 * n_blocks  # the keyword wins over the environment: cached
+    for other in (b, c, d):
+        np.testing.assert_array_equal(a, other)  # only speed depends on the budget
+    with pytest.raises(ValueError, match="'cache_bytes' parameter must be an int >= 0"):
+        sketch(X, n_components=8, cache_bytes=-1)
+    sketch_mod._cached_projection.cache_clear()

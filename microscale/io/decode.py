@@ -1,11 +1,9 @@
-r"""Finding, decoding and tiling micrographs: the only module in microscale that reads images.
+r"""Finding and decoding micrograph files: the only code in microscale that opens images.
 
-An archive of micrographs is a folder tree of files in many formats. This module finds the
-files (:func:`discover`), tells images from everything else by their first bytes
-(:func:`sniff_format`), decodes one 2-D grey image with its physical pixel size
-(:func:`read_micrograph`), and prepares it for the texture descriptors (:func:`crop`,
-:func:`resample`, :func:`tile`). The Prefect flow that fills the Zarr store calls these
-functions; nothing here knows about Zarr or Prefect.
+It finds the files (:func:`discover`), tells images from everything else by their first
+bytes (:func:`sniff_format`) and decodes one 2-D grey image with its physical pixel size
+(:func:`read_micrograph`), or a large tiled TIFF page region by region
+(:func:`open_tiled_page`).
 
 Formats
 -------
@@ -80,54 +78,6 @@ in file order (tifffile's series, with reduced-resolution thumbnail pages skippe
 series contributes the product of its non-spatial axes (``T``, ``Z``, ``I``, ``Q``...),
 excluding the channel axis ``C`` (channel 0 is read). A DM file contributes the frames of
 every 2-D image it holds. PNG, JPEG and BMP files have one page.
-
-Physical pixel size
--------------------
-``Micrograph.pixel_size_nm`` is the spacing of the columns (x) in nanometres, or ``None``
-when the file does not say. Sources, in order of precedence (the first one found wins, and
-``metadata["pixel_size_source"]`` names it):
-
-1. OME-XML: ``Pixels/@PhysicalSizeX`` in ``PhysicalSizeXUnit`` (µm when absent, as the
-   OME schema says), for the image of the selected page's series. An OME-XML text that
-   declares a DOCTYPE or ENTITY (the vehicle of "billion laughs" entity-expansion bombs,
-   never needed by OME) is not parsed at all: the file is read as a plain TIFF;
-2. FEI / Thermo Fisher SEM and FIB (TIFF tag 34680 FEI_SFEG or 34682 FEI_HELIOS, an
-   INI-style text): ``[Scan] PixelWidth`` (else ``[EScan] PixelWidth``), in metres;
-3. Zeiss SEM (TIFF tag 34118 CZ_SEM): ``AP_IMAGE_PIXEL_SIZE`` (else ``AP_PIXEL_SIZE``),
-   with the unit written after the number;
-4. ImageJ: the ``unit`` of the ImageJ description and ``1 / XResolution`` pixels;
-5. the TIFF ``XResolution`` tag with ``ResolutionUnit`` inch or centimetre (and
-   tifffile's millimetre and micrometre extensions). A missing ``ResolutionUnit`` or
-   ``NONE`` means uncalibrated; so does a resolution whose pixel is 10 µm or larger
-   (at most 2540 pixels per inch), which is a print or screen setting (72, 96, 300 dpi)
-   written by image software, not a microscope calibration;
-6. DM files: the calibration (scale and unit) of the x axis, as rosettasciio reports it.
-
-Units are normalised to nm (m, cm, mm, µm/um/micron, nm, Å/angstrom, pm, inch). Unknown
-units, ``pixel`` and non-positive values give ``None``. Non-square pixels are not
-corrected: ``pixel_size_nm`` is the x spacing.
-
-Metadata
---------
-``Micrograph.metadata`` is a JSON-serialisable dict: ``format``, ``dtype`` (the stored
-sample dtype), ``shape`` and ``axes`` (of the stored series or image, channels included),
-``channel_policy`` (what was done, in words), ``bit_depth`` (bits per sample when the file
-says, else ``None``), ``n_pages``, ``pixel_size_source``, ``instrument_tags`` (names of the
-private TIFF tags found, e.g. ``FEI_HELIOS``, ``CZ_SEM``), and ``instrument`` (the parsed
-FEI and Zeiss headers, keyed ``"FEI"`` and ``"CZ_SEM"``, when present).
-
-Tiling
-------
-:func:`tile` cuts an image into square tiles on a regular grid with step ``stride`` (by
-default ``tile_size``: no overlap). When the grid does not end exactly at the image edge,
-one more row (column) of tiles is added, shifted to end flush with the edge, so every pixel
-is covered: that tile overlaps its neighbour rather than being dropped. An image side
-shorter than ``tile_size`` but at least ``min_fraction * tile_size`` is reflect-padded at the
-bottom / right up to ``tile_size`` (``np.pad(mode="reflect")``: mirrored about the edge pixel,
-which is not repeated, so no seam or stripe is added; a side of one pixel is repeated);
-a shorter side raises
-:class:`ImageTooSmallError`. Padding never moves the origin: the real pixels of a tile are
-``np.minimum(origins + tile_size, image.shape) - origins`` rows and columns from its origin.
 """
 
 from __future__ import annotations
@@ -135,118 +85,70 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import numbers
 import os
 import stat
 import struct
-import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from microscale.intensity import as_image_stack
+from microscale._validation import check_int
+from microscale.errors import (
+    DecodeError,
+    ImageTooLargeError,
+    PageNotFoundError,
+    UnsupportedFormatError,
+)
+from microscale.io.metadata import (
+    Micrograph,
+    has_dtd,
+    jsonable,
+    pixel_size_dm,
+    pixel_size_fei,
+    pixel_size_imagej,
+    pixel_size_ome,
+    pixel_size_resolution,
+    pixel_size_zeiss,
+    positive_or_none,
+)
 
 __all__ = [
     "DecodeError",
     "FORMATS",
     "ImageTooLargeError",
-    "ImageTooSmallError",
     "MAX_COMPRESSION_RATIO",
     "Micrograph",
     "TiledPage",
     "UnsupportedFormatError",
     "count_pages",
-    "crop",
-    "detect_info_bar",
     "discover",
     "file_digest",
     "open_tiled_page",
     "read_micrograph",
     "read_regions",
-    "resample",
     "sniff_format",
-    "tile",
 ]
 
 _log = logging.getLogger(__name__)
 
+
 FORMATS: tuple[str, ...] = ("tiff", "png", "jpeg", "bmp", "dm")
+
 
 #: ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
 
+
 _EM_HINT = "pip install 'microscale[em]'"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class UnsupportedFormatError(ValueError):
-    """The file is not an image in a format microscale reads (text, empty, unknown bytes)."""
-
-
-class DecodeError(OSError):
-    """The file looks like an image but cannot be decoded: truncated, corrupt or unsupported."""
-
-
-class ImageTooLargeError(ValueError):
-    """The image header announces more pixels than ``max_pixels`` allows.
-
-    ``streamable`` is True when the page is a genuine tiled TIFF page that
-    :func:`open_tiled_page` can read region by region within the budget (see the module
-    docstring); False for a suspected bomb or a format that cannot be streamed.
-    """
-
-    streamable: bool = False
 
 
 #: A tiled TIFF page above ``max_pixels`` is streamed (not refused) only when the file
 #: stores at least 1/MAX_COMPRESSION_RATIO of its decoded bytes; see the module docstring.
 MAX_COMPRESSION_RATIO = 100
-
-
-class ImageTooSmallError(ValueError):
-    """The image is too small to cut a tile from, even with padding."""
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"The '{name}' parameter must be a real number. Got {value!r} instead.")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"The '{name}' parameter must be a finite number > 0. Got {value!r} instead."
-        )
-    return value
-
-
-def _check_2d(image: ArrayLike, what: str = "image") -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"The {what} must be a 2-D (H, W) grey array; got an array of shape {arr.shape}. "
-            "Read files with read_micrograph, which converts colour to luminance."
-        )
-    return arr
-
-
-# --------------------------------------------------------------------------- discovery
 
 
 def discover(
@@ -398,8 +300,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-# --------------------------------------------------------------------------- sniffing
-
 _DIB_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
 
@@ -484,224 +384,6 @@ def _not_an_image(path: Path) -> UnsupportedFormatError:
     )
 
 
-# --------------------------------------------------------------------------- the result
-
-
-@dataclass(frozen=True, eq=False)
-class Micrograph:
-    """One decoded 2-D grey micrograph and what the file says about it.
-
-    Attributes
-    ----------
-    data : (H, W) ndarray
-        The image in its native dtype (see the module docstring's channel policy).
-    pixel_size_nm : float or None
-        Physical size of a pixel along x, in nanometres; ``None`` when the file does not
-        say.
-    source : str
-        The path the image was read from, as given.
-    page : int
-        Which page (frame) of the file this is, from 0.
-    metadata : dict
-        JSON-serialisable description: format, stored dtype and shape, channel policy,
-        bit depth, number of pages, pixel-size source, instrument tags.
-
-    Notes
-    -----
-    Equality is identity (``eq=False``): comparing pixel arrays is left to the caller.
-    """
-
-    data: np.ndarray
-    pixel_size_nm: float | None
-    source: str
-    page: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(H, W)`` of :attr:`data`."""
-        return self.data.shape  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- helpers
-
-_UNITS_NM: dict[str, float] = {
-    "m": 1e9,
-    "meter": 1e9,
-    "metre": 1e9,
-    "cm": 1e7,
-    "centimeter": 1e7,
-    "centimetre": 1e7,
-    "mm": 1e6,
-    "millimeter": 1e6,
-    "millimetre": 1e6,
-    "µm": 1e3,
-    "um": 1e3,
-    "micron": 1e3,
-    "micrometer": 1e3,
-    "micrometre": 1e3,
-    "nm": 1.0,
-    "nanometer": 1.0,
-    "nanometre": 1.0,
-    "å": 0.1,
-    "angstrom": 0.1,
-    "ångström": 0.1,
-    "pm": 1e-3,
-    "picometer": 1e-3,
-    "picometre": 1e-3,
-    "in": 2.54e7,
-    "inch": 2.54e7,
-}
-
-
-def _unit_to_nm(unit: object) -> float | None:
-    """Nanometres per ``unit`` (a length unit name in any common spelling), or None."""
-    if not isinstance(unit, str):
-        return None
-    u = unit.strip().lower()
-    u = u.replace("\\u00b5", "µ").replace("\\u03bc", "µ").replace("μ", "µ")  # micro signs
-    u = u.replace("\u212b", "å")  # the angstrom sign
-    if u in _UNITS_NM:
-        return _UNITS_NM[u]
-    if len(u) > 3 and u.endswith("s"):  # plurals: microns, meters, inches (not "ms")
-        for stem in (u[:-1], u[:-2]):
-            if stem in _UNITS_NM:
-                return _UNITS_NM[stem]
-    return None
-
-
-def _positive(value: float | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
-def _length_nm(value: object, unit: object) -> float | None:
-    """``value`` in ``unit`` converted to nm; None if either is unusable."""
-    scale = _unit_to_nm(unit)
-    if scale is None:
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return _positive(number * scale)
-
-
-def _pixel_size_ome(ome_xml: str, image_index: int = 0) -> float | None:
-    """PhysicalSizeX (nm) of the ``image_index``-th OME Image, or None.
-
-    The unit defaults to µm, as in the OME schema.
-    """
-    if _has_dtd(ome_xml):  # never expand entities (billion laughs)
-        return None
-    try:
-        root = ET.fromstring(ome_xml)
-    except ET.ParseError:
-        return None
-    pixels = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"]
-    if not pixels:
-        return None
-    el = pixels[image_index] if image_index < len(pixels) else pixels[0]
-    size = el.get("PhysicalSizeX")
-    if size is None:
-        return None
-    return _length_nm(size, el.get("PhysicalSizeXUnit", "µm"))
-
-
-def _pixel_size_fei(fei: Mapping[str, Any] | None) -> float | None:
-    """``[Scan] PixelWidth`` (else ``[EScan]``) of tifffile's ``fei_metadata``, in nm."""
-    if not fei:
-        return None
-    for section in ("Scan", "EScan"):
-        values = fei.get(section)
-        if isinstance(values, Mapping) and "PixelWidth" in values:
-            size = _length_nm(values["PixelWidth"], "m")
-            if size is not None:
-                return size
-    return None
-
-
-def _pixel_size_zeiss(sem: Mapping[str, Any] | None) -> float | None:
-    """``AP_IMAGE_PIXEL_SIZE`` (else ``AP_PIXEL_SIZE``) of tifffile's ``sem_metadata``, in nm.
-
-    tifffile gives ``('Image Pixel Size', 2.233, 'nm')`` when it could split number and
-    unit, else ``('Image Pixel Size', '2.233 nm')``.
-    """
-    if not sem:
-        return None
-    for key in ("ap_image_pixel_size", "ap_pixel_size"):
-        entry = sem.get(key)
-        if not isinstance(entry, tuple | list) or len(entry) < 2:
-            continue
-        if len(entry) >= 3:
-            size = _length_nm(entry[1], entry[2])
-        else:
-            words = str(entry[1]).split()
-            size = _length_nm(words[0], words[1]) if len(words) == 2 else None
-        if size is not None:
-            return size
-    return None
-
-
-def _pixel_size_imagej(unit: object, x_resolution: float | None) -> float | None:
-    """ImageJ: ``1 / XResolution`` pixels in ``unit``, in nm."""
-    if not x_resolution or _unit_to_nm(unit) is None:
-        return None
-    return _length_nm(1.0 / x_resolution, unit)
-
-
-#: TIFF ResolutionUnit codes (4 and 5 are tifffile extensions) -> nm per unit.
-_RESOLUTION_UNIT_NM = {2: 2.54e7, 3: 1e7, 4: 1e6, 5: 1e3}
-#: Resolution-tag pixels at least this large (nm) are print/screen settings, not calibrations.
-_MAX_CALIBRATED_PIXEL_NM = 10_000.0
-
-
-def _pixel_size_resolution(x_resolution: float | None, unit_code: int | None) -> float | None:
-    """TIFF ``XResolution`` (pixels per unit) with ``ResolutionUnit``, in nm.
-
-    None without a unit, with unit NONE (1), or when the pixel would be 10 µm or larger
-    (72, 96 or 300 dpi and the like are defaults of image software, not calibrations).
-    """
-    if unit_code is None or unit_code not in _RESOLUTION_UNIT_NM or not x_resolution:
-        return None
-    size = _positive(_RESOLUTION_UNIT_NM[unit_code] / x_resolution)
-    if size is None or size >= _MAX_CALIBRATED_PIXEL_NM:
-        return None
-    return size
-
-
-def _pixel_size_dm(axes: list[Mapping[str, Any]], x_dim: int) -> float | None:
-    """Scale of the array dimension ``x_dim`` in rosettasciio's axes list, in nm."""
-    for ax in axes:
-        if ax.get("index_in_array", None) == x_dim:
-            return _length_nm(ax.get("scale"), ax.get("units"))
-    if 0 <= x_dim < len(axes):
-        return _length_nm(axes[x_dim].get("scale"), axes[x_dim].get("units"))
-    return None
-
-
-def _jsonable(obj: Any) -> Any:
-    """A copy of ``obj`` made of dict / list / str / int / float / bool / None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bytes):
-        return obj.decode("latin-1")
-    if isinstance(obj, str | int | float | bool) or obj is None:
-        return obj
-    return str(obj)
-
-
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luminance of an (H, W, >=3) array, in the input's dtype (integers rounded)."""
     y = BT601[0] * rgb[..., 0].astype(np.float64)
@@ -756,12 +438,8 @@ def _decode_error(path: Path, fmt: str, exc: BaseException) -> DecodeError:
     )
 
 
-class _PageError(ValueError):
-    """A page index past the last page (a ValueError for the caller)."""
-
-
 def _page_error(path: Path, page: int, n_pages: int) -> ValueError:
-    return _PageError(
+    return PageNotFoundError(
         f"Page {page} was requested from {os.fspath(path)!r}, which has {n_pages} page(s) "
         f"(0 to {n_pages - 1}). Use count_pages(path) to enumerate them."
     )
@@ -781,9 +459,6 @@ _DECODER_ERRORS = (
     struct.error,
     zlib.error,
 )
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def read_micrograph(
@@ -836,8 +511,8 @@ def read_micrograph(
     >>> m.data.dtype, m.data.shape, m.pixel_size_nm
     (dtype('uint16'), (3, 4), 5.0)
     """
-    page = _check_int(page, "page", minimum=0)
-    max_pixels = _check_int(max_pixels, "max_pixels", minimum=1)
+    page = check_int(page, "page", minimum=0)
+    max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
     path = Path(path)
     fmt = sniff_format(path)
     if fmt is None:
@@ -883,9 +558,6 @@ def count_pages(path: str | os.PathLike[str]) -> int:
         signals = _dm_signals(path, lazy=True)
         return len(_dm_frames(path, signals))
     return 1
-
-
-# TIFF ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -957,11 +629,6 @@ def _tiff_channel_policy(page: Any, samples: np.ndarray) -> tuple[np.ndarray, st
     return samples, "grey", samples
 
 
-def _has_dtd(xml: object) -> bool:
-    """Whether an XML text declares a DOCTYPE or ENTITY (entity-expansion bombs need one)."""
-    return isinstance(xml, str) and ("<!DOCTYPE" in xml or "<!ENTITY" in xml)
-
-
 def _open_tiff(path: Path) -> Any:
     """A ``tifffile.TiffFile``; an OME-XML description with a DTD is never parsed.
 
@@ -973,7 +640,7 @@ def _open_tiff(path: Path) -> Any:
 
     tif = tifffile.TiffFile(path)
     try:
-        if tif.is_ome and _has_dtd(tif.pages.first.description):
+        if tif.is_ome and has_dtd(tif.pages.first.description):
             _log.warning(
                 "%r: the OME-XML description declares a DOCTYPE/ENTITY (an XML bomb?); it is "
                 "not parsed and the file is read as a plain TIFF",
@@ -1026,7 +693,7 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
                 raw = np.moveaxis(raw, axes.index("S"), -1)
             data, policy, _ = _tiff_channel_policy(keyframe, raw)
             pixel_size, metadata = _tiff_metadata(tif, frames, frame, policy)
-    except (UnsupportedFormatError, DecodeError, ImageTooLargeError, _PageError):
+    except (UnsupportedFormatError, DecodeError, ImageTooLargeError, PageNotFoundError):
         raise
     except _DECODER_ERRORS as exc:
         raise _decode_error(path, "tiff", exc) from exc
@@ -1064,19 +731,19 @@ def _tiff_metadata(
     is_imagej = tif.is_imagej
 
     candidates = [
-        ("OME-XML PhysicalSizeX", _pixel_size_ome(ome, frame.series) if ome else None),
-        ("FEI [Scan] PixelWidth", _pixel_size_fei(fei)),
-        ("Zeiss AP_IMAGE_PIXEL_SIZE", _pixel_size_zeiss(sem)),
-        ("ImageJ unit and XResolution", _pixel_size_imagej((ij or {}).get("unit"), x_res)),
-        ("TIFF XResolution and ResolutionUnit", _pixel_size_resolution(x_res, unit_code)),
+        ("OME-XML PhysicalSizeX", pixel_size_ome(ome, frame.series) if ome else None),
+        ("FEI [Scan] PixelWidth", pixel_size_fei(fei)),
+        ("Zeiss AP_IMAGE_PIXEL_SIZE", pixel_size_zeiss(sem)),
+        ("ImageJ unit and XResolution", pixel_size_imagej((ij or {}).get("unit"), x_res)),
+        ("TIFF XResolution and ResolutionUnit", pixel_size_resolution(x_res, unit_code)),
     ]
     pixel_size, source = next(((v, k) for k, v in candidates if v is not None), (None, None))
 
     instrument: dict[str, Any] = {}
     if fei:
-        instrument["FEI"] = _jsonable(fei)
+        instrument["FEI"] = jsonable(fei)
     if sem:
-        instrument["CZ_SEM"] = _jsonable({k: v for k, v in sem.items() if k})
+        instrument["CZ_SEM"] = jsonable({k: v for k, v in sem.items() if k})
     metadata = {
         "format": "tiff",
         "dtype": stored_dtype,
@@ -1207,8 +874,8 @@ def open_tiled_page(
     DecodeError, ValueError
         As :func:`read_micrograph`.
     """
-    page = _check_int(page, "page", minimum=0)
-    max_pixels = _check_int(max_pixels, "max_pixels", minimum=1)
+    page = check_int(page, "page", minimum=0)
+    max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
     path = Path(path)
     if sniff_format(path) != "tiff":
         raise UnsupportedFormatError(
@@ -1254,7 +921,7 @@ def open_tiled_page(
     except BaseException as exc:
         tif.close()
         if isinstance(exc, _DECODER_ERRORS) and not isinstance(
-            exc, UnsupportedFormatError | DecodeError | ImageTooLargeError | _PageError
+            exc, UnsupportedFormatError | DecodeError | ImageTooLargeError | PageNotFoundError
         ):
             raise _decode_error(path, "tiff", exc) from exc
         raise
@@ -1272,7 +939,7 @@ def read_regions(
 
     See :func:`open_tiled_page` for what is accepted and raised.
     """
-    region = _check_int(region, "region", minimum=1)
+    region = check_int(region, "region", minimum=1)
     with open_tiled_page(path, page=page, max_pixels=max_pixels) as tp:
         h, w = tp.shape
         for y0 in range(0, h, region):
@@ -1289,10 +956,7 @@ def _tiff_resolution(page: Any) -> float | None:
         num, den = value
         return float(num) / float(den) if den else None
     except (TypeError, ValueError):
-        return _positive(value)
-
-
-# Pillow --------------------------------------------------------------------------------
+        return positive_or_none(value)
 
 
 def _pillow_class(fmt: str) -> Any:
@@ -1396,9 +1060,6 @@ def _pillow_channel_policy(im: Any) -> tuple[np.ndarray, str, np.ndarray]:
     return _luminance(rgb), f"{mode} -> RGB (Pillow) -> luminance (BT.601)", rgb
 
 
-# DM (rosettasciio) ---------------------------------------------------------------------
-
-
 def _import_dm_reader(path: Path) -> Any:
     try:
         from rsciio import digitalmicrograph
@@ -1477,7 +1138,7 @@ def _read_dm(path: Path, page: int, max_pixels: int) -> Micrograph:
             f"{os.fspath(path)!r} holds a complex image (an FFT), not a micrograph; leave it "
             "out of the archive."
         )
-    pixel_size = _pixel_size_dm(list(signal.get("axes", [])), len(shape) - 1)
+    pixel_size = pixel_size_dm(list(signal.get("axes", [])), len(shape) - 1)
     metadata = {
         "format": "dm",
         "dtype": stored_dtype,
@@ -1491,257 +1152,3 @@ def _read_dm(path: Path, page: int, max_pixels: int) -> Micrograph:
         "instrument": {},
     }
     return Micrograph(_native(data), pixel_size, os.fspath(path), page, metadata)
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def detect_info_bar(micrograph: Micrograph) -> int:
-    """Height in pixels of the data bar that an SEM burned into the bottom of the image.
-
-    Parameters
-    ----------
-    micrograph : Micrograph
-        As returned by :func:`read_micrograph`.
-
-    Returns
-    -------
-    height : int
-        From the FEI / Thermo Fisher header: the image height minus ``ResolutionY`` of the
-        ``[Image]`` (else ``[Scan]``) section, when that is between 1 and the height - 1.
-        0 when the file has no FEI header (other instruments are not detected); crop
-        manually with :func:`crop` then.
-
-    Examples
-    --------
-    >>> m = Micrograph(np.zeros((4, 3)), None, "x.tif", 0,
-    ...                {"instrument": {"FEI": {"Image": {"ResolutionY": 3}}}})
-    >>> detect_info_bar(m)
-    1
-    """
-    fei = micrograph.metadata.get("instrument", {}).get("FEI")
-    if not isinstance(fei, Mapping):
-        return 0
-    height = int(micrograph.data.shape[0])
-    for section in ("Image", "Scan"):
-        values = fei.get(section)
-        if isinstance(values, Mapping) and "ResolutionY" in values:
-            try:
-                res_y = int(values["ResolutionY"])
-            except (TypeError, ValueError):
-                continue
-            if 0 < res_y < height:
-                return height - res_y
-            return 0
-    return 0
-
-
-def crop(
-    image: ArrayLike, *, bottom: int = 0, top: int = 0, left: int = 0, right: int = 0
-) -> np.ndarray:
-    """Remove rows and columns from the edges, e.g. an SEM information bar at the bottom.
-
-    Parameters
-    ----------
-    image : (H, W) array_like
-        A grey image.
-    bottom, top, left, right : int, optional
-        Pixels to remove from each edge, >= 0.
-
-    Returns
-    -------
-    cropped : (H - top - bottom, W - left - right) ndarray
-        A view of ``image``.
-
-    Raises
-    ------
-    ValueError
-        If a margin is not an int >= 0 or nothing would be left.
-
-    Examples
-    --------
-    >>> crop(np.arange(12).reshape(3, 4), bottom=1, left=1)
-    array([[1, 2, 3],
-           [5, 6, 7]])
-    """
-    arr = _check_2d(image)
-    b = _check_int(bottom, "bottom", minimum=0)
-    t = _check_int(top, "top", minimum=0)
-    lf = _check_int(left, "left", minimum=0)
-    r = _check_int(right, "right", minimum=0)
-    h, w = arr.shape
-    if t + b >= h or lf + r >= w:
-        raise ValueError(
-            f"Cropping top={t}, bottom={b}, left={lf}, right={r} from a {h}x{w} image leaves "
-            "no pixels. Use smaller margins."
-        )
-    return arr[t : h - b, lf : w - r]
-
-
-def resample(image: ArrayLike, *, pixel_size_nm: float, target_nm: float) -> np.ndarray:
-    """Rescale an image so that its pixels are ``target_nm`` wide.
-
-    Parameters
-    ----------
-    image : (H, W) array_like
-        A grey image of any real dtype, finite.
-    pixel_size_nm : float
-        Its current pixel size in nm, > 0.
-    target_nm : float
-        The wanted pixel size in nm, > 0.
-
-    Returns
-    -------
-    resampled : (round(H * z), round(W * z)) ndarray of float64
-        With ``z = pixel_size_nm / target_nm``: bilinear interpolation
-        (``scipy.ndimage.zoom(order=1, grid_mode=True, mode="grid-mirror")``, so that the
-        image's outer edges, not its corner pixel centres, stay aligned). When
-        downsampling by ``f = 1 / z > 1`` a Gaussian anti-alias filter of
-        ``sigma = (f - 1) / 2`` pixels is applied first. A zoom of exactly 1 returns a
-        float64 copy.
-
-    Raises
-    ------
-    ValueError
-        For a non-2-D or non-finite image, non-positive sizes, or a result smaller than
-        1 x 1 pixel.
-
-    Examples
-    --------
-    >>> resample(np.ones((4, 6)), pixel_size_nm=1.0, target_nm=2.0).shape
-    (2, 3)
-    """
-    arr = _check_2d(image)
-    px = _check_positive(pixel_size_nm, "pixel_size_nm")
-    target = _check_positive(target_nm, "target_nm")
-    arr = as_image_stack(arr)[0].astype(np.float64)
-    zoom = px / target
-    h, w = arr.shape
-    out_shape = (round(h * zoom), round(w * zoom))
-    if min(out_shape) < 1:
-        raise ValueError(
-            f"Resampling a {h}x{w} image from {px} nm to {target} nm pixels gives a "
-            f"{out_shape[0]}x{out_shape[1]} image. Use a smaller target_nm."
-        )
-    if zoom == 1.0:
-        return arr.copy()
-    from scipy import ndimage
-
-    factor = 1.0 / zoom
-    if factor > 1.0:
-        arr = ndimage.gaussian_filter(arr, sigma=(factor - 1.0) / 2.0, mode="mirror")
-    # zoom per axis to hit the rounded output shape exactly
-    zooms = (out_shape[0] / h, out_shape[1] / w)
-    return ndimage.zoom(arr, zooms, order=1, grid_mode=True, mode="grid-mirror")
-
-
-def _tile_starts(n: int, tile_size: int, stride: int) -> list[int]:
-    starts = list(range(0, n - tile_size + 1, stride))
-    if starts[-1] + tile_size < n:
-        starts.append(n - tile_size)
-    return starts
-
-
-def tile(
-    image: ArrayLike,
-    *,
-    tile_size: int = 256,
-    stride: int | None = None,
-    min_fraction: float = 0.5,
-    source: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut an image into square tiles on a regular grid that covers every pixel.
-
-    Parameters
-    ----------
-    image : (H, W) array_like
-        A grey image.
-    tile_size : int, optional
-        Side ``s`` of the square tiles, >= 1.
-    stride : int, optional
-        Step between tile origins, 1 <= stride <= tile_size; default ``tile_size``
-        (no overlap).
-    min_fraction : float, optional
-        In (0, 1]. A side shorter than ``tile_size`` but at least
-        ``min_fraction * tile_size`` is reflect-padded up to ``tile_size``; a shorter one is
-        an error.
-    source : str, optional
-        Name of the file the image came from, used in error messages.
-
-    Returns
-    -------
-    tiles : (t, s, s) ndarray
-        The tiles, row by row, in the image's dtype (a copy).
-    origins : (t, 2) ndarray of int64
-        ``(row, column)`` of each tile's top-left pixel in the image.
-
-    Raises
-    ------
-    ImageTooSmallError
-        If a side is shorter than ``min_fraction * tile_size``.
-    ValueError
-        For a non-2-D image or invalid options.
-
-    Notes
-    -----
-    Origins along a side of length ``n >= s`` are ``0, stride, 2 stride, ...`` while the
-    tile fits; if the last one ends before ``n``, one more tile starting at ``n - s`` is
-    added, flush with the edge, overlapping its neighbour (no pixel is dropped). A side with
-    ``min_fraction * s <= n < s`` is padded at the end (bottom or right) with
-    ``np.pad(mode="reflect")`` and gives a single tile at origin 0 along that axis; the
-    padding is recorded by the origins: a tile holds
-    ``np.minimum(origins + s, image.shape) - origins`` real rows and columns.
-
-    Examples
-    --------
-    >>> tiles, origins = tile(np.arange(30).reshape(5, 6), tile_size=4)
-    >>> tiles.shape, origins.tolist()
-    ((4, 4, 4), [[0, 0], [0, 2], [1, 0], [1, 2]])
-    """
-    arr = _check_2d(image)
-    s = _check_int(tile_size, "tile_size", minimum=1)
-    step = s if stride is None else _check_int(stride, "stride", minimum=1)
-    if step > s:
-        raise ValueError(
-            f"The 'stride' parameter must be <= tile_size={s} so that tiles cover every "
-            f"pixel. Got {step} instead."
-        )
-    if (
-        isinstance(min_fraction, bool)
-        or not isinstance(min_fraction, numbers.Real)
-        or not 0 < min_fraction <= 1
-    ):
-        raise ValueError(
-            f"The 'min_fraction' parameter must be a number in (0, 1]. Got {min_fraction!r} "
-            "instead."
-        )
-    h, w = arr.shape
-    minimum = min_fraction * s
-    if h < minimum or w < minimum:
-        name = f"{source!r}: the" if source else "The"
-        raise ImageTooSmallError(
-            f"{name} image is {h}x{w} pixels, smaller than min_fraction * tile_size = "
-            f"{min_fraction} * {s} = {minimum:g} pixels on a side, the least that is padded "
-            "up to a tile. Use a smaller tile_size or min_fraction, or leave the image out."
-        )
-    pad = (max(0, s - h), max(0, s - w))
-    if any(pad):
-        if min(h, w) < 2:
-            arr = np.pad(arr, ((0, pad[0]), (0, pad[1])), mode="symmetric")
-        else:
-            arr = np.pad(arr, ((0, pad[0]), (0, pad[1])), mode="reflect")
-        _log.info(
-            "Reflect-padded a %dx%d image%s by %d rows and %d columns to fit %d-pixel tiles",
-            h,
-            w,
-            f" ({source})" if source else "",
-            pad[0],
-            pad[1],
-            s,
-        )
-    rows = _tile_starts(arr.shape[0], s, step)
-    cols = _tile_starts(arr.shape[1], s, step)
-    origins = np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(arr, (s, s))
-    tiles = windows[origins[:, 0], origins[:, 1]].copy()
-    return tiles, origins

@@ -1,0 +1,675 @@
+"""Stage 3, distances: the exact (n, n) distance matrix between image (or tile) features.
+
+:func:`run_distances` computes it out of core, one task per group of block pairs
+``(i, j)``, ``i <= j``, :func:`compute_distance_blocks`, each calling the kernel
+:func:`microscale.distance.block_sq_distances` and writing chunks ``(i, j)`` and
+``(j, i)``. :class:`DistanceLevel` says where a level's rows, matrix, centre, records and
+embeddings live in the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from microscale import scratch
+from microscale._validation import check_one_of, check_positive_int
+from microscale.errors import IncompleteStageError, StoreError
+from microscale.stages._runner import (
+    BlockPair,
+    Progress,
+    Root,
+    StageCounts,
+    as_store,
+    check_descriptor,
+    locked,
+    require_done,
+    root_path,
+    row_ranges,
+    run_units,
+)
+from microscale.stages.features import feature_dtype, require_features
+from microscale.stages.image_features import plan_image_groups
+from microscale.store import (
+    LEVELS,
+    Store,
+    array_attrs,
+    array_chunks,
+    array_shape,
+    ensure_distance_matrix,
+    has_array,
+    read_array,
+    read_rows,
+    write_array,
+    write_block,
+)
+
+__all__ = [
+    "AUTO_BLOCK_SIZES",
+    "BLOCK_MEMORY_FRACTION",
+    "DEFAULT_PAIRS_PER_TASK",
+    "DistanceLevel",
+    "READ_AHEAD",
+    "auto_block_size",
+    "compute_distance_block",
+    "compute_distance_blocks",
+    "distance_level",
+    "distance_task_bytes",
+    "image_sums_total",
+    "plan_distance_blocks",
+    "run_distances",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Block pairs per distance task (they share their row block, read once).
+DEFAULT_PAIRS_PER_TASK = 4
+#: Block sizes ``block_size=None`` chooses from, largest first: 1024 is the kernel's
+#: measured optimum, and its rate falls with the block (67 / 63 / 53 % of the GEMM peak at
+#: 1024 / 512 / 256 on the CPU; see microscale.distance).
+AUTO_BLOCK_SIZES: tuple[int, ...] = (1024, 768, 512, 384, 256, 128, 64)
+#: Share of a task slot's memory (a Dask worker's ``memory_limit / nthreads``, or the
+#: available memory without a client) that ``block_size=None`` lets one distance task use:
+#: Dask pauses a worker at 80 % and the rest of the process needs room too.
+BLOCK_MEMORY_FRACTION = 0.5
+#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none;
+#: None: 1 when the kernel runs on a GPU, else 0). Each costs one more block in memory
+#: (``b * d * s`` bytes). On a CPU the read competes with the GEMM for the same cores:
+#: on 2 cores it made a task 1.3-1.6x slower (benchmarks/bench_distances.py).
+READ_AHEAD: int | None = None
+_BUFFER_WAIT_S = 600.0  # see _BlockReader._load
+
+# --------------------------------------------------------------------------- distances
+
+
+@dataclass(frozen=True)
+class DistanceLevel:
+    """Where one level's rows, matrix, centre, records and embeddings live in the store.
+
+    ``level="image"`` (default) maps images: rows are the pixel-weighted image features.
+    ``level="tile"`` maps every tile: rows are the tile features themselves.
+    """
+
+    level: str
+    descriptor: str
+
+    @property
+    def prefix(self) -> str:
+        """``""`` for images, ``"tile_"`` for tiles: the prefix of the level's arrays."""
+        return "" if self.level == "image" else "tile_"
+
+    @property
+    def rows(self) -> str:
+        """The array whose rows are mapped."""
+        base = "image_features" if self.level == "image" else "features"
+        return f"{base}/{self.descriptor}"
+
+    @property
+    def matrix(self) -> str:
+        """The (n, n) distance matrix."""
+        return f"{self.prefix}distances/{self.descriptor}"
+
+    @property
+    def center(self) -> str:
+        """The common centre of the distance kernel."""
+        return f"{self.prefix}center/{self.descriptor}"
+
+    @property
+    def stage(self) -> str:
+        """The stage name of the completion records."""
+        return f"{self.prefix}distances.{self.descriptor}"
+
+    def embedding(self, k: int) -> str:
+        """The ``k``-dimensional embedding."""
+        return f"{self.prefix}embeddings/{self.descriptor}/d{k}"
+
+    def n(self, store: Store) -> int:
+        """Rows of the level in ``store``: its images or its tiles."""
+        return store.n_images if self.level == "image" else store.n_tiles
+
+
+def distance_level(descriptor: str, level: str) -> DistanceLevel:
+    """The :class:`DistanceLevel` of ``descriptor`` at ``level``, both validated."""
+    level = check_one_of(level, "level", LEVELS)
+    return DistanceLevel(level, check_descriptor(descriptor))
+
+
+def distance_task_bytes(block_size: int, n_features: int, itemsize: int = 4) -> int:
+    """Peak memory of one distance task, in bytes (see :func:`compute_distance_blocks`).
+
+    Two row blocks, the distance block and its transpose, and the kernel's working memory,
+    measured on the CPU as about 0.64 GB at 1024 rows and 0.17 GB at 256 (scratch and
+    threaded BLAS buffers): 3.2 GB at ``block_size = 1024`` for full texture vectors
+    (305,888 float32), 50 MB for 2048-long sketches.
+    """
+    b, d = int(block_size), int(n_features)
+    return 2 * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
+
+
+def _task_memory(client: Any) -> float:
+    """Bytes one task slot may use: the smallest worker's limit per thread, or RAM here."""
+    import psutil
+
+    budgets = []
+    if client is not None:
+        for info in client.scheduler_info(n_workers=-1).get("workers", {}).values():
+            limit, threads = info.get("memory_limit") or 0, max(1, info.get("nthreads") or 1)
+            if limit:
+                budgets.append(limit / threads)
+    if budgets:
+        return min(budgets)
+    return float(psutil.virtual_memory().available)
+
+
+def auto_block_size(n_features: int, memory: float, *, itemsize: int = 4) -> int:
+    """The largest of :data:`AUTO_BLOCK_SIZES` whose task fits in a share of ``memory``.
+
+    Parameters
+    ----------
+    n_features : int
+        Length ``d`` of the rows.
+    memory : float
+        Bytes of one task slot; a task may use :data:`BLOCK_MEMORY_FRACTION` of it.
+    itemsize : int, optional
+        Bytes per feature (4 for texture vectors, 8 for power spectra).
+
+    Returns
+    -------
+    int
+        E.g. 1024 for full texture vectors with 8 GB per task slot, 512 with 4 GB.
+
+    Examples
+    --------
+    >>> auto_block_size(305_888, 8e9), auto_block_size(305_888, 4e9), auto_block_size(2048, 2e9)
+    (1024, 512, 1024)
+    """
+    budget = BLOCK_MEMORY_FRACTION * memory
+    for b in AUTO_BLOCK_SIZES:
+        if distance_task_bytes(b, n_features, itemsize) <= budget:
+            return b
+    return AUTO_BLOCK_SIZES[-1]
+
+
+def _block_size(
+    store: Store,
+    descriptor: str,
+    block_size: int | None,
+    level: str = "image",
+    *,
+    client: Any = None,
+) -> int:
+    lv = distance_level(descriptor, level)
+    name = lv.matrix
+    if has_array(store, name):
+        stored = array_chunks(store, name)[0]
+        if block_size is not None and block_size != stored:
+            raise StoreError(
+                f"{name!r} in {store.root} is stored in blocks of {stored}; pass "
+                f"block_size={stored} (or None), or delete {name!r} to recompute it."
+            )
+        return stored
+    if block_size is not None:
+        return check_positive_int(block_size, "block_size")
+    d = array_shape(store, lv.rows)[1]
+    itemsize = feature_dtype(descriptor).itemsize
+    memory = _task_memory(client)
+    b = auto_block_size(d, memory, itemsize=itemsize)
+    _log.info(
+        "%s: blocks of %d rows (%.2f GB per task, %.1f GB per task slot)",
+        name, b, distance_task_bytes(b, d, itemsize) / 1e9, memory / 1e9,
+    )  # fmt: skip
+    return b
+
+
+def plan_distance_blocks(
+    store: Root, *, descriptor: str = "cnn", block_size: int | None = None, level: str = "image"
+) -> list[BlockPair]:
+    """Block pairs ``(i, j)``, ``i <= j``, of the distance matrix not yet done.
+
+    Blocks are ``block_size`` images (the chunk of ``distances/<d>`` once it exists); a
+    pair is stale when its row or column range grew (the last block of an archive that
+    gained images).
+
+    Returns
+    -------
+    list of BlockPair
+        Sorted by ``(i, j)``.
+    """
+    store = as_store(store)
+    lv = distance_level(descriptor, level)
+    b = _block_size(store, descriptor, block_size, level)
+    stage = lv.stage
+    ranges = row_ranges(lv.n(store), b)
+    pairs = [
+        BlockPair(i, j, ranges[i], ranges[j])
+        for i in range(len(ranges))
+        for j in range(i, len(ranges))
+    ]
+    return [p for p in pairs if not store.is_done(stage, p.key, p.extent)]
+
+
+def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPair]]:
+    """Consecutive pairs of one row block, at most ``per_task`` per group."""
+    groups: list[list[BlockPair]] = []
+    for pair in pairs:
+        if groups and groups[-1][0].i == pair.i and len(groups[-1]) < per_task:
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    return groups
+
+
+def _image_sums_done(store: Store, descriptor: str) -> bool:
+    return has_array(store, f"image_feature_sums/{descriptor}") and not plan_image_groups(
+        store, descriptor=descriptor
+    )
+
+
+def image_sums_total(store: Store, descriptor: str) -> np.ndarray:
+    """The float64 sum of all image features of ``descriptor``, from the kept group sums.
+
+    Divided by the number of images it is the distance stage's centre (and the query
+    centre of :func:`microscale.search.similar`); no image feature is read.
+    """
+    sums = f"image_feature_sums/{descriptor}"
+    total = np.zeros(array_shape(store, sums)[1])
+    for start, stop in row_ranges(array_shape(store, sums)[0], 64):
+        total += read_rows(store, sums, start, stop).sum(axis=0)
+    return total
+
+
+def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.ndarray:
+    """The centre for this run, cached for n rows: the mean of the image features.
+
+    Image level: the mean of the rows, from the sums the image-feature stage kept. Tile
+    level: the same image mean when the image features are done and the rows are texture
+    vectors (no pass over the tiles: any common vector gives the same exact distances,
+    and the mean of the images is close to that of their tiles, which is all the
+    kernel's speed and error bound ask of it); otherwise the mean of the tiles, one pass
+    over them (power spectra: it also finds flat tiles, which have none).
+    """
+    lv = distance_level(descriptor, level)
+    name = lv.center
+    n = lv.n(store)
+    if has_array(store, name) and array_attrs(store, name).get("n_images") == n:
+        return read_array(store, name)
+    if level == "image" or (descriptor == "cnn" and _image_sums_done(store, descriptor)):
+        center = image_sums_total(store, descriptor) / store.n_images
+    else:
+        total = np.zeros(array_shape(store, lv.rows)[1])
+        band = array_chunks(store, lv.rows)[0]
+        buf = np.empty((min(band, n), len(total)), feature_dtype(descriptor))
+        for start, stop in row_ranges(n, band):  # one reused buffer: no fresh pages per band
+            rows = read_rows(store, lv.rows, start, stop, out=buf[: stop - start])
+            total += rows.sum(axis=0, dtype=np.float64)
+        if not np.isfinite(total).all():
+            raise StoreError(
+                f"Some tiles of {store.root} have no {descriptor!r} features (flat tiles have "
+                "no power spectrum); map them with level='image', or with descriptor 'cnn'."
+            )
+        center = total / n
+    if not np.isfinite(center).all():
+        raise StoreError(
+            f"The image features of {store.root} are not all finite; recompute them with "
+            "image_features."
+        )
+    write_array(store, name, center, attrs={"n_images": n})
+    return center
+
+
+def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
+    """The row ranges :func:`compute_distance_blocks` reads, in the order it needs them."""
+    reads, last = [], None
+    for pair in pairs:
+        if pair.i != last:
+            reads.append(pair.rows)
+            last = pair.i
+        if pair.i != pair.j:
+            reads.append(pair.cols)
+    return reads
+
+
+def _read_ahead(device: str | None) -> int:
+    if READ_AHEAD is not None:
+        return READ_AHEAD
+    from microscale.device import resolve_device
+
+    return 1 if resolve_device(device).type == "cuda" else 0
+
+
+class _BlockReader:
+    """Row blocks read in a planned order into a few reused buffers.
+
+    ``take()`` returns the next block (a view of a buffer); ``give_back(block)`` returns
+    its buffer once the caller is done with it. Up to ``ahead`` later blocks are read in a
+    thread meanwhile, so the reads (Zarr chunk reads: I/O and copies, outside the GIL)
+    overlap the distance kernel. The ``2 + ahead`` buffers are this thread's
+    :mod:`microscale.scratch` buffers, reused by the next task of the stage: reading into
+    reused memory avoids the page faults of fresh memory, which on some machines cost
+    more than the copy (see :func:`microscale.store.read_rows`). A caller holds at most
+    two blocks (a row block and a column block) when it takes the next.
+    """
+
+    def __init__(
+        self,
+        read_into: Callable[[tuple[int, int], np.ndarray], object],
+        ranges: Sequence[tuple[int, int]],
+        *,
+        width: int,
+        dtype: np.dtype,
+        ahead: int,
+    ) -> None:
+        self._read_into, self._ranges, self._ahead = read_into, list(ranges), max(0, ahead)
+        rows = max((b - a for a, b in self._ranges), default=0)
+        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        for k in range(min(len(self._ranges), 2 + self._ahead)):
+            self._free.put(scratch.buffer(f"distance.block.{k}", (rows, width), dtype))
+        self._owner: dict[int, np.ndarray] = {}
+        self._pending: collections.deque[Any] = collections.deque()
+        self._next = 0
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="microscale-read") if self._ahead else None
+        )
+        self._fill()
+
+    def _load(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        # a free buffer always comes (the caller holds two); the timeout turns a bug into
+        # an error instead of a hung task
+        buf = self._free.get(timeout=_BUFFER_WAIT_S)
+        block = buf[: rows[1] - rows[0]]
+        self._read_into(rows, block)
+        return block, buf
+
+    def _fill(self) -> None:
+        while (
+            self._pool is not None
+            and self._next < len(self._ranges)
+            and len(self._pending) < self._ahead
+        ):
+            self._pending.append(self._pool.submit(self._load, self._ranges[self._next]))
+            self._next += 1
+
+    def take(self) -> np.ndarray:
+        if self._pending:
+            block, buf = self._pending.popleft().result()
+        else:
+            block, buf = self._load(self._ranges[self._next])
+            self._next += 1
+        self._owner[id(block)] = buf
+        self._fill()
+        return block
+
+    def give_back(self, block: np.ndarray) -> None:
+        self._free.put(self._owner.pop(id(block)))
+
+    def __enter__(self) -> _BlockReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def compute_distance_blocks(
+    root: Root,
+    pairs: Sequence[BlockPair],
+    *,
+    descriptor: str = "cnn",
+    precision: str = "mixed",
+    device: str | None = None,
+    level: str = "image",
+) -> list[BlockPair]:
+    """Compute block pairs of the distance matrix, write them, mark each done.
+
+    For each pair ``(i, j)`` the rows of blocks ``i`` and ``j`` of
+    ``image_features/<d>`` are read, :func:`microscale.distance.block_sq_distances` is
+    called with the centre stored by the driver (``Yb=None`` on the diagonal, which gives
+    an exactly symmetric block with a zero diagonal), the square root is written to chunk
+    ``(i, j)`` and its transpose to chunk ``(j, i)`` (so the matrix is exactly
+    symmetric), and then the record is written. Consecutive pairs of one row block read
+    it, and compute its row norms, once.
+
+    Peak memory of a task, for blocks of ``b`` images of ``d`` features (``s`` bytes per
+    feature: 4 for ``cnn``, 8 for ``ps``)::
+
+        2 * b * d * s              the two row blocks (one on the diagonal)
+        + 2 * b**2 * 8             the squared-distance block and its transpose
+        + K(b)                     the kernel's working memory
+        + 2 * d * 8                the centre (and its copy in the kernel)
+
+    :func:`~microscale.distance.block_sq_distances` documents its scratch as
+    ``2 * b * 16384 * 4 + 16 * b**2 * 4`` (38 MB at ``b = 256``, 200 MB at ``b = 1024``);
+    measured on the CPU, ``K`` is about 0.17 GB and 0.64 GB (threaded BLAS buffers
+    included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
+    (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
+    task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
+    at once, plus :data:`READ_AHEAD` block(s) being read in a thread while the kernel
+    runs (1 on a GPU, 0 on a CPU by default). On a GPU the blocks are also copied to device memory.
+    The block buffers and the kernel's scratch are the thread's :mod:`microscale.scratch`
+    buffers: the next task of the stage on that thread reuses them instead of faulting in
+    fresh memory, and :func:`run_distances` releases them on every worker at the end.
+
+    Parameters
+    ----------
+    root : path or Store
+    pairs : sequence of BlockPair
+        From :func:`plan_distance_blocks`.
+    descriptor : {"cnn", "ps"}, optional
+    precision : {"mixed", "float64"}, optional
+        Passed to the kernel.
+    device : str, optional
+        Torch device; default the worker's GPU when it has one.
+
+    Returns
+    -------
+    list of BlockPair
+        ``pairs``, once written and recorded.
+    """
+    from microscale.distance import block_sq_distances, row_sq_norms
+
+    lv = distance_level(descriptor, level)
+    store = as_store(root)
+    feats, name, stage = lv.rows, lv.matrix, lv.stage
+    center = read_array(store, lv.center)
+    reader = _BlockReader(
+        lambda r, out: read_rows(store, feats, *r, out=out),
+        _block_reads(pairs),
+        width=array_shape(store, feats)[1],
+        dtype=feature_dtype(descriptor),
+        ahead=_read_ahead(device),
+    )
+    with reader:
+        cached: tuple[int, np.ndarray, np.ndarray] | None = None
+        for pair in pairs:
+            if cached is None or cached[0] != pair.i:
+                if cached is not None:  # the previous row block's buffer, before the next
+                    reader.give_back(cached[1])
+                    cached = None
+                xi = reader.take()
+                ni = row_sq_norms(xi, center=center, precision=precision, device=device)
+                cached = (pair.i, xi, ni)
+            _, xi, ni = cached
+            if pair.i == pair.j:
+                d2 = block_sq_distances(
+                    xi,
+                    None,
+                    center=center,
+                    x_sq_norms=ni,
+                    precision=precision,
+                    device=device,
+                    keep_scratch=True,
+                )
+            else:
+                xj = reader.take()
+                d2 = block_sq_distances(
+                    xi,
+                    xj,
+                    center=center,
+                    x_sq_norms=ni,
+                    precision=precision,
+                    device=device,
+                    keep_scratch=True,
+                )
+                reader.give_back(xj)
+            dist = np.sqrt(d2, out=d2)
+            write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
+            if pair.i != pair.j:
+                write_block(
+                    store, name, np.ascontiguousarray(dist.T), rows=pair.cols, cols=pair.rows
+                )
+            store.mark_done(stage, pair.key, pair.extent)
+    return list(pairs)
+
+
+def compute_distance_block(
+    root: Root,
+    pair: BlockPair,
+    *,
+    descriptor: str = "cnn",
+    precision: str = "mixed",
+    device: str | None = None,
+) -> BlockPair:
+    """One block pair; see :func:`compute_distance_blocks`."""
+    return compute_distance_blocks(
+        root, [pair], descriptor=descriptor, precision=precision, device=device
+    )[0]
+
+
+def _release_scratch(client: Any) -> None:
+    """Free the block buffers the stage's tasks kept (:mod:`microscale.scratch`), everywhere."""
+    scratch.release()
+    if client is None:
+        return
+    try:
+        client.run(scratch.release)
+    except Exception as exc:  # a lost cluster frees its memory anyway
+        _log.warning("could not release the scratch buffers of the Dask workers: %s", exc)
+
+
+def run_distances(
+    root: Root,
+    *,
+    descriptor: str = "cnn",
+    client: Any = None,
+    block_size: int | None = None,
+    pairs_per_task: int = DEFAULT_PAIRS_PER_TASK,
+    precision: str = "mixed",
+    device: str | None = None,
+    on_done: Progress | None = None,
+    lock: bool = True,
+    level: str = "image",
+) -> StageCounts:
+    """Compute the missing blocks of the (n, n) distance matrix between image features.
+
+    With ``level="tile"`` the rows are the tiles (a map of every tile), stored apart as
+    ``tile_distances/<d>`` with its own centre (the same image mean when the image
+    features of texture vectors are done, else a pass over the tiles), records and
+    embeddings.
+
+    Needs every image feature done. The driver
+
+    1. computes the centre, the float64 mean of all image features (from
+       ``image_feature_sums``, without reading the features), and stores it as
+       ``center/<d>``. It is recomputed when images were added, so blocks of one matrix
+       may come from different centres: that is fine, because the kernel's distances are
+       exact whatever the centre (the centre only makes them cheaper and keeps the error
+       within the kernel's bound, 1e-6 relative, for every pair);
+    2. creates or grows ``distances/<d>`` in ``(block_size, block_size)`` chunks;
+    3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
+       submits them in groups of up to ``pairs_per_task`` pairs of one row block (one
+       Dask task per group: :func:`compute_distance_blocks`);
+    4. releases the buffers the tasks kept between them (:mod:`microscale.scratch`), on
+       every worker, even when the stage fails.
+
+    Parameters
+    ----------
+    root : path or Store
+    descriptor : {"cnn", "ps"}, optional
+    client : distributed.Client, optional
+        Run the groups as Dask tasks; None runs them here.
+    block_size : int, optional
+        Rows per block, fixed when the matrix is created. Peak memory per task is about
+        ``2 * block_size * d * 4`` bytes plus the kernel's working memory: 0.8 GB at 256
+        and 3.2 GB at 1024 for texture vectors (:func:`distance_task_bytes`). None (the
+        default) takes the stored block size, or for a new matrix
+        :func:`auto_block_size`: the largest block up to 1024 (the kernel's measured
+        optimum) whose task fits in half of a task slot's memory (the smallest Dask
+        worker's ``memory_limit`` per thread; the available memory without a client).
+    pairs_per_task : int, optional
+        Block pairs per task (they share the row block).
+    precision : {"mixed", "float64"}, optional
+        Kernel precision; recorded with the matrix.
+    device : str, optional
+        Torch device of the kernel.
+    on_done : callable, optional
+        ``on_done(done, total)``, in block pairs.
+    lock : bool, optional
+        Hold the store's run lock (default).
+
+    Returns
+    -------
+    StageCounts
+        Block pairs computed and skipped as done.
+    """
+    lv = distance_level(descriptor, level)
+    per_task = check_positive_int(pairs_per_task, "pairs_per_task")
+    store = as_store(root)
+    with locked(store, lock):
+        if level == "tile":
+            require_features(store, descriptor)
+        elif not has_array(store, f"image_feature_sums/{descriptor}"):
+            raise IncompleteStageError(
+                f"The store {store.root} has no image features for {descriptor!r}; run "
+                f"image_features(descriptor={descriptor!r}) first."
+            )
+        if level == "image":
+            require_done(
+                store,
+                plan_image_groups(store, descriptor=descriptor),
+                f"image_features.{descriptor}",
+                f"image_features(descriptor={descriptor!r})",
+            )
+        n = lv.n(store)
+        b = _block_size(store, descriptor, block_size, level, client=client)
+        _ensure_center(store, descriptor, level)
+        created = ensure_distance_matrix(
+            store,
+            lv.matrix,
+            n,
+            b,
+            attrs={
+                "descriptor": descriptor,
+                "precision": precision,
+                "level": level,
+                # provenance: distances between sketches estimate those between vectors
+                "sketch": array_attrs(store, lv.rows).get("sketch"),
+            },
+        )
+        if created:
+            store.clear_done(lv.stage)
+        todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b, level=level)
+        nb = len(row_ranges(n, b))
+        groups = _group_pairs(todo, per_task)
+        try:
+            run_units(
+                compute_distance_blocks,
+                root_path(root),
+                groups,
+                client=client,
+                on_done=on_done,
+                sizes=[len(g) for g in groups],
+                descriptor=descriptor,
+                precision=precision,
+                device=device,
+                level=level,
+            )
+        finally:
+            _release_scratch(client)
+        return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))

@@ -1,0 +1,108 @@
+"""The summary of a map: the numbers a run reports, and the markdown the flow publishes.
+
+:func:`map_summary` reduces the labelled map (:func:`microscale.mapping.map_store`) to a
+small JSON-able dict: stress per dimension, the interactive page, the most unusual images,
+the cluster counts and, with ground truth, R^2. :func:`summary_markdown` renders it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["map_summary", "summary_markdown"]
+
+
+def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
+    """Stress, outliers, clusters and R^2 of a map, rounded for reports.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The map, as :func:`microscale.mapping.map_store` returns it.
+    files : list of Path
+        What :func:`microscale.mapping.write_map` wrote (the HTML page is linked).
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``stress`` ({descriptor: {D*: stress}}), and when present
+        ``interactive_map``, ``outliers`` (the 5 most unusual images per descriptor, with
+        their score), ``n_neighbors``, ``clusters``, ``r2_dim`` and ``r2``.
+    """
+    stress = {
+        str(d): {
+            int(k): round(float(v), 4)
+            for k, v in zip(ds.n_components.values, ds.stress.sel(descriptor=d).values, strict=True)
+        }
+        for d in ds.descriptor.values
+    }
+    summary: dict[str, Any] = {"n_images": int(ds.sizes["image"]), "stress": stress}
+    html = [f for f in files if f.suffix == ".html"]
+    if html:
+        summary["interactive_map"] = str(html[0].resolve())
+    if "outlier_score" in ds:
+        paths = ds.image_path.values
+        summary["outliers"] = {
+            str(d): [
+                [str(paths[i]), round(float(score[i]), 4)]
+                for i in np.argsort(-score, kind="stable")[:5]
+            ]
+            for d in ds.descriptor.values
+            for score in [ds.outlier_score.sel(descriptor=d).values]
+        }
+        summary["n_neighbors"] = int(ds.outlier_score.attrs.get("n_neighbors", 5))
+        summary["clusters"] = {
+            str(d): int(np.unique(labels[labels >= 0]).size)
+            for d in ds.descriptor.values
+            for labels in [ds.cluster.sel(descriptor=d).values]
+        }
+    if "r2" in ds:
+        # the parameters span three dimensions: report R^2 there (higher D* overfits small N)
+        r2_dim = int(min(ds.n_components.values, key=lambda k: (k < 3, abs(k - 3))))
+        summary["r2_dim"] = r2_dim
+        summary["r2"] = {
+            str(d): {
+                str(p): round(float(ds.r2.sel(descriptor=d, parameter=p, n_components=r2_dim)), 3)
+                for p in ds.parameter.values
+            }
+            for d in ds.descriptor.values
+        }
+    return summary
+
+
+def summary_markdown(summary: dict, files: list[Path]) -> str:
+    """The ``pipeline-summary`` artifact: stress, the interactive map, outliers, outputs."""
+    links = "\n".join(f"- `{f}`" for f in files)
+    interactive = ""
+    if "interactive_map" in summary:
+        page = Path(summary["interactive_map"])
+        interactive = (
+            f"\n\n## Interactive map\n[{page.name}]({page.as_uri()}) (`{page}`): one "
+            "self-contained HTML file; open it in a browser, no server or network needed. "
+            "Hover a point for its thumbnail, click it for its nearest neighbours.\n"
+        )
+    outliers = ""
+    if "outliers" in summary:
+        outliers = (
+            f"\n\n## Most unusual images (distance to the {summary['n_neighbors']}-th nearest "
+            "neighbour)\n"
+            + "\n".join(
+                f"- {d} ({summary['clusters'][d]} clusters): "
+                + ", ".join(f"`{p}` ({s})" for p, s in top)
+                for d, top in summary["outliers"].items()
+            )
+        )
+    best = {
+        d: min(c.items(), key=lambda kv: abs(kv[1] - 0.05)) for d, c in summary["stress"].items()
+    }
+    return (
+        f"# microscale map of {summary['n_images']} images\n\n"
+        + "\n".join(f"- {d}: stress {s} at D*={k}" for d, (k, s) in best.items())
+        + interactive
+        + outliers
+        + f"\n\n## Outputs\n{links}\n"
+    )

@@ -1,0 +1,6 @@
+"""Builders for tests and benchmarks: hostile input files and small synthetic stores.
+
+:mod:`microscale.testing.hostile` writes files that attack a reader (decompression bombs,
+an XML entity bomb); :mod:`microscale.testing.stores` fills small stores with random
+tiles. The tests and the benchmarks share them, so a benchmark never imports the tests.
+"""
