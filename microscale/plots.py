@@ -73,6 +73,12 @@ def plot_angle_curves(ds: xr.Dataset, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].axhline(np.pi / np.sqrt(12), color="grey", lw=0.8, ls=":")
     axes[0].text(ds.A.values[0], np.pi / np.sqrt(12), " random guess", va="bottom", fontsize=8)
+    # the paper's Fig. 6: PS good only for 2 <~ A <~ 3.5, CNN good up to A ~ 4.5
+    axes[0].set_yscale("log")
+    axes[0].axhline(0.1, color="black", lw=0.8, ls="--")
+    axes[0].text(ds.A.values[0], 0.1, " good (0.1 rad)", va="bottom", fontsize=8)
+    axes[0].axvspan(2.0, 3.5, color=_COLORS.get("ps"), alpha=0.08, label="paper: PS window")
+    axes[0].axvline(4.5, color=_COLORS.get("cnn"), lw=0.8, ls="-.", label="paper: CNN edge")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Angle task ({ds.sizes['trial']} trial(s) per point)")
     return _save(fig, path)
