@@ -27,7 +27,7 @@ class PipelineParams(BaseModel):
     tile_size: int = Field(256, ge=16, description="Tile side in pixels.")
     stride: int | None = Field(None, ge=1, description="Tile step (default: tile_size).")
     normalize: Literal["percentile", "minmax", "dtype"] = Field(
-        "percentile", description="Per-image intensity mapping to [0, 1] (METHOD.md 1)."
+        "percentile", description="Per-image intensity mapping to [0, 1] (docs/method.md, 1)."
     )
     pixel_size_nm: float | None = Field(
         None, gt=0, description="Resample calibrated images to this pixel size."

@@ -30,7 +30,7 @@ median of its finite pixels (an image with no finite pixel is skipped); the SEM 
 bar is cropped (``crop_bottom`` pixels, or from the FEI header with
 ``crop_bottom="auto"``); the image is resampled to ``pixel_size_nm`` when that is set and
 the file has a calibration; intensities are mapped to [0, 1] per image
-(``normalize``, METHOD.md section 1: so that all tiles of an image share its contrast);
+(``normalize``, docs/method.md section 1: so that all tiles of an image share its contrast);
 then it is tiled (:func:`microscale.io.tile`). A multi-page file contributes one image per
 page, with identity ``sha256#p<page>``.
 

@@ -1,4 +1,4 @@
-"""Image stacks and intensity normalisation (METHOD.md section 1).
+"""Image stacks and intensity normalisation (docs/method.md section 1).
 
 Every descriptor in microscale starts from a single-channel scalar field phi(r) mapped
 to [0, 1] per image. Three mappings are offered, and which one was used is recorded with
@@ -144,7 +144,7 @@ def normalize_intensity(
     bit_depth: int | None = None,
     dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
-    """Map each image's intensities to [0, 1] (METHOD.md section 1).
+    """Map each image's intensities to [0, 1] (docs/method.md section 1).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Power-spectrum (two-point) baseline descriptor (METHOD.md section 3).
+"""Power-spectrum (two-point) baseline descriptor (docs/method.md section 3).
 
 Each image phi is rescaled to [-1, 1] by its min and max, and its power spectrum
 S(q) = |FFT(phi)(q)|^2 (Eq. 6) over the full FFT grid is the descriptor, so that the

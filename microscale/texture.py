@@ -1,4 +1,4 @@
-"""Gram-matrix texture vectors of the normalised VGG-19 (METHOD.md section 2).
+"""Gram-matrix texture vectors of the normalised VGG-19 (docs/method.md section 2).
 
 This module and :mod:`microscale.backbones` (the random multi-scale network and the
 ImageNet VGG-19 of issue 6) hold the torch model code. ``weights=`` picks the network:
@@ -11,8 +11,8 @@ For a grey image x, the network's ReLU output at layer l is F^l, an (N_l, M_l) m
     G_hat^l = sqrt(w_l / (4 N_l^2 M_l^2)) G^l
 
 so that ||G_hat(x_i) - G_hat(x_j)||^2 = sum_l w_l ||G^l_i - G^l_j||^2 / (4 N_l^2 M_l^2)
-is exactly the Gatys loss L (Eqs. 2-4; this is METHOD.md's **fix** of the paper's
-normalisation). Each G_hat^l is stored as its upper triangle in ``numpy.triu_indices``
+is exactly the Gatys loss L (Eqs. 2-4; this is the fix of the paper's normalisation,
+docs/method.md section 2). Each G_hat^l is stored as its upper triangle in ``numpy.triu_indices``
 order with off-diagonal entries multiplied by sqrt(2), which keeps the Euclidean norm, and
 the layers are concatenated in network order: with the default five layers a vector has
 64*65/2 + 128*129/2 + 256*257/2 + 2 * 512*513/2 = 305,888 entries.
@@ -274,7 +274,7 @@ def texture_vectors(
 
     Squared Euclidean distance between two rows equals the Gatys texture loss
     L = sum_l w_l ||G^l_i - G^l_j||^2 / (4 N_l^2 M_l^2) (Lubbers et al. 2017, Eqs. 1-4
-    with METHOD.md's fix of the scaling).
+    with the fix of the scaling in docs/method.md).
 
     Parameters
     ----------

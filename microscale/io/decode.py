@@ -47,7 +47,7 @@ image) is refused as before. Strip-based TIFFs are never streamed.
 
 Channel policy
 --------------
-Every micrograph comes out as one 2-D ``(H, W)`` grey array (METHOD.md section 1):
+Every micrograph comes out as one 2-D ``(H, W)`` grey array (docs/method.md section 1):
 
 - grey data is returned as stored, in its native dtype (``uint8``, ``uint16`` for 12- and
   16-bit data, ``int16``, ``float32``..., ``bool`` for bilevel images), so that
