@@ -57,8 +57,9 @@ has both tables):
    Coarse multi-octave noise (4-cell lattice and coarser) gives widths of 3-5: the
    setting before the calibration (``NOISE_BY_EYE``) had 4.0, a window of about
    1.8 <= A <= 6.8 instead of the paper's 2-3.5.
-2. The five structures closest to the paper's width 1.75, with the amplitude that puts
-   their window on [2, 3.5], ran the angle task with the CNN (4 trials, A = 0..6). The
+2. The five multi-octave structures (the paper calls h "multi-scale") closest to the
+   paper's width 1.75, with the amplitude that puts their window on [2, 3.5], ran the
+   angle task with the CNN (4 trials, A = 0..6), and so did two single-octave ones. The
    best by the summed log-distance to the stated windows and the rank correlation of
    stress with A (0 < A <= 5: the A = 0 images do not depend on the noise) is
 
