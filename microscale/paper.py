@@ -114,7 +114,7 @@ class PaperConfig:
     grid_size: int = 256
     noise: str | synth.PerlinNoise = "calibrated"
     angle_n: tuple[int, ...] = (50,)
-    amplitudes: tuple[float, ...] = tuple(np.round(np.arange(0, 5.01, 0.5), 2))
+    amplitudes: tuple[float, ...] = tuple(float(a) for a in np.arange(0, 5.01, 0.5))
     trials: int = 10
     grid_n: int = 10
     grid_dims: tuple[int, ...] = (2, 3, 4, 5, 6, 10, 50)

@@ -443,7 +443,7 @@ def write_report(
         f"# microscale paper: Lubbers, Lookman & Barros (PRE 96, 052111, 2017), {title}",
         "",
         f"Tasks: {tasks}. Angle task {config.size}×{config.size}, N = {list(config.angle_n)}, "
-        f"A = {list(config.amplitudes)}, {config.trials} trial(s); 3-D task "
+        f"A = {', '.join(f'{a:g}' for a in config.amplitudes)}, {config.trials} trial(s); 3-D task "
         f"{config.grid_n}³ images of {config.grid_size}×{config.grid_size}. Generator noise "
         f"`{noise}`. Device: {config.device or 'auto'}.",
         f"Weights sha256 `{first.attrs.get('weights_sha256', '?')}`; "

@@ -20,10 +20,10 @@ from microscale.device import resolve_device
 from microscale.intensity import normalize_intensity
 from microscale.texture import (
     DEFAULT_LAYERS,
-    _check_layers,
-    _resolve_model,
+    check_layers,
     exact_float32,
     gram_vectors,
+    resolve_model,
 )
 from microscale.weights import DEFAULT_WEIGHTS, VGGWeights
 
@@ -84,7 +84,7 @@ def synthesize_texture(
     if len(grey) != 1:
         raise ValueError(f"Pass one (H, W) image to synthesise from; got {len(grey)}.")
     dev = resolve_device(device)
-    model = _resolve_model(weights, _check_layers(layers), dev)
+    model = resolve_model(weights, check_layers(layers), dev)
     target_img = torch.from_numpy(grey).to(dev)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(grey.shape, generator=gen, dtype=torch.float32).to(dev).requires_grad_(True)

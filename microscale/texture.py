@@ -387,8 +387,3 @@ def texture_vectors(
             vec = gram_vectors([f.float() for f in feats], layer_weights=layer_weights)
             out[start : start + len(batch)] = vec.cpu().numpy()
     return out
-
-
-# The private names microscale.synthesis imports (kept for it; use the public ones).
-_check_layers = check_layers
-_resolve_model = resolve_model
