@@ -80,17 +80,9 @@ def label(noise: synth.PerlinNoise) -> str:
     return f"L={noise.base_lattice} O={noise.octaves} p={noise.persistence:g}{tag}"
 
 
-def gradient_rms(noise: synth.PerlinNoise, *, size: int = 256, seeds: int = 16) -> float:
-    """RMS of |grad (h . n)| over the unit square, averaged over seeds and directions,
-    in image sides per image side (dimensionless)."""
-    coords = np.arange(size) / size
-    total = 0.0
-    for s in range(seeds):
-        theta = np.pi * (s + 0.5) / seeds
-        h = synth._displacement_along(s, coords, math.cos(theta), math.sin(theta), noise)
-        gy, gx = np.gradient(h, 1.0 / size)
-        total += float(np.mean(gx**2 + gy**2))
-    return math.sqrt(total / seeds)
+def gradient_rms(noise: synth.PerlinNoise) -> float:
+    """RMS of |grad (h . n)| per unit of A (:func:`microscale.synth.displacement_strain`)."""
+    return synth.displacement_strain(noise, size=256, seeds=16)
 
 
 def angle_trial(

@@ -434,18 +434,6 @@ def _peak_power(A: float, noise: str, *, size: int = 64, n: int = 12) -> float:
     return float(S.max(axis=1).mean())
 
 
-def _strain(noise: synth.PerlinNoise, *, size: int = 256, seeds: int = 16) -> float:
-    """RMS |grad (h . n)| per unit of A: the relative perturbation of the wave vector."""
-    coords = np.arange(size) / size
-    total = 0.0
-    for s in range(seeds):
-        theta = np.pi * (s + 0.5) / seeds
-        h = synth._displacement_along(s, coords, math.cos(theta), math.sin(theta), noise)
-        gy, gx = np.gradient(h, 1.0 / size)
-        total += float(np.mean(gx**2 + gy**2))
-    return math.sqrt(total / seeds)
-
-
 def test_calibrated_peak_power_falls_steeply_with_A() -> None:
     """Fig. 4: the PS peaks broaden and their power falls fast with A. The calibration
     measured P(1)/P(3) ~ 45-50 (~15 for the by-eye setting, the control)."""
@@ -459,17 +447,27 @@ def test_calibrated_peak_power_falls_steeply_with_A() -> None:
 def test_calibrated_strain_puts_the_ps_window_where_the_calibration_did() -> None:
     """The calibration put the PS window (strain 1.05-1.65 RMS, stage 1) on A = 2-3.5:
     the default's strain per unit A is 0.50 (by-eye: 0.21)."""
-    per_A = _strain(synth.DEFAULT_NOISE)
+    per_A = synth.displacement_strain(synth.DEFAULT_NOISE)
     assert per_A == pytest.approx(0.50, rel=0.06)
     assert 2.0 * per_A == pytest.approx(1.05, rel=0.1)
     assert 3.5 * per_A == pytest.approx(1.65, rel=0.1)
-    assert _strain(synth.NOISE_BY_EYE) == pytest.approx(0.21, rel=0.1)
+    assert synth.displacement_strain(synth.NOISE_BY_EYE) == pytest.approx(0.21, rel=0.1)
     # the strain is linear in the amplitude (u = r + A h)
     double = dataclasses.replace(synth.DEFAULT_NOISE, amplitude=2 * synth.PERLIN_AMPLITUDE)
-    assert _strain(double) == pytest.approx(2 * per_A, rel=1e-12)
+    assert synth.displacement_strain(double) == pytest.approx(2 * per_A, rel=1e-12)
 
 
 def test_default_noise_is_the_calibrated_preset() -> None:
     assert synth.NOISE_PRESETS["calibrated"] is synth.DEFAULT_NOISE
     assert synth.DEFAULT_NOISE == synth.PerlinNoise(0.028, 8, 3, 2, 0.7)
     assert synth.DEFAULT_NOISE != synth.NOISE_BY_EYE
+
+
+def test_displacement_strain_validation_and_presets() -> None:
+    with pytest.raises(ValueError, match="'seeds' parameter must be an int >= 1"):
+        synth.displacement_strain(seeds=0)
+    with pytest.raises(ValueError, match="'size' parameter must be an int >= 16"):
+        synth.displacement_strain(size=8)
+    assert synth.displacement_strain("by-eye", size=64, seeds=2) == synth.displacement_strain(
+        synth.NOISE_BY_EYE, size=64, seeds=2
+    )
