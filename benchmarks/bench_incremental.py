@@ -52,7 +52,7 @@ def run_all(archive: Path, store: Path, *, tile: int, block: int) -> dict[str, f
         times[name] = time.perf_counter() - t
     t = time.perf_counter()
     for d in DESCRIPTORS:
-        pipeline.embed(store, descriptor=d, dims=range(1, 11))
+        pipeline.embed(store, descriptor=d, n_components=range(1, 11))
     times["embed"] = time.perf_counter() - t
     times["_counts"] = counts
     return times

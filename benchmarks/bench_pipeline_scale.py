@@ -224,13 +224,15 @@ def one_size(args: argparse.Namespace) -> dict:
         timed("distances", lambda: pl.run_distances(root, client=client, block_size=b))
         params = inspect.signature(pl.embed).parameters
         if n <= args.max_dense:
-            out = timed("embed", lambda: pl.embed(root, dims=[3], init_from_previous=False))
+            out = timed("embed", lambda: pl.embed(root, n_components=[3], init_from_previous=False))
             result["embed"] = f"dense SMACOF (stress {out['stress'][3]:.4f})"
         elif "landmarks" in params:
             kw = {"landmarks": args.landmarks}
             if "max_dense" in params:
                 kw["max_dense"] = args.max_dense
-            out = timed("embed", lambda: pl.embed(root, dims=[3], init_from_previous=False, **kw))
+            out = timed(
+                "embed", lambda: pl.embed(root, n_components=[3], init_from_previous=False, **kw)
+            )
             result["embed"] = (
                 f"pipeline.embed(landmarks={args.landmarks}), stress {out['stress'][3]:.4f}"
             )

@@ -47,7 +47,7 @@ import numpy as np
 
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
-from microscale.manifold import mds, stress
+from microscale.metric_mds import mds, stress
 from microscale.spectrum import power_spectra
 
 RESULTS = Path(__file__).parent / "results"

@@ -18,7 +18,7 @@ def embed_task(params: PipelineParams) -> tuple[list[Path], dict]:
     ds = map_store(
         params.store,
         descriptors=params.descriptors,
-        dims=params.n_components,
+        n_components=params.n_components,
         archive=params.archive,
         random_state=params.random_state,
         device=params.device,

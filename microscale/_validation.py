@@ -18,6 +18,7 @@ ValueError: The 'block' parameter must be a positive int. Got 0 instead.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_non_negative_int",
     "check_one_of",
     "check_positive_int",
+    "renamed",
 ]
 
 T = TypeVar("T")
@@ -96,3 +98,30 @@ def as_real_rows(a: ArrayLike, name: str) -> np.ndarray:
             f"float64 array, e.g. np.asarray({name}, dtype=np.float32)."
         )
     return arr
+
+
+def renamed(new: T | None, old: T | None, *, new_name: str, old_name: str, caller: str) -> T | None:
+    """The value of a keyword that was renamed: ``new``, or ``old`` with a FutureWarning.
+
+    Keeps the old keyword working for one release (one name per concept across the
+    public API: ``n_components``, ``random_state``, ...).
+
+    Raises
+    ------
+    TypeError
+        If both keywords are given.
+    """
+    if old is None:
+        return new
+    if new is not None:
+        raise TypeError(
+            f"{caller}() got both '{new_name}' and its old name '{old_name}': pass only "
+            f"'{new_name}'."
+        )
+    warnings.warn(
+        f"{caller}(): '{old_name}' is renamed '{new_name}'; the old name stops working in "
+        "the next release.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old

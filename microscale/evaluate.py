@@ -429,7 +429,7 @@ def stress_curve(D: ArrayLike, embeddings: Mapping[int, ArrayLike]) -> dict[int,
     """Kruskal's stress-1 (Eq. 8) of embeddings of several dimensions.
 
     ``sigma = sqrt(sum_{i<j} (d_ij - dhat_ij)**2 / sum_{i<j} d_ij**2)``, computed by
-    :func:`microscale.manifold.stress` for each embedding, where ``dhat_ij`` are the
+    :func:`microscale.metric_mds.stress` for each embedding, where ``dhat_ij`` are the
     Euclidean distances between its points.
 
     Parameters
@@ -450,9 +450,9 @@ def stress_curve(D: ArrayLike, embeddings: Mapping[int, ArrayLike]) -> dict[int,
     ValueError
         If ``embeddings`` is empty, a key is not the number of columns of its embedding,
         or an embedding does not have one row per row of ``D`` (and whatever
-        :func:`microscale.manifold.stress` rejects).
+        :func:`microscale.metric_mds.stress` rejects).
     """
-    from microscale.manifold import stress
+    from microscale.metric_mds import stress
 
     if not embeddings:
         raise ValueError(

@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from microscale import evaluate, neighbors, store
+from microscale._validation import renamed
 from microscale.results import build_dataset, provenance, write_dataset
 from microscale.stages import embed as embed_stage
 
@@ -176,7 +177,7 @@ def map_store(
     root: str | os.PathLike[str],
     *,
     descriptors: Sequence[str] = ("cnn", "ps"),
-    dims: Sequence[int] = tuple(range(1, 11)),
+    n_components: Sequence[int] | None = None,
     archive: str | os.PathLike[str] | None = None,
     random_state: int = 0,
     device: str | None = None,
@@ -186,6 +187,7 @@ def map_store(
     n_neighbors: int = neighbors.DEFAULT_K,
     landmarks: int | None = None,
     max_dense: int = embed_stage.DENSE_LIMIT,
+    dims: Sequence[int] | None = None,
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -195,8 +197,8 @@ def map_store(
         Store whose distance stage is complete.
     descriptors : sequence of str
         ``"cnn"`` and/or ``"ps"``.
-    dims : sequence of int
-        MDS dimensions (those >= the number of images are dropped).
+    n_components : sequence of int, optional
+        MDS dimensions (those >= the number of images are dropped); default 1 .. 10.
     archive : path, optional
         The archive, to find a ``parameters.csv`` with ground truth.
     random_state, device : optional
@@ -214,6 +216,8 @@ def map_store(
         Landmark MDS with ``landmarks`` landmarks, or when there are more than
         ``max_dense`` images; see :func:`microscale.stages.embed.embed`. The method used is
         recorded in the attributes ``mds_method`` and ``mds_landmarks`` (per descriptor).
+    dims : sequence of int, optional
+        The old name of ``n_components`` (a FutureWarning; removed in the next release).
 
     Returns
     -------
@@ -227,6 +231,9 @@ def map_store(
         (descriptor, image), ``cluster`` (descriptor, image) int64 (-1 noise) and
         ``cluster_n_components`` (descriptor,).
     """
+    dims = renamed(n_components, dims, new_name="n_components", old_name="dims", caller="map_store")
+    if dims is None:
+        dims = range(1, 11)
     st = store.open_store(root, mode="r")
     n = st.n_images if level == "image" else st.n_tiles
     dims = sorted({int(k) for k in dims if 0 < k < n})
@@ -237,7 +244,7 @@ def map_store(
         res = embed_stage.embed(
             root,
             descriptor=d,
-            dims=dims,
+            n_components=dims,
             random_state=random_state,
             device=device,
             level=level,

@@ -188,12 +188,12 @@ def describe(images: np.ndarray, *, method: str, config: PaperConfig) -> np.ndar
 
 
 def embed(
-    D: np.ndarray, dims: Sequence[int], *, config: PaperConfig
+    D: np.ndarray, n_components: Sequence[int], *, config: PaperConfig
 ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-    """MDS embeddings and their stress for every dimension < N."""
-    from microscale.manifold import mds, stress
+    """MDS embeddings and their stress for every dimension in ``n_components`` below N."""
+    from microscale.metric_mds import mds, stress
 
-    dims = sorted({int(d) for d in dims if d < len(D)})
+    dims = sorted({int(d) for d in n_components if d < len(D)})
     emb = mds(D, dims, random_state=config.seed, device=config.device)
     return emb, {d: stress(D, emb[d]) for d in dims}
 

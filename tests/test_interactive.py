@@ -40,7 +40,7 @@ def mapped(tmp_path_factory):
     pipeline.run_features(st, descriptor="ps")
     pipeline.image_features(st, descriptor="ps")
     pipeline.run_distances(st, descriptor="ps", block_size=5)
-    ds = map_store(st, descriptors=["ps"], dims=[1, 2, 3], archive=archive, n_neighbors=3)
+    ds = map_store(st, descriptors=["ps"], n_components=[1, 2, 3], archive=archive, n_neighbors=3)
     files = write_map(ds, st)
     return ds, st, files
 

@@ -15,7 +15,9 @@ def _mapped(archive, store, *, level):
     if level == "image":
         pipeline.image_features(store, descriptor="ps")
     pipeline.run_distances(store, descriptor="ps", block_size=8, level=level)
-    return map_store(store, descriptors=["ps"], dims=[1, 2, 3], archive=archive, level=level)
+    return map_store(
+        store, descriptors=["ps"], n_components=[1, 2, 3], archive=archive, level=level
+    )
 
 
 def test_image_map_with_ground_truth(tmp_path):
@@ -98,3 +100,17 @@ def test_cluster_dimension():
     assert cluster_dimension({1: 0.3, 2: 0.08, 3: 0.04}) == 2
     assert cluster_dimension({1: 0.3, 2: 0.2}) == 2  # none is good enough: the largest
     assert cluster_dimension({1: float("nan"), 2: 0.05}) == 2
+
+
+def test_old_dims_keyword_still_works_with_a_warning(tmp_path):
+    archive = tmp_path / "demo"
+    write_demo_archive(archive, n=10, size=32, seed=3)
+    ds = _mapped(archive, tmp_path / "st", level="image")
+    with pytest.warns(FutureWarning, match="'dims' is renamed 'n_components'"):
+        old = map_store(tmp_path / "st", descriptors=["ps"], dims=[1, 2, 3], archive=archive)
+    # the old keyword reaches the same parameter (the second run starts from the stored map)
+    assert list(old.n_components.values) == list(ds.n_components.values) == [1, 2, 3]
+    assert old.embedding.shape == ds.embedding.shape
+    with pytest.warns(FutureWarning, match=r"embed\(\): 'dims' is renamed"):
+        res = pipeline.embed(tmp_path / "st", descriptor="ps", dims=[2], save=False)
+    assert list(res["embeddings"]) == [2]

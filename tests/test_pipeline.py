@@ -202,7 +202,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
     old, new = _images(13, seed=11), _images(10, seed=12)
     root = _make(tmp_path / "grown", old)
     _all_stages(root)
-    first = emb.embed(root, descriptor="ps", dims=[2])
+    first = emb.embed(root, descriptor="ps", n_components=[2])
     n_old_tiles = st.open_store(root).n_tiles
     _fill(st.open_store(root), new)
     n_tiles = st.open_store(root).n_tiles
@@ -228,7 +228,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
         st.read_rows(a, "distances/ps"), st.read_rows(b, "distances/ps"), rtol=1e-9
     )
 
-    grown = emb.embed(root, descriptor="ps", dims=[2])
+    grown = emb.embed(root, descriptor="ps", n_components=[2])
     D = st.read_rows(a, "distances/ps")
     fresh = mds(D, 2, device="cpu", return_info=True)[1].stress
     assert grown["stress"][2] <= fresh + 1e-12
@@ -391,7 +391,7 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     images = _images(12, seed=18)
     root = _make(tmp_path / "s", images)
     _all_stages(root)
-    result = emb.embed(root, descriptor="ps", dims=[1, 2, 3])
+    result = emb.embed(root, descriptor="ps", n_components=[1, 2, 3])
     D = st.read_rows(st.open_store(root), "distances/ps")
     expected, infos = mds(D, [1, 2, 3], random_state=0, return_info=True)
     for k in (1, 2, 3):
@@ -402,7 +402,7 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     assert result["start"] == {1: "classical", 2: "classical", 3: "classical"}
     stored = st.read_array(st.open_store(root), "embeddings/ps/d2")
     np.testing.assert_array_equal(stored, result["embeddings"][2])
-    again = emb.embed(root, descriptor="ps", dims=[2])  # starts from the stored map too
+    again = emb.embed(root, descriptor="ps", n_components=[2])  # starts from the stored map too
     assert again["stress"][2] <= result["stress"][2] + 1e-12
 
 
@@ -445,7 +445,7 @@ def test_tile_level_map_is_the_tiles_own_distances(tmp_path):
     )
     np.testing.assert_allclose(D, cdist(feats, feats), rtol=1e-6, atol=1e-9 * D.max())
     assert np.array_equal(D, D.T) and not np.diag(D).any()
-    res = emb.embed(root, descriptor="ps", dims=[2], level="tile")
+    res = emb.embed(root, descriptor="ps", n_components=[2], level="tile")
     assert res["embeddings"][2].shape == (n, 2) and len(res["image_ids"]) == n
     assert all("@" in str(i) for i in res["image_ids"])
     # the image-level matrix is untouched by the tile level and vice versa

@@ -107,7 +107,7 @@ def test_distances_and_embedding_of_a_sketched_store(tmp_path, fake_weights):
     D = st.read_rows(store, "distances/cnn")
     np.testing.assert_allclose(D, cdist(F, F), rtol=1e-6, atol=0)
     assert st.array_attrs(store, "distances/cnn")["sketch"]["n_components"] == K
-    res = emb.embed(root, descriptor="cnn", dims=[2], device="cpu", save=False)
+    res = emb.embed(root, descriptor="cnn", n_components=[2], device="cpu", save=False)
     assert res["stress"][2] == pytest.approx(stress(D, res["embeddings"][2]), rel=1e-9)
 
 
@@ -193,7 +193,7 @@ def stripes_store(tmp_path_factory):
 
 def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, monkeypatch):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
-    dense = emb.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", save=False)
+    dense = emb.embed(stripes_store, descriptor="ps", n_components=[2, 3], device="cpu", save=False)
     reads = []
     real = emb.read_rows
 
@@ -202,7 +202,7 @@ def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, mon
         return real(store, name, start, stop, **kwargs)
 
     monkeypatch.setattr(emb, "read_rows", spy)
-    res = emb.embed(stripes_store, descriptor="ps", dims=[2, 3], device="cpu", max_dense=50,
+    res = emb.embed(stripes_store, descriptor="ps", n_components=[2, 3], device="cpu", max_dense=50,
                    landmarks=30, save=False)  # fmt: skip
     assert res["method"] == "landmark" and res["n_landmarks"] == 30
     assert res["start"] == {2: "landmark", 3: "landmark"}
@@ -220,7 +220,7 @@ def test_landmark_embed_reports_the_stress_of_the_full_matrix(stripes_store, mon
 
 def test_landmark_embed_past_max_dense_is_saved(stripes_store):
     # n = 80 > max_dense: landmark MDS with min(DEFAULT_LANDMARKS, n) = 80 landmarks.
-    res = emb.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    res = emb.embed(stripes_store, descriptor="ps", n_components=[2], device="cpu", max_dense=79)
     assert res["method"] == "landmark" and res["n_landmarks"] == 80
     store = st.open_store(stripes_store)
     D = st.read_rows(store, "distances/ps")
@@ -229,13 +229,13 @@ def test_landmark_embed_past_max_dense_is_saved(stripes_store):
     attrs = st.array_attrs(store, "embeddings/ps/d2")
     assert attrs["method"] == "landmark" and attrs["n_landmarks"] == 80
     # The next run is rotated onto the stored map: same points, same place.
-    again = emb.embed(stripes_store, descriptor="ps", dims=[2], device="cpu", max_dense=79)
+    again = emb.embed(stripes_store, descriptor="ps", n_components=[2], device="cpu", max_dense=79)
     np.testing.assert_allclose(again["embeddings"][2], res["embeddings"][2], atol=1e-9)
 
 
 def test_dense_path_is_unchanged(stripes_store):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
-    res = emb.embed(stripes_store, descriptor="ps", dims=[1, 2], device="cpu", max_dense=80,
+    res = emb.embed(stripes_store, descriptor="ps", n_components=[1, 2], device="cpu", max_dense=80,
                    init_from_previous=False, save=False)  # fmt: skip
     expected, infos = mds(D, [1, 2], random_state=0, device="cpu", return_info=True)
     assert res["method"] == "dense" and res["n_landmarks"] is None
@@ -246,12 +246,12 @@ def test_dense_path_is_unchanged(stripes_store):
 
 def test_landmark_options_are_checked(stripes_store):
     # more landmarks than images (a growing archive): all of them, no error
-    res = emb.embed(stripes_store, descriptor="ps", dims=[2], landmarks=81, save=False)
+    res = emb.embed(stripes_store, descriptor="ps", n_components=[2], landmarks=81, save=False)
     assert res["method"] == "landmark" and res["n_landmarks"] == 80
     with pytest.raises(ValueError, match="dims up to 3 with 3 landmarks. Pass more landmarks"):
-        emb.embed(stripes_store, descriptor="ps", dims=[3], landmarks=3, save=False)
+        emb.embed(stripes_store, descriptor="ps", n_components=[3], landmarks=3, save=False)
     with pytest.raises(ValueError, match="'max_dense' parameter must be a positive int"):
-        emb.embed(stripes_store, descriptor="ps", dims=[2], max_dense=0, save=False)
+        emb.embed(stripes_store, descriptor="ps", n_components=[2], max_dense=0, save=False)
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])

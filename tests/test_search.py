@@ -49,7 +49,7 @@ def archive_store(tmp_path_factory, fake_weights):
         pl.run_features(store, descriptor=d, **(features if d == "cnn" else {}))
         pl.image_features(store, descriptor=d, images_per_task=4)
         pl.run_distances(store, descriptor=d, block_size=5, device="cpu")
-        pl.embed(store, descriptor=d, dims=DIMS, device="cpu", eps=1e-9, max_iter=3000)
+        pl.embed(store, descriptor=d, n_components=DIMS, device="cpu", eps=1e-9, max_iter=3000)
     return archive, store
 
 
@@ -289,7 +289,7 @@ def test_store_sketched_by_the_pipeline(archive_store, query, fake_weights, tmp_
     pl.run_features(store, descriptor="cnn", sketch_dim=64, sketch_seed=3, **features)
     pl.image_features(store, descriptor="cnn", images_per_task=4)
     pl.run_distances(store, descriptor="cnn", block_size=5, device="cpu")
-    pl.embed(store, descriptor="cnn", dims=(2,), device="cpu")
+    pl.embed(store, descriptor="cnn", n_components=(2,), device="cpu")
     spec = st.array_attrs(st.open_store(store), "image_features/cnn")["sketch"]
     assert spec["n_components"] == 64
 

@@ -49,3 +49,12 @@ def test_a_complex_array_is_one_error_for_distances_and_sketches():
 def test_as_real_rows_does_not_copy():
     X = np.ones((2, 3), dtype=np.int16)
     assert V.as_real_rows(X, "X") is X
+
+
+def test_renamed_keyword_keeps_the_old_name_for_one_release():
+    assert V.renamed(3, None, new_name="n_components", old_name="dims", caller="f") == 3
+    assert V.renamed(None, None, new_name="n_components", old_name="dims", caller="f") is None
+    with pytest.warns(FutureWarning, match=r"f\(\): 'dims' is renamed 'n_components'"):
+        assert V.renamed(None, [2], new_name="n_components", old_name="dims", caller="f") == [2]
+    with pytest.raises(TypeError, match="got both 'n_components' and its old name 'dims'"):
+        V.renamed([2], [2], new_name="n_components", old_name="dims", caller="f")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from microscale._validation import check_positive_int
+from microscale._validation import check_positive_int, renamed
 from microscale.errors import IncompleteStageError
 from microscale.stages._runner import (
     Root,
@@ -211,7 +211,7 @@ def embed(
     root: Root,
     *,
     descriptor: str = "cnn",
-    dims: Iterable[int] | None = None,
+    n_components: Iterable[int] | None = None,
     init_from_previous: bool = True,
     n_init: int = 1,
     max_iter: int = 300,
@@ -223,8 +223,9 @@ def embed(
     level: str = "image",
     landmarks: int | None = None,
     max_dense: int = DENSE_LIMIT,
+    dims: Iterable[int] | None = None,
 ) -> dict[str, Any]:
-    """Metric MDS of the store's distance matrix, in each dimension of ``dims``.
+    """Metric MDS of the store's distance matrix, in each dimension of ``n_components``.
 
     Every block pair of the matrix must be done. Two methods:
 
@@ -254,7 +255,7 @@ def embed(
     ----------
     root : path or Store
     descriptor : {"cnn", "ps"}, optional
-    dims : iterable of int, optional
+    n_components : iterable of int, optional
         Embedding dimensions, each < n (and < the number of landmarks); default
         1 .. min(10, n - 1).
     init_from_previous : bool, optional
@@ -279,6 +280,8 @@ def embed(
     max_dense : int, optional
         Largest ``n`` embedded densely (default :data:`DENSE_LIMIT`, 20,000: the dense
         matrix and its working copies take about 33 bytes per entry, 13 GB).
+    dims : iterable of int, optional
+        The old name of ``n_components`` (a FutureWarning; removed in the next release).
 
     Returns
     -------
@@ -297,6 +300,7 @@ def embed(
         If the landmarks (at most ``n``: more are capped) are not more than every
         dimension.
     """
+    dims = renamed(n_components, dims, new_name="n_components", old_name="dims", caller="embed")
     lv = distance_level(descriptor, level)
     max_dense = check_positive_int(max_dense, "max_dense")
     if landmarks is not None:
