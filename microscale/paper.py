@@ -331,7 +331,7 @@ def run_synthesis(config: PaperConfig) -> xr.Dataset:
     res = synthesize_texture(
         original,
         steps=config.synthesis_steps,
-        seed=config.seed,
+        random_state=config.seed,
         weights=config.weights,
         device=config.device,
         progress=True,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from microscale._validation import renamed
 from microscale.device import resolve_device
 from microscale.intensity import normalize_intensity
 from microscale.texture import (
@@ -53,11 +54,12 @@ def synthesize_texture(
     image: ArrayLike,
     *,
     steps: int = 100,
-    seed: int = 0,
+    random_state: int | None = None,
     weights: str | Path | VGGWeights = DEFAULT_WEIGHTS,
     layers: Sequence[str] = DEFAULT_LAYERS,
     device: str | torch.device | None = None,
     progress: bool = False,
+    seed: int | None = None,
 ) -> SynthesisResult:
     """Synthesise a new image with the texture vector of ``image``.
 
@@ -67,12 +69,14 @@ def synthesize_texture(
         The original, mapped to [0, 1] by min/max.
     steps : int, optional
         L-BFGS iterations (at most 1.25 function evaluations each).
-    seed : int, optional
-        Seed of the starting uniform noise.
+    random_state : int, optional
+        Seed of the starting uniform noise (default 0).
     weights, layers, device : optional
         As for :func:`microscale.texture_vectors`.
     progress : bool, optional
         Show a progress bar.
+    seed : int, optional
+        The old name of ``random_state`` (a FutureWarning; removed in the next release).
 
     Returns
     -------
@@ -86,7 +90,10 @@ def synthesize_texture(
     dev = resolve_device(device)
     model = resolve_model(weights, check_layers(layers), dev)
     target_img = torch.from_numpy(grey).to(dev)
-    gen = torch.Generator().manual_seed(seed)
+    random_state = renamed(
+        random_state, seed, new_name="random_state", old_name="seed", caller="synthesize_texture"
+    )
+    gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     x = torch.rand(grey.shape, generator=gen, dtype=torch.float32).to(dev).requires_grad_(True)
     losses: list[float] = []
 

@@ -28,3 +28,14 @@ def test_validation():
         synthesize_texture(np.eye(32), steps=0, weights="/nonexistent.pkl")
     with pytest.raises(ValueError, match="is constant"):
         synthesize_texture(np.ones((32, 32)), weights="/nonexistent.pkl")
+
+
+def test_old_seed_keyword_is_random_state(vgg_weights):
+    original = synth.texture(0.7, 4.0, 1.0, size=32)
+    new = synthesize_texture(original, steps=2, random_state=4, weights=vgg_weights, device="cpu")
+    with pytest.warns(FutureWarning, match="'seed' is renamed 'random_state'"):
+        old = synthesize_texture(original, steps=2, seed=4, weights=vgg_weights, device="cpu")
+    np.testing.assert_array_equal(new.image, old.image)
+    default = synthesize_texture(original, steps=2, weights=vgg_weights, device="cpu")
+    zero = synthesize_texture(original, steps=2, random_state=0, weights=vgg_weights, device="cpu")
+    np.testing.assert_array_equal(default.image, zero.image)
