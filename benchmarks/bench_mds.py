@@ -35,7 +35,7 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.manifold import MDS
 from threadpoolctl import threadpool_limits
 
-from microscale.metric_mds import classical_mds, mds, stress
+from microscale.metric_mds import classical_mds, mds_with_info, stress
 
 DIMS = tuple(range(1, 11))
 PAPER_DIMS = (2, 3)
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"\n# Data: n = {args.n}, 256-D vectors on a curved 3-D manifold ({t_data:.2f} s)")
 
     # Warm up torch / the allocator / scipy once on a small problem.
-    mds(D[:100, :100], [1, 2], device=device)
+    mds_with_info(D[:100, :100], [1, 2], device=device)
 
     print("\n# Classical MDS eigenproblem (top 10 eigenpairs)")
     B = np.square(D)
@@ -129,10 +129,12 @@ def main() -> None:
     print(f"{'microscale.classical_mds (validation+eigsh)':<44}{t_ours:>10.3f}")
 
     print(f"\n# Metric MDS, D* = {DIMS[0]}..{DIMS[-1]}")
-    (_, infos), t_all = timed(mds, D, list(DIMS), device=device, return_info=True)
+    fit, t_all = timed(mds_with_info, D, list(DIMS), device=device)
+    infos = fit.info
     rows = []
     for k in DIMS:
-        (_, info_k), t_k = timed(mds, D, k, device=device, return_info=True)
+        fit_k, t_k = timed(mds_with_info, D, k, device=device)
+        info_k = fit_k.info[k]
         (X_skl, it_skl), t_skl = timed(sklearn_mds, D, k, init="classical_mds", n_init=1)
         rows.append((k, t_k, info_k, t_skl, stress(D, X_skl), it_skl))
     header = (
@@ -172,7 +174,8 @@ def main() -> None:
     print("-" * len(header))
     for k in PAPER_DIMS:
         (X_skl, _), t_skl = timed(sklearn_mds, D, k, init="random", n_init=4)
-        (_, info_k), t_k = timed(mds, D, k, device=device, return_info=True)
+        fit_k, t_k = timed(mds_with_info, D, k, device=device)
+        info_k = fit_k.info[k]
         print(
             f"{k:>3} {t_skl:>9.3f} {stress(D, X_skl):>12.6f} | {t_k:>8.3f} "
             f"{info_k.stress:>12.6f} | {t_skl / t_k:>6.1f}"

@@ -21,6 +21,7 @@ _FUNCTIONS = {
     "power_spectra": "microscale.spectrum",
     "pairwise_distances": "microscale.distance",
     "mds": "microscale.metric_mds",
+    "mds_with_info": "microscale.metric_mds",
     "classical_mds": "microscale.metric_mds",
     "stress": "microscale.metric_mds",
     "landmark_mds": "microscale.landmark",

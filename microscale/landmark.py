@@ -24,7 +24,7 @@ from microscale.metric_mds import (
     check_n_components,
     check_rows,
     classical_mds,
-    mds,
+    mds_with_info,
     to_numpy,
 )
 
@@ -198,15 +198,15 @@ def landmark_mds(
                 f"The 'landmarks' parameter must hold {m} distinct indices in [0, "
                 f"{R.shape[0]}), the rows of 'D_rest'. Got duplicates or indices out of range."
             )
-    Y, info = mds(
+    fit = mds_with_info(
         DL,
         k,
         max_iter=max_iter,
         eps=eps,
         random_state=random_state,
         device=device,
-        return_info=True,
     )
+    Y, info = fit.embeddings[k], fit.info[k]
     Y = Y - Y.mean(axis=0)
     L = classical_mds(DL, k, device=device)
     w = info.eigenvalues

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from microscale.landmark import choose_landmarks, landmark_mds, out_of_sample
 from microscale.metric_mds import (
+    MDSFit,
     MDSInfo,
     classical_mds,
     mds,
+    mds_with_info,
     smacof,
     stress,
     stress_from_rows,
@@ -21,11 +23,13 @@ from microscale.metric_mds import (
 )
 
 __all__ = [
+    "MDSFit",
     "MDSInfo",
     "choose_landmarks",
     "classical_mds",
     "landmark_mds",
     "mds",
+    "mds_with_info",
     "out_of_sample",
     "smacof",
     "stress",

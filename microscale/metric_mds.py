@@ -23,6 +23,7 @@ Outputs are float64 numpy arrays.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from microscale._validation import check_positive_int
 from microscale.device import resolve_device
 
 __all__ = [
+    "MDSFit",
     "MDSInfo",
     "check_configuration",
     "check_distances",
@@ -46,6 +48,7 @@ __all__ = [
     "check_rows",
     "classical_mds",
     "mds",
+    "mds_with_info",
     "smacof",
     "stress",
     "stress_from_rows",
@@ -106,6 +109,22 @@ class MDSInfo:
     converged: bool
     eigenvalues: np.ndarray
     n_clipped: int
+
+
+@dataclass(frozen=True)
+class MDSFit:
+    """What :func:`mds_with_info` returns: every embedding with what was found out.
+
+    Attributes
+    ----------
+    embeddings : dict of int to (n, k) ndarray of float64
+        The centred embedding of each dimension ``k``, as :func:`mds` returns them.
+    info : dict of int to MDSInfo
+        Stress, iterations, convergence and eigenvalues of each dimension.
+    """
+
+    embeddings: dict[int, np.ndarray]
+    info: dict[int, MDSInfo]
 
 
 def to_numpy(a: ArrayLike | torch.Tensor) -> np.ndarray:
@@ -641,6 +660,72 @@ def smacof(
     return X, sigma, n_iter
 
 
+def _fit(
+    D: ArrayLike | torch.Tensor,
+    n_components: int | Sequence[int],
+    *,
+    init: ArrayLike | torch.Tensor | None,
+    n_init: int,
+    max_iter: int,
+    eps: float,
+    random_state: int | np.random.Generator | None,
+    device: str | None,
+) -> tuple[dict[int, np.ndarray], dict[int, MDSInfo], list[int], bool]:
+    """The work of :func:`mds`: (embeddings, infos, dims, whether a sequence was given)."""
+    D64 = check_distances(D)
+    n = D64.shape[0]
+    dims, multi = _check_dims(n_components, n)
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    eps = _check_eps(eps)
+    if init is not None:
+        if multi:
+            raise ValueError(
+                "The 'init' parameter needs a single int 'n_components'; embed each "
+                "dimension in its own call to start them from given configurations."
+            )
+        init = check_configuration(init, n, "init")
+        if init.shape[1] != dims[0]:
+            raise ValueError(
+                f"The 'init' array has {init.shape[1]} columns but 'n_components' is "
+                f"{dims[0]}; they must match."
+            )
+    dev = resolve_device(device)
+    rng = np.random.default_rng(random_state)
+
+    d2 = 0.5 * float(np.einsum("ij,ij->", D64, D64))
+    k_max = max(dims)
+    w, U = _top_eigenpairs(D64, k_max, dev)
+    rms = np.sqrt(2.0 * d2 / (n * (n - 1)))
+    D_dev: dict[torch.dtype, torch.Tensor] = {}
+
+    embeddings: dict[int, np.ndarray] = {}
+    infos: dict[int, MDSInfo] = {}
+    for k in dims:
+        n_clipped = int((w[:k] < 0).sum())
+        if d2 == 0.0:
+            embeddings[k] = np.zeros((n, k))
+            infos[k] = MDSInfo(0.0, 0, True, w[:k].copy(), n_clipped)
+            continue
+        if init is not None:
+            start = init
+        else:
+            start = _classical_from_eigenpairs(w, U, k)
+            dead = w[:k] <= 0
+            if dead.any():
+                start[:, dead] = 1e-3 * rms * rng.standard_normal((n, int(dead.sum())))
+        best = None
+        for run in range(n_init):
+            X0 = start if run == 0 else rms / np.sqrt(2.0 * k) * rng.standard_normal((n, k))
+            result = _smacof_run(D64, D_dev, d2, X0, max_iter=max_iter, eps=eps, device=dev)
+            if best is None or result[1] < best[1]:
+                best = result
+        X, sigma, n_iter, converged = best
+        embeddings[k] = X
+        infos[k] = MDSInfo(sigma, n_iter, converged, w[:k].copy(), n_clipped)
+    return embeddings, infos, dims, multi
+
+
 def mds(
     D: ArrayLike | torch.Tensor,
     n_components: int | Sequence[int],
@@ -700,15 +785,15 @@ def mds(
         Torch device for the eigenproblem and the iterations; default CUDA when available,
         else CPU.
     return_info : bool, default False
-        Also return an :class:`MDSInfo` (stress, iterations, eigenvalues, clipped count)
-        per dimension.
+        Deprecated (a FutureWarning; removed in the next release): also return an
+        :class:`MDSInfo` per dimension. Use :func:`mds_with_info`, which has one return
+        type.
 
     Returns
     -------
     X : (n, k) ndarray of float64, or dict {k: (n, k) ndarray}
-        The centred embedding(s); a dict when ``n_components`` is a sequence.
-    info : MDSInfo or dict {k: MDSInfo}
-        Only with ``return_info=True``.
+        The centred embedding for an int ``n_components``; for a sequence, always a dict
+        of them.
 
     Notes
     -----
@@ -744,62 +829,68 @@ def mds(
     >>> sorted(embeddings), embeddings[3].shape
     ([1, 2, 3], (40, 3))
     """
-    D64 = check_distances(D)
-    n = D64.shape[0]
-    dims, multi = _check_dims(n_components, n)
-    n_init = check_positive_int(n_init, "n_init")
-    max_iter = check_positive_int(max_iter, "max_iter")
-    eps = _check_eps(eps)
-    if init is not None:
-        if multi:
-            raise ValueError(
-                "The 'init' parameter needs a single int 'n_components'; embed each "
-                "dimension in its own call to start them from given configurations."
-            )
-        init = check_configuration(init, n, "init")
-        if init.shape[1] != dims[0]:
-            raise ValueError(
-                f"The 'init' array has {init.shape[1]} columns but 'n_components' is "
-                f"{dims[0]}; they must match."
-            )
-    dev = resolve_device(device)
-    rng = np.random.default_rng(random_state)
-
-    d2 = 0.5 * float(np.einsum("ij,ij->", D64, D64))
-    k_max = max(dims)
-    w, U = _top_eigenpairs(D64, k_max, dev)
-    rms = np.sqrt(2.0 * d2 / (n * (n - 1)))
-    D_dev: dict[torch.dtype, torch.Tensor] = {}
-
-    embeddings: dict[int, np.ndarray] = {}
-    infos: dict[int, MDSInfo] = {}
-    for k in dims:
-        n_clipped = int((w[:k] < 0).sum())
-        if d2 == 0.0:
-            embeddings[k] = np.zeros((n, k))
-            infos[k] = MDSInfo(0.0, 0, True, w[:k].copy(), n_clipped)
-            continue
-        if init is not None:
-            start = init
-        else:
-            start = _classical_from_eigenpairs(w, U, k)
-            dead = w[:k] <= 0
-            if dead.any():
-                start[:, dead] = 1e-3 * rms * rng.standard_normal((n, int(dead.sum())))
-        best = None
-        for run in range(n_init):
-            X0 = start if run == 0 else rms / np.sqrt(2.0 * k) * rng.standard_normal((n, k))
-            result = _smacof_run(D64, D_dev, d2, X0, max_iter=max_iter, eps=eps, device=dev)
-            if best is None or result[1] < best[1]:
-                best = result
-        X, sigma, n_iter, converged = best
-        embeddings[k] = X
-        infos[k] = MDSInfo(sigma, n_iter, converged, w[:k].copy(), n_clipped)
-
+    if return_info:
+        warnings.warn(
+            "mds(return_info=True) is deprecated and stops working in the next release: use "
+            "mds_with_info(), which returns an MDSFit (embeddings and info, both dicts).",
+            FutureWarning,
+            stacklevel=2,
+        )
+    embeddings, infos, dims, multi = _fit(
+        D,
+        n_components,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        eps=eps,
+        random_state=random_state,
+        device=device,
+    )
     if multi:
         return (embeddings, infos) if return_info else embeddings
     k = dims[0]
     return (embeddings[k], infos[k]) if return_info else embeddings[k]
+
+
+def mds_with_info(
+    D: ArrayLike | torch.Tensor,
+    n_components: int | Sequence[int],
+    *,
+    init: ArrayLike | torch.Tensor | None = None,
+    n_init: int = 1,
+    max_iter: int = 300,
+    eps: float = 1e-6,
+    random_state: int | np.random.Generator | None = None,
+    device: str | None = None,
+) -> MDSFit:
+    """:func:`mds`, with what it found out (stress, iterations, eigenvalues) per dimension.
+
+    Parameters are those of :func:`mds`. The result has one type whatever
+    ``n_components`` is: dicts keyed by dimension.
+
+    Returns
+    -------
+    MDSFit
+        ``embeddings`` {k: (n, k) ndarray} and ``info`` {k: MDSInfo}.
+
+    Examples
+    --------
+    >>> D = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    >>> fit = mds_with_info(D, 1, device="cpu")
+    >>> fit.embeddings[1].shape, round(fit.info[1].stress, 6)
+    ((3, 1), 0.0)
+    """
+    embeddings, infos, _, _ = _fit(
+        D,
+        n_components,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        eps=eps,
+        random_state=random_state,
+        device=device,
+    )
+    return MDSFit(embeddings=embeddings, info=infos)
 
 
 def check_rows(R: ArrayLike | torch.Tensor, m: int, name: str) -> np.ndarray:

@@ -18,9 +18,11 @@ from threadpoolctl import threadpool_limits
 import microscale
 from microscale.landmark import choose_landmarks, landmark_mds
 from microscale.metric_mds import (
+    MDSFit,
     MDSInfo,
     classical_mds,
     mds,
+    mds_with_info,
     smacof,
     stress,
     stress_from_rows,
@@ -28,6 +30,14 @@ from microscale.metric_mds import (
 )
 
 CPU = "cpu"
+
+
+def _fit(D, n_components, **kwargs):
+    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
+    fit = mds_with_info(D, n_components, **kwargs)
+    if isinstance(n_components, int):
+        return fit.embeddings[n_components], fit.info[n_components]
+    return fit.embeddings, fit.info
 
 
 # --------------------------------------------------------------------------- data
@@ -184,12 +194,12 @@ def test_classical_mds_clips_negative_eigenvalues() -> None:
 
 def test_mds_reports_clipped_dimensions_and_still_uses_them() -> None:
     D = non_euclidean_distances()
-    X, info = mds(D, 9, device=CPU, return_info=True, random_state=0)
+    X, info = _fit(D, 9, device=CPU, random_state=0)
     assert info.n_clipped == int(np.sum(info.eigenvalues < 0)) >= 1
     assert np.all(np.isfinite(X))
     # the clipped start columns get small random values, so SMACOF may use those dimensions
     assert np.all(np.any(X[:, info.eigenvalues < 0] != 0.0, axis=0))
-    _, info_7 = mds(D, 7, device=CPU, return_info=True)
+    _, info_7 = _fit(D, 7, device=CPU)
     assert_not_worse(info.stress, info_7.stress)
 
 
@@ -250,7 +260,7 @@ def test_smacof_returns_the_start_when_it_is_already_exact() -> None:
 def test_mds_on_euclidean_distances_is_exact() -> None:
     points = np.random.default_rng(12).normal(size=(80, 3))
     D = cdist(points, points)
-    X, info = mds(D, 3, device=CPU, return_info=True)
+    X, info = _fit(D, 3, device=CPU)
     assert info.stress < 1e-10
     np.testing.assert_allclose(cdist(X, X), D, atol=1e-8)
 
@@ -266,7 +276,7 @@ def test_mds_several_dimensions_equal_separate_calls(noisy) -> None:
 
 
 def test_mds_return_info(noisy) -> None:
-    X, info = mds(noisy, 2, device=CPU, return_info=True)
+    X, info = _fit(noisy, 2, device=CPU)
     assert isinstance(info, MDSInfo)
     assert info.stress == pytest.approx(stress(noisy, X), rel=1e-12)
     assert info.converged and 2 <= info.n_iter <= 300
@@ -275,7 +285,7 @@ def test_mds_return_info(noisy) -> None:
     )
     assert info.n_clipped == 0
 
-    embeddings, infos = mds(noisy, (1, 2), device=CPU, return_info=True)
+    embeddings, infos = _fit(noisy, (1, 2), device=CPU)
     assert set(embeddings) == set(infos) == {1, 2}
     assert infos[2].stress < infos[1].stress
 
@@ -294,23 +304,23 @@ def test_mds_accepts_torch_tensor(noisy) -> None:
 
 
 def test_mds_from_init_continues_a_previous_embedding(noisy) -> None:
-    X1, info1 = mds(noisy, 2, device=CPU, max_iter=5, return_info=True)
-    X2, info2 = mds(noisy, 2, init=X1, device=CPU, return_info=True)
+    X1, info1 = _fit(noisy, 2, device=CPU, max_iter=5)
+    X2, info2 = _fit(noisy, 2, init=X1, device=CPU)
     assert info2.stress < info1.stress
-    _, info_full = mds(noisy, 2, device=CPU, return_info=True)
+    _, info_full = _fit(noisy, 2, device=CPU)
     assert info2.stress == pytest.approx(info_full.stress, rel=1e-3)
 
 
 def test_mds_n_init_keeps_the_best_run(noisy) -> None:
-    _, info1 = mds(noisy, 1, device=CPU, return_info=True)
-    X_a, info4 = mds(noisy, 1, n_init=4, random_state=0, device=CPU, return_info=True)
+    _, info1 = _fit(noisy, 1, device=CPU)
+    X_a, info4 = _fit(noisy, 1, n_init=4, random_state=0, device=CPU)
     X_b = mds(noisy, 1, n_init=4, random_state=0, device=CPU)
     assert info4.stress <= info1.stress
     np.testing.assert_array_equal(X_a, X_b)
 
 
 def test_mds_all_zero_distances_give_zero_embedding() -> None:
-    X, info = mds(np.zeros((6, 6)), 2, device=CPU, return_info=True)
+    X, info = _fit(np.zeros((6, 6)), 2, device=CPU)
     np.testing.assert_array_equal(X, 0.0)
     assert info.stress == 0.0
     assert smacof(np.zeros((6, 6)), np.ones((6, 2)), device=CPU)[1] == 0.0
@@ -453,8 +463,8 @@ def test_cuda_device_without_cuda_is_an_error(noisy) -> None:
 @pytest.mark.gpu
 def test_gpu_matches_cpu() -> None:
     D = noisy_distances(300, seed=13)
-    on_cpu, info_cpu = mds(D, [1, 2, 3], device="cpu", return_info=True)
-    on_gpu, info_gpu = mds(D, [1, 2, 3], device="cuda", return_info=True)
+    on_cpu, info_cpu = _fit(D, [1, 2, 3], device="cpu")
+    on_gpu, info_gpu = _fit(D, [1, 2, 3], device="cuda")
     for k in (1, 2, 3):
         assert info_gpu[k].stress == pytest.approx(info_cpu[k].stress, rel=1e-4)
         np.testing.assert_allclose(
@@ -586,3 +596,25 @@ def test_landmark_validation():
         stress_from_rows(lambda i0, i1: D[i0:i1] + 1.0, X)
     with pytest.raises(ValueError, match="stress is undefined"):
         stress_from_rows(lambda i0, i1: np.zeros((i1 - i0, 40)), X)
+
+
+def test_mds_with_info_has_one_return_type(noisy) -> None:
+    one = mds_with_info(noisy, 2, device=CPU)
+    several = mds_with_info(noisy, [1, 2], device=CPU)
+    for fit in (one, several):
+        assert isinstance(fit, MDSFit)
+        assert isinstance(fit.embeddings, dict) and isinstance(fit.info, dict)
+        assert all(isinstance(i, MDSInfo) for i in fit.info.values())
+    assert list(one.embeddings) == [2] and list(several.embeddings) == [1, 2]
+    np.testing.assert_array_equal(one.embeddings[2], mds(noisy, 2, device=CPU))
+    np.testing.assert_array_equal(several.embeddings[2], one.embeddings[2])
+    assert one.info[2].stress == pytest.approx(stress(noisy, one.embeddings[2]))
+
+
+def test_mds_return_info_is_deprecated_but_still_works(noisy) -> None:
+    with pytest.warns(FutureWarning, match="use mds_with_info"):
+        X, info = mds(noisy, 2, device=CPU, return_info=True)
+    fit = mds_with_info(noisy, 2, device=CPU)
+    np.testing.assert_array_equal(X, fit.embeddings[2])
+    assert (info.stress, info.n_iter) == (fit.info[2].stress, fit.info[2].n_iter)
+    np.testing.assert_array_equal(info.eigenvalues, fit.info[2].eigenvalues)

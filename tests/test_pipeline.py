@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 
 from microscale import store as st
 from microscale.cluster import cluster_client
-from microscale.manifold import mds
+from microscale.metric_mds import mds_with_info
 from microscale.spectrum import power_spectra
 from microscale.stages import _runner as runner
 from microscale.stages import distances as dist
@@ -22,6 +22,15 @@ from microscale.testing.stores import fill as _fill
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
 from microscale.texture import texture_vectors
+
+
+def _fit(D, n_components, **kwargs):
+    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
+    fit = mds_with_info(D, n_components, **kwargs)
+    if isinstance(n_components, int):
+        return fit.embeddings[n_components], fit.info[n_components]
+    return fit.embeddings, fit.info
+
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 
@@ -230,7 +239,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
 
     grown = emb.embed(root, descriptor="ps", n_components=[2])
     D = st.read_rows(a, "distances/ps")
-    fresh = mds(D, 2, device="cpu", return_info=True)[1].stress
+    fresh = _fit(D, 2, device="cpu")[1].stress
     assert grown["stress"][2] <= fresh + 1e-12
     # Rotated onto the previous map: the old points stay close to where they were.
     moved = np.linalg.norm(grown["embeddings"][2][:13] - first["embeddings"][2], axis=1)
@@ -393,7 +402,7 @@ def test_embed_matches_mds_and_is_stored(tmp_path):
     _all_stages(root)
     result = emb.embed(root, descriptor="ps", n_components=[1, 2, 3])
     D = st.read_rows(st.open_store(root), "distances/ps")
-    expected, infos = mds(D, [1, 2, 3], random_state=0, return_info=True)
+    expected, infos = _fit(D, [1, 2, 3], random_state=0)
     for k in (1, 2, 3):
         assert result["stress"][k] == pytest.approx(infos[k].stress, rel=1e-9)
         np.testing.assert_allclose(cdist(result["embeddings"][k], result["embeddings"][k]),

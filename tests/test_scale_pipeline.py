@@ -12,7 +12,7 @@ from scipy.spatial.distance import cdist
 from flows import features as features_flow
 from flows.params import PipelineParams
 from microscale import store as st
-from microscale.manifold import mds, stress
+from microscale.metric_mds import mds_with_info, stress
 from microscale.sketch import sketch
 from microscale.stages import _runner as runner
 from microscale.stages import distances as dist
@@ -24,6 +24,15 @@ from microscale.testing.stores import S
 from microscale.testing.stores import fill as _fill
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
+
+
+def _fit(D, n_components, **kwargs):
+    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
+    fit = mds_with_info(D, n_components, **kwargs)
+    if isinstance(n_components, int):
+        return fit.embeddings[n_components], fit.info[n_components]
+    return fit.embeddings, fit.info
+
 
 ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
@@ -237,7 +246,7 @@ def test_dense_path_is_unchanged(stripes_store):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
     res = emb.embed(stripes_store, descriptor="ps", n_components=[1, 2], device="cpu", max_dense=80,
                    init_from_previous=False, save=False)  # fmt: skip
-    expected, infos = mds(D, [1, 2], random_state=0, device="cpu", return_info=True)
+    expected, infos = _fit(D, [1, 2], random_state=0, device="cpu")
     assert res["method"] == "dense" and res["n_landmarks"] is None
     for k in (1, 2):
         np.testing.assert_array_equal(res["embeddings"][k], expected[k])  # bit for bit

@@ -88,11 +88,11 @@ def _embed_dense(
     device: str | None,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
     """Metric MDS of the whole matrix, held in memory: (embeddings, stresses, starts)."""
-    from microscale.metric_mds import mds
+    from microscale.metric_mds import mds_with_info
 
     n = lv.n(store)
     D = read_rows(store, lv.matrix)
-    fresh, infos = mds(
+    fit = mds_with_info(
         D,
         dims,
         n_init=n_init,
@@ -100,8 +100,8 @@ def _embed_dense(
         eps=eps,
         random_state=random_state,
         device=device,
-        return_info=True,
     )
+    fresh, infos = fit.embeddings, fit.info
     embeddings: dict[int, np.ndarray] = {}
     stresses: dict[int, float] = {}
     starts: dict[int, str] = {}
@@ -110,9 +110,8 @@ def _embed_dense(
         previous = _previous_embedding(store, lv, k, n) if init_from_previous else None
         if previous is not None:
             X0 = _extend_embedding(previous, D)
-            Xp, info = mds(
-                D, k, init=X0, max_iter=max_iter, eps=eps, device=device, return_info=True
-            )
+            refit = mds_with_info(D, k, init=X0, max_iter=max_iter, eps=eps, device=device)
+            Xp, info = refit.embeddings[k], refit.info[k]
             if info.stress <= sigma:
                 X, sigma, start = Xp, info.stress, "previous"
             X = _align(X, previous)
