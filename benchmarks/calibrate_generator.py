@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
@@ -124,9 +125,9 @@ def window(
     return math.exp(lo), math.exp(hi)
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (scipy)."""
+    return float(spearmanr(x, y).statistic)
 
 
 def parse_structure(spec: str) -> synth.PerlinNoise:
@@ -226,7 +227,7 @@ def stage_cnn(args: argparse.Namespace) -> list[dict]:
                 "stress_mean": arr[:, :, 1].mean(axis=1).tolist(),
                 "stress_std": arr[:, :, 1].std(axis=1).tolist(),
                 "window": window(amps, mean, args.threshold, log_x=False),
-                "stress_trend": spearman(amps[trend], arr[trend, :, 1].mean(axis=1)),
+                "stress_trend": spearman_rho(amps[trend], arr[trend, :, 1].mean(axis=1)),
             }
         out["ps"]["peak_mean"] = res["ps"][:, :, 2].mean(axis=1).tolist()
         out["score"] = score(out)
@@ -307,7 +308,9 @@ def report() -> None:
         amps = np.array(row["A"])
         trend = (amps > 0) & (amps <= 5)
         for m in ("cnn", "ps"):
-            row[m]["stress_trend"] = spearman(amps[trend], np.array(row[m]["stress_mean"])[trend])
+            row[m]["stress_trend"] = spearman_rho(
+                amps[trend], np.array(row[m]["stress_mean"])[trend]
+            )
         row["score"] = score(row)
     print("| setting | amplitude | PS window | CNN good up to | stress trend CNN / PS | score |")
     print("|---|---|---|---|---|---|")

@@ -48,7 +48,6 @@ def main() -> None:
     parser.add_argument(
         "--dims", type=lambda s: tuple(int(d) for d in s.split(",")), default=(2, 3, 4, 5, 6, 10)
     )
-    parser.add_argument("--precision", default="float32", help="(reserved; float32 only)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 

@@ -44,11 +44,12 @@ def _fmt_window(lo: float, hi: float) -> str:
 
 
 def _trend(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties are not expected in measured curves)."""
+    """Spearman's rank correlation of a measured curve with its abscissa."""
+    from scipy.stats import spearmanr
+
     if np.ptp(y) == 0:
-        return 0.0  # a flat curve has no trend
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+        return 0.0  # a flat curve has no trend (scipy would warn and return nan)
+    return float(spearmanr(x, y).statistic)
 
 
 def _angle_findings(angle: xr.Dataset) -> list[Finding]:
