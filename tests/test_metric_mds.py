@@ -1,8 +1,4 @@
-"""Tests for microscale.metric_mds (stress, classical MDS, SMACOF, mds) and microscale.landmark.
-
-Oracles: scipy's pdist for the stress, a full numpy eigendecomposition and scikit-learn's
-ClassicalMDS for classical MDS, scikit-learn's MDS / smacof for the SMACOF stress.
-"""
+"""Metric MDS (metric_mds.py): stress, classical MDS, SMACOF, against scikit-learn."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ from sklearn.manifold import smacof as sklearn_smacof
 from threadpoolctl import threadpool_limits
 
 import microscale
-from microscale.landmark import choose_landmarks, landmark_mds
 from microscale.metric_mds import (
     MDSFit,
     MDSInfo,
@@ -25,8 +20,6 @@ from microscale.metric_mds import (
     mds_with_info,
     smacof,
     stress,
-    stress_from_rows,
-    stresses_from_rows,
 )
 
 CPU = "cpu"
@@ -38,9 +31,6 @@ def _fit(D, n_components, **kwargs):
     if isinstance(n_components, int):
         return fit.embeddings[n_components], fit.info[n_components]
     return fit.embeddings, fit.info
-
-
-# --------------------------------------------------------------------------- data
 
 
 def noisy_distances(n: int = 120, seed: int = 0) -> np.ndarray:
@@ -98,6 +88,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def non_euclidean_distances() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    A = rng.uniform(1.0, 2.0, size=(10, 10))
+    D = np.triu(A, 1)
+    return D + D.T
+
+
+def assert_not_worse(ours: float, theirs: float) -> None:
+    assert ours <= theirs * (1 + 1e-6) + 1e-12, (ours, theirs)
 
 
 # --------------------------------------------------------------------------- stress
@@ -176,13 +177,6 @@ def test_classical_mds_is_deterministic_with_sign_convention() -> None:
     assert np.all(X1[rows, np.arange(3)] > 0)
 
 
-def non_euclidean_distances() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    A = rng.uniform(1.0, 2.0, size=(10, 10))
-    D = np.triu(A, 1)
-    return D + D.T
-
-
 def test_classical_mds_clips_negative_eigenvalues() -> None:
     D = non_euclidean_distances()
     X, w = classical_mds(D, 9, device=CPU, return_eigenvalues=True)
@@ -207,13 +201,6 @@ def test_classical_mds_all_zero_distances() -> None:
     X, w = classical_mds(np.zeros((5, 5)), 2, device=CPU, return_eigenvalues=True)
     np.testing.assert_array_equal(X, 0.0)
     np.testing.assert_array_equal(w, 0.0)
-
-
-# --------------------------------------------------------------------------- mds vs scikit-learn
-
-
-def assert_not_worse(ours: float, theirs: float) -> None:
-    assert ours <= theirs * (1 + 1e-6) + 1e-12, (ours, theirs)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -475,127 +462,6 @@ def test_gpu_matches_cpu() -> None:
         np.abs(classical_mds(D, 3, device="cpu")),
         atol=1e-8,
     )
-
-
-# --------------------------------------------------------------------------- landmark MDS
-
-
-@pytest.mark.parametrize("m", [4, 10, 60])
-def test_landmark_mds_recovers_euclidean_configuration(m):
-    points = np.random.default_rng(1).normal(size=(300, 3))
-    idx = choose_landmarks(300, m, random_state=0)
-    D_rest = cdist(points, points[idx])
-    X = landmark_mds(D_rest[idx], D_rest, 3, landmarks=idx, device=CPU)
-    assert X.shape == (300, 3)
-    assert stress_from_rows(lambda i0, i1: cdist(points[i0:i1], points), X) < 1e-6
-
-
-def test_landmark_triangulation_alone_is_exact_for_euclidean_distances():
-    points = np.random.default_rng(2).normal(size=(200, 2))
-    idx = choose_landmarks(200, 20, random_state=1)
-    D_rest = cdist(points, points[idx])
-    X = landmark_mds(D_rest[idx], D_rest, 2, landmarks=idx, n_refine=0, device=CPU)
-    assert stress(cdist(points, points), X) < 1e-6
-
-
-def test_landmark_mds_stress_close_to_full_mds():
-    D = noisy_distances(600, seed=3)
-    idx = choose_landmarks(600, 150, random_state=0)
-    for k in (2, 3):
-        full = stress(D, mds(D, k, device=CPU))
-        X = landmark_mds(D[np.ix_(idx, idx)], D[:, idx], k, landmarks=idx, device=CPU)
-        assert full <= stress(D, X) <= 1.5 * full
-
-
-def test_landmark_mds_places_landmarks_at_their_own_coordinates():
-    D = noisy_distances(80, seed=4)
-    X = landmark_mds(D, D, 2, n_refine=500, eps=1e-9, max_iter=3000, device=CPU)
-    Y, placed = X[:80], X[80:]
-    np.testing.assert_allclose(placed, Y, atol=1e-2 * np.abs(Y).max())
-
-
-def test_landmark_mds_layouts_agree():
-    """Landmarks given by index in an (n, m) matrix == landmarks first, then the rest."""
-    D = noisy_distances(120, seed=5)
-    idx = np.array([3, 50, 7, 99, 20, 64, 11, 80, 31, 42])
-    rest = np.setdiff1d(np.arange(120), idx)
-    X = landmark_mds(D[np.ix_(idx, idx)], D[:, idx], 2, landmarks=idx, device=CPU)
-    Z = landmark_mds(D[np.ix_(idx, idx)], D[np.ix_(rest, idx)], 2, device=CPU)
-    np.testing.assert_allclose(X[np.concatenate([idx, rest])], Z)
-
-
-def test_stress_from_rows_equals_stress():
-    D = noisy_distances(130, seed=6)
-    X = mds(D, 2, device=CPU)
-    for batch_size in (1, 7, 130, 1000):
-        assert stress_from_rows(lambda i0, i1: D[i0:i1], X, batch_size=batch_size) == pytest.approx(
-            stress(D, X), rel=1e-12
-        )
-
-
-def test_stresses_from_rows_reads_each_block_once():
-    D = noisy_distances(90, seed=8)
-    Xs = [mds(D, k, device=CPU) for k in (1, 2, 3)]
-    reads = []
-
-    def rows(i0, i1):
-        reads.append((i0, i1))
-        return D[i0:i1]
-
-    values = stresses_from_rows(rows, Xs, batch_size=32)
-    assert reads == [(0, 32), (32, 64), (64, 90)]
-    assert values == pytest.approx([stress(D, X) for X in Xs], rel=1e-12)
-    with pytest.raises(ValueError, match="Xs is empty"):
-        stresses_from_rows(rows, [])
-
-
-def test_choose_landmarks_random_and_maxmin():
-    points = np.random.default_rng(7).normal(size=(200, 2))
-    rand = choose_landmarks(200, 30, random_state=0)
-    assert rand.shape == (30,) and np.unique(rand).size == 30
-    np.testing.assert_array_equal(rand, choose_landmarks(200, 30, random_state=0))
-    idx = choose_landmarks(
-        200, 30, random_state=0, D_fn=lambda i: cdist(points[i : i + 1], points)[0]
-    )
-    assert np.unique(idx).size == 30
-    # MaxMin covers the data: its covering radius beats random landmarks'.
-    assert cdist(points, points[idx]).min(1).max() < cdist(points, points[rand]).min(1).max()
-    # With m = n every point is picked once, even though the last distances are all 0.
-    assert (
-        np.unique(
-            choose_landmarks(20, 20, D_fn=lambda i: cdist(points[i : i + 1], points[:20])[0])
-        ).size
-        == 20
-    )
-
-
-def test_landmark_validation():
-    D = noisy_distances(40, seed=8)
-    with pytest.raises(ValueError, match="'D_rest' array must have shape"):
-        landmark_mds(D[:10, :10], D[:, :9], 2, device=CPU)
-    with pytest.raises(ValueError, match="'D_rest' array contains 1 negative"):
-        R = D[:, :10].copy()
-        R[0, 0] = -1.0
-        landmark_mds(D[:10, :10], R, 2, device=CPU)
-    with pytest.raises(ValueError, match="'n_components' parameter must be less than"):
-        landmark_mds(D[:10, :10], D[:, :10], 10, device=CPU)
-    with pytest.raises(ValueError, match="'n_refine' parameter must be a non-negative int"):
-        landmark_mds(D[:10, :10], D[:, :10], 2, n_refine=-1, device=CPU)
-    with pytest.raises(ValueError, match="'landmarks' parameter must be 10 integer"):
-        landmark_mds(D[:10, :10], D[:, :10], 2, landmarks=np.arange(9), device=CPU)
-    with pytest.raises(ValueError, match="'landmarks' parameter must hold 10 distinct"):
-        landmark_mds(D[:10, :10], D[:, :10], 2, landmarks=np.zeros(10, int), device=CPU)
-    with pytest.raises(ValueError, match="'m' parameter must be at most"):
-        choose_landmarks(5, 6)
-    with pytest.raises(ValueError, match="'D_fn' callable must return"):
-        choose_landmarks(5, 2, D_fn=lambda i: np.zeros(4))
-    X = np.zeros((40, 2))
-    with pytest.raises(ValueError, match=r"must return 20 rows for rows\(0, 20\)"):
-        stress_from_rows(lambda i0, i1: D[i0 : i0 + 10], X, batch_size=20)
-    with pytest.raises(ValueError, match="must have a zero diagonal"):
-        stress_from_rows(lambda i0, i1: D[i0:i1] + 1.0, X)
-    with pytest.raises(ValueError, match="stress is undefined"):
-        stress_from_rows(lambda i0, i1: np.zeros((i1 - i0, 40)), X)
 
 
 def test_mds_with_info_has_one_return_type(noisy) -> None:
