@@ -20,6 +20,7 @@ from microscale.stages._runner import (
     as_store,
     locked,
     require_done,
+    require_intact,
     row_ranges,
 )
 from microscale.stages.distances import DistanceLevel, distance_level, plan_distance_blocks
@@ -318,6 +319,9 @@ def embed(
             plan_distance_blocks(store, descriptor=descriptor, level=level),
             lv.stage,
             f"run_distances(descriptor={descriptor!r}, level={level!r})",
+        )
+        require_intact(  # every block of the matrix, hashed before it is used
+            store, lv.stage, None, how=f"run_distances(descriptor={descriptor!r}, level={level!r})"
         )
         dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
         options = {
