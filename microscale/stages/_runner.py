@@ -389,14 +389,17 @@ def drop_damaged(
     return problems
 
 
-def require_intact(store: Store, stage: str, keys: Sequence[str] | None, *, how: str) -> None:
+def require_intact(
+    store: Store, stage: str, keys: Sequence[str] | None, *, how: str, full: bool = True
+) -> None:
     """Raise DamagedStoreError when records of an earlier stage that a stage reads are damaged.
 
-    Every chunk of the records ``keys`` of ``stage`` is hashed (the data about to be
-    read); damaged units are dropped first (:func:`drop_damaged`), so ``how`` (the call
-    that recomputes them) computes exactly those.
+    Every chunk of the records ``keys`` (None: all) of ``stage`` is hashed (the data about
+    to be read; ``full=False``: only those whose size or time changed); damaged units are
+    dropped first (:func:`drop_damaged`), so ``how`` (the call that recomputes them)
+    computes exactly those.
     """
-    problems = drop_damaged(store, stage, full=True, keys=keys)
+    problems = drop_damaged(store, stage, full=full, keys=keys)
     records = store.records(stage)
     if records and keys is not None:  # a stage with records lacks some: dropped, or never done
         problems += [RecordProblem(stage, k, "not done", {}) for k in keys if k not in records]
