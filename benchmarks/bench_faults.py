@@ -9,7 +9,12 @@ the stages once cleanly, then injects real faults with real processes and resume
 * a poisoned batch (a worker plugin, :class:`microscale.testing.faults.Sabotage`, that
   SIGKILLs the worker on one batch: every worker that runs it dies) -> ``FailedUnitsError``
   names it, the others are done, a re-run retries it;
-* a cluster with no workers -> ``NoWorkersError`` after ``WORKER_TIMEOUT``.
+* a cluster with no workers -> ``NoWorkersError`` after ``WORKER_TIMEOUT``;
+* damage at rest (a finished store): a tile chunk, a feature chunk or a distance chunk
+  deleted, cut short or with a byte flipped; both mirror chunks of a distance block
+  rewritten consistently; a completion record deleted, cut short or with its checksum
+  changed. Each is checked (``verify_store``: is the unit named?), then healed by a run
+  (ingest + stages) and compared with the clean store, chunk file by chunk file.
 
 Prints the tables of issue 4's "Figures": files by outcome and reason; units recomputed on
 resume; time to detect and to recover; overhead vs a clean run; peak memory of ingesting the
@@ -17,6 +22,7 @@ bombs; numeric checks of every final distance matrix (asymmetry, min distance, d
 NaNs) and its max abs difference from the clean run.
 
     python benchmarks/bench_faults.py [--n 24] [--size 256] [--tile 64] [--descriptor ps]
+                                      [--only-damage]
 """
 
 from __future__ import annotations
@@ -378,6 +384,114 @@ def no_workers(base: Path, work: Path, d: str, block: int, timeout: float) -> di
     }
 
 
+# --------------------------------------------------------------------------- damage
+
+
+def _flip(path: Path) -> None:
+    data = path.read_bytes()
+    i = len(data) // 2
+    path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1 :])
+
+
+def _chunk_damage(chunk: str, how: str):  # noqa: ANN202
+    def damage(root: Path) -> None:
+        path = root / st.GROUP_NAME / chunk
+        if how == "delete":
+            path.unlink()
+        elif how == "truncate":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        else:
+            _flip(path)
+
+    return damage
+
+
+def _mirror_rewrite(d: str, block: int):  # noqa: ANN202
+    def damage(root: Path) -> None:  # block (0, 1) and its mirror, times 3: still symmetric
+        s = st.open_store(root)
+        name = f"distances/{d}"
+        D = st.read_rows(s, name)
+        a, b = (0, block), (block, 2 * block)
+        st.write_block(s, name, 3 * D[0:block, block : 2 * block], rows=a, cols=b)
+        st.write_block(s, name, 3 * D[block : 2 * block, 0:block], rows=b, cols=a)
+
+    return damage
+
+
+def _record_damage(stage: str, key: str, how: str):  # noqa: ANN202
+    def damage(root: Path) -> None:
+        path = root / st.DONE_DIR / stage / key
+        if how == "delete":
+            path.unlink()
+        elif how == "truncate":
+            path.write_bytes(path.read_bytes()[:20])
+        else:  # a changed checksum
+            text = path.read_text()
+            i = text.index('"crc32c": "') + len('"crc32c": "')
+            path.write_text(text[:i] + ("1" if text[i] != "1" else "2") + text[i + 1 :])
+
+    return damage
+
+
+def _chunk_files(root: Path) -> dict[str, bytes]:
+    group = root / st.GROUP_NAME
+    names = ("tiles", "features", "image_features", "image_feature_sums", "distances")
+    return {
+        str(p.relative_to(group)): p.read_bytes()
+        for name in names
+        for p in (group / name).rglob("c/**/*")
+        if p.is_file()
+    }
+
+
+def damage_cases(
+    clean: Path, archive: Path, work: Path, d: str, block: int, ingest_options: dict
+) -> list[list[object]]:
+    """Each damage case on a copy of the finished store: named? healed? how long?"""
+    from microscale.stages.verify import verify_store
+
+    want = _chunk_files(clean)
+    cases = [
+        ("tile chunk: byte flipped", "tiles 000000001", _chunk_damage("tiles/c/1/0/0", "flip")),
+        ("tile chunk: deleted", "tiles 000000001", _chunk_damage("tiles/c/1/0/0", "delete")),
+    ]
+    for how in ("delete", "truncate", "flip"):
+        cases.append((f"feature chunk: {how}", f"features.{d} 000000001",
+                      _chunk_damage(f"features/{d}/c/1/0", how)))  # fmt: skip
+    for how in ("delete", "truncate", "flip"):
+        cases.append((f"distance chunk (one side): {how}", f"distances.{d} 000000-000001",
+                      _chunk_damage(f"distances/{d}/c/1/0", how)))  # fmt: skip
+    cases.append(("distance block, both mirror chunks rewritten consistently",
+                  f"distances.{d} 000000-000001", _mirror_rewrite(d, block)))  # fmt: skip
+    for how in ("delete", "truncate", "flip"):
+        cases.append((f"completion record: {how}", f"distances.{d} 000001-000001",
+                      _record_damage(f"distances.{d}", "000001-000001", how)))  # fmt: skip
+    rows = []
+    for label, unit, damage in cases:
+        root = copy_store(clean, work / f"damage_{len(rows)}")
+        damage(root)
+        t = time.perf_counter()
+        report = verify_store(root)
+        check_s = time.perf_counter() - t
+        named = any(f"{p.stage} {p.key}" == unit for p in report.problems)
+        t = time.perf_counter()
+        try:
+            ingest_archive(archive, root, **ingest_options)
+            stage_features(root, d)
+            pl.image_features(root, descriptor=d, images_per_task=4)
+            counts = pl.run_distances(root, descriptor=d, block_size=block, pairs_per_task=1)
+            outcome = (
+                "healed, bit-identical" if _chunk_files(root) == want and verify_store(root).ok
+                else "healed, DIFFERS from clean"
+            )  # fmt: skip
+            outcome += f" ({counts.computed} block pair(s) redone)"
+        except Exception as exc:  # a case that fails must not hide the others
+            outcome = f"run failed: {type(exc).__name__}: {str(exc)[:60]}"
+        run_s = time.perf_counter() - t
+        rows.append([label, f"{unit}: {'yes' if named else 'NO'}", outcome, check_s, run_s])
+    return rows
+
+
 # --------------------------------------------------------------------------- bombs
 
 BOMB_CODE = """
@@ -456,6 +570,7 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.3, help="sabotaged read delay on workers")
     p.add_argument("--worker-timeout", type=float, default=5.0)
     p.add_argument("--skip-cluster", action="store_true", help="no Dask scenarios")
+    p.add_argument("--only-damage", action="store_true", help="only the damage-at-rest cases")
     args = p.parse_args()
     d = args.descriptor
     t_all = time.perf_counter()
@@ -500,6 +615,16 @@ def main() -> None:
         clean = copy_store(base, work / "clean")
         clean_t = all_stages(clean, d, args.block)
         D0 = distances(clean, d)
+
+        ingest_options = {"tile_size": args.tile, "tiles_per_chunk": args.tiles_per_chunk}
+        table(
+            "Damage at rest: named by `microscale check`, healed by the next run "
+            f"(clean run of the stages: {sum(clean_t.values()):.2f} s)",
+            ["case", "unit named by check", "outcome of the next run", "check s", "run s"],
+            damage_cases(clean, archive, work, d, args.block, ingest_options),
+        )
+        if args.only_damage:
+            return
 
         results = []
         scenarios = [

@@ -31,6 +31,7 @@ _FUNCTIONS = {
     "build_dataset": "microscale.results",
     "read_micrograph": "microscale.io",
     "similar": "microscale.search",
+    "verify_store": "microscale.stages.verify",
 }
 _SUBMODULES = {
     "synth",

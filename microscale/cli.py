@@ -158,7 +158,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--device", help="torch device (default: GPU if present)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
+    c = sub.add_parser(
+        "check", help="verify a store against its completion records (and repair it)"
+    )
+    c.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store directory (default ./microscale-store)",
+    )
+    c.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop the records (and chunks) of damaged units, so that the next `microscale "
+        "run` recomputes exactly them",
+    )
+    c.add_argument(
+        "--quick",
+        action="store_true",
+        help="hash only chunks whose size or modification time changed (as each run does)",
+    )
     return parser
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Exit status 0: every unit recorded and intact; 1: problems found (listed)."""
+    from microscale.stages.verify import verify_store
+
+    report = verify_store(args.store, repair=args.repair, full=not args.quick)
+    trusted = report.unverified
+    older = f", {trusted} without checksums (older store: trusted)" if trusted else ""
+    print(f"{args.store}: {report.verified} record(s) verified{older}")
+    for problem in report.problems:
+        print(f"  {problem}")
+    if report.ok:
+        print("The store is intact.")
+        return 0
+    damaged, pending = len(report.damaged), len(report.problems) - len(report.damaged)
+    summary = f"{damaged} damaged unit(s), {pending} unit(s) not done."
+    if report.repaired:
+        summary += (
+            f" Dropped the records and chunks of {len(report.repaired)} damaged unit(s): "
+            "`microscale run` recomputes exactly them."
+        )
+    elif damaged:
+        summary += (
+            f" `microscale check --store {args.store} --repair` drops them, or `microscale run` "
+            "recomputes them as it finds them."
+        )
+    else:
+        summary += " `microscale run` computes them."
+    print(summary)
+    return 1
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
@@ -330,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "paper": _cmd_paper,
         "run": _cmd_run,
         "similar": _cmd_similar,
+        "check": _cmd_check,
     }
     try:
         return handlers[args.command](args)

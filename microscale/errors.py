@@ -41,6 +41,7 @@ from __future__ import annotations
 __all__ = [
     "ClusterError",
     "ConstantImageError",
+    "DamagedStoreError",
     "DecodeError",
     "DtypeError",
     "FailedUnitsError",
@@ -145,6 +146,18 @@ class StoreLockedError(StoreError, BlockingIOError):
 
 class IncompleteStageError(StoreError):
     """A stage needs the output of an earlier stage that is not complete."""
+
+
+class DamagedStoreError(StoreError):
+    """Data of a store that no longer match the checksums of their completion records.
+
+    Its ``damaged`` attribute lists the problems (:class:`microscale.store.RecordProblem`);
+    their records are dropped, so the next run recomputes exactly those units.
+    """
+
+    def __init__(self, message: str, *, damaged: list | None = None) -> None:
+        super().__init__(message)
+        self.damaged = list(damaged or [])
 
 
 class WeightsMismatchError(StoreError):

@@ -88,15 +88,21 @@ from microscale.intensity import (
 from microscale.store import (
     READ_ATTEMPTS,
     READ_BACKOFF_S,
+    TILES_STAGE,
     TRANSIENT_ERRNOS,
     Store,
     append_images,
     append_tiles,
+    array_shape,
     create_store,
     image_table,
     open_store,
     read_manifest,
     record_files,
+    record_tile_chunks,
+    tile_chunks,
+    verify_records,
+    write_block,
 )
 
 if TYPE_CHECKING:
@@ -111,6 +117,7 @@ __all__ = [
     "prepare_file",
     "prepare_files",
     "prepare_page",
+    "rebuild_tiles",
     "with_retries",
 ]
 
@@ -258,6 +265,7 @@ def ingest_archive(
     report = IngestReport()
     with st.lock():
         known = read_manifest(st)
+        rebuild_tiles(st, root, known, params=params, max_pixels=max_pixels)
         # Contents already done: those the manifest lists, and single-page images that a
         # crashed run committed before it could write their outcome (pages of a multi-page
         # file that was cut short are completed page by page below).
@@ -910,3 +918,110 @@ def _prepare_on_cluster(
         for future in list(unit_of):
             future.cancel()
         known.release()
+
+
+# --------------------------------------------------------------------------- repair
+
+
+def rebuild_tiles(
+    st: Store,
+    archive: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    *,
+    params: dict[str, Any],
+    max_pixels: int,
+) -> list[str]:
+    """Rebuild the damaged tile chunks of a store from the archive's files.
+
+    Every committed tile chunk has a completion record with its checksum (stage
+    :data:`microscale.store.TILES_STAGE`, written when images are committed). A chunk whose
+    record is missing (dropped by ``microscale check --repair``, or never written: a crash
+    right after the commit) or whose file no longer matches it (size or modification time
+    changed, then the CRC32C) is rebuilt: each image with tiles in it is read again from
+    one of its files in the manifest (the same content: its sha256 is checked), and cut
+    into tiles with the store's settings. Ingest is deterministic, so the chunk is rebuilt
+    as it was and the features computed from it stay valid. A store written before tile
+    checksums gets records of its chunks as they are (trusted). Driver-side, under the
+    run lock.
+
+    Returns
+    -------
+    list of str
+        The keys of the chunks rebuilt. A chunk whose images' files are gone or changed is
+        left as it is, with an error in the log naming it.
+    """
+    if not st.n_tiles:
+        return []
+    records = st.records(TILES_STAGE)
+    if not records:
+        log.info("no tile checksums in %s (an older store): recording them as they are", st.root)
+        record_tile_chunks(st, 0, st.n_tiles)
+        return []
+    bad = {p.key for p in verify_records(st, TILES_STAGE, full=False) if p.kind != "unverified"}
+    todo = [
+        (key, rows)
+        for key, rows in tile_chunks(st)
+        if key in bad or (records.get(key) or {}).get("extent") != {"rows": list(rows)}
+    ]
+    if not todo:
+        return []
+    table = image_table(st)
+    bounds = table["image_tiles"]
+    files: dict[str, list[str]] = {}
+    for rel, outcome in manifest.get("files", {}).items():
+        digest = str(outcome.get("image_id") or "").split("#")[0]
+        if digest:
+            files.setdefault(digest, []).append(rel)
+    root = Path(archive).resolve()
+    size, end = st.tile_size, array_shape(st, "tiles")[0]
+    rebuilt = []
+    for key, (a, b) in todo:
+        stop = min(a + st.tiles_per_chunk, end)  # a whole chunk: to its end, or the array's
+        data = np.full((stop - a, size, size), np.nan, np.float32)
+        first = int(np.searchsorted(bounds[:, 1], a, side="right"))
+        missing = None
+        for m in range(first, len(bounds)):
+            lo, hi = (int(v) for v in bounds[m])
+            if lo >= b:
+                break
+            image_id = str(table["image_id"][m])
+            tiles = _tiles_of(image_id, files, root, params, max_pixels, hi - lo)
+            if tiles is None:
+                missing = f"image {m} ({table['image_path'][m]})"
+                break
+            x0, x1 = max(lo, a), min(hi, b)
+            data[x0 - a : x1 - a] = tiles[x0 - lo : x1 - lo]
+        if missing is not None:
+            log.error(
+                "tile chunk %s (tiles %d:%d) of %s is damaged and cannot be rebuilt: no file "
+                "of %s with its content is left in %s",
+                key, a, b, st.root, missing, root,
+            )  # fmt: skip
+            continue
+        write_block(st, "tiles", data, rows=(a, stop))
+        record_tile_chunks(st, a, b)
+        log.warning("tile chunk %s (tiles %d:%d) of %s was damaged: rebuilt", key, a, b, st.root)
+        rebuilt.append(key)
+    return rebuilt
+
+
+def _tiles_of(
+    image_id: str,
+    files: dict[str, list[str]],
+    root: Path,
+    params: dict[str, Any],
+    max_pixels: int,
+    n_tiles: int,
+) -> np.ndarray | None:
+    """The tiles of a stored image, made again from one of its files; None if none is left."""
+    for rel in files.get(image_id.split("#")[0], []):
+        path = root / rel
+        if not path.is_file():
+            continue
+        prepared = prepare_file(str(path), rel, params, max_pixels)
+        if prepared.digest != image_id.split("#")[0]:
+            continue  # the file changed since
+        for page in prepared.pages:
+            if page.image_id == image_id and page.tiles is not None and len(page.tiles) == n_tiles:
+                return page.tiles
+    return None

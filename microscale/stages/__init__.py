@@ -10,13 +10,18 @@ An archive run turns the tiles of a store (:mod:`microscale.store`, filled by
 4. :mod:`~microscale.stages.embed` -- metric MDS of the matrix (landmark MDS when large).
 
 :mod:`~microscale.stages._runner` holds what they share: the units of work and how they
-run here or on a Dask client.
+run here or on a Dask client; :mod:`~microscale.stages.verify` checks a store against its
+completion records (``microscale check``).
 
 Every stage plans only missing work: a unit of work is done when the store holds a
 completion record for it with the same extent (row ranges), written after its data (see
 the store's module docstring). Re-running a stage after a crash computes exactly the
 units without a record; re-running after images were appended computes the new units and
-the partial last ones whose extent grew. ``plan_*`` functions list that work,
+the partial last ones whose extent grew. Before planning, a ``run_*`` function drops the
+records whose chunks no longer match their checksums
+(:func:`~microscale.stages._runner.drop_damaged`), so damaged units are computed again,
+and hashes what its units will read (:func:`~microscale.stages._runner.require_intact`).
+``plan_*`` functions list that work,
 ``compute_*`` functions do one unit (plain picklable functions taking the store's path:
 they run on Dask workers, which open the store themselves), and ``run_*`` functions plan,
 submit the units to a Dask client or run them one after the other when ``client`` is

@@ -34,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from microscale._validation import check_one_of
-from microscale.errors import FailedUnitsError, IncompleteStageError, NoWorkersError
+from microscale.errors import (
+    DamagedStoreError,
+    FailedUnitsError,
+    IncompleteStageError,
+    NoWorkersError,
+)
 from microscale.store import (
     DESCRIPTORS,
+    RecordProblem,
     Store,
     open_store,
+    verify_records,
 )
 
 __all__ = [
@@ -50,7 +57,9 @@ __all__ = [
     "WORKER_TIMEOUT",
     "as_store",
     "check_descriptor",
+    "drop_damaged",
     "locked",
+    "require_intact",
     "require_done",
     "root_path",
     "row_ranges",
@@ -351,4 +360,53 @@ def require_done(store: Store, pending: Sequence[Any], what: str, how: str) -> N
         raise IncompleteStageError(
             f"{len(pending)} unit(s) of the {what} stage are not done in {store.root}; "
             f"run {how} first."
+        )
+
+
+def drop_damaged(
+    store: Store, stage: str, *, full: bool = False, keys: Sequence[str] | None = None
+) -> list[RecordProblem]:
+    """Verify the records of ``stage``; drop those whose data are damaged, so they are redone.
+
+    Every ``run_*`` function calls it before planning (driver-side, under the run lock):
+    a record whose chunk files are missing, cut short or changed
+    (:func:`microscale.store.verify_records`; ``full=False`` hashes only the chunks whose
+    size or modification time changed), or that cannot be read, is deleted with its
+    chunks (:meth:`microscale.store.Store.drop_done`) and a warning names it; the plan
+    then holds exactly those units again. Records written before checksums are trusted.
+
+    Returns
+    -------
+    list of RecordProblem
+        The units dropped.
+    """
+    problems = [
+        p for p in verify_records(store, stage, full=full, keys=keys) if p.kind != "unverified"
+    ]
+    for problem in problems:
+        store.drop_done(problem.stage, problem.key)
+        _log.warning("%s -- dropped: it is computed again", problem)
+    return problems
+
+
+def require_intact(
+    store: Store, stage: str, keys: Sequence[str] | None, *, how: str, full: bool = True
+) -> None:
+    """Raise DamagedStoreError when records of an earlier stage that a stage reads are damaged.
+
+    Every chunk of the records ``keys`` (None: all) of ``stage`` is hashed (the data about
+    to be read; ``full=False``: only those whose size or time changed); damaged units are
+    dropped first (:func:`drop_damaged`), so ``how`` (the call that recomputes them)
+    computes exactly those.
+    """
+    problems = drop_damaged(store, stage, full=full, keys=keys)
+    records = store.records(stage)
+    if records and keys is not None:  # a stage with records lacks some: dropped, or never done
+        problems += [RecordProblem(stage, k, "not done", {}) for k in keys if k not in records]
+    if problems:
+        names = "; ".join(str(p) for p in problems)
+        raise DamagedStoreError(
+            f"{len(problems)} unit(s) of the {stage} stage in {store.root} are damaged and "
+            f"were dropped: {names}. Run {how} to recompute exactly them.",
+            damaged=problems,
         )

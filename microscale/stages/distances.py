@@ -29,14 +29,16 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
+    drop_damaged,
     locked,
     require_done,
+    require_intact,
     root_path,
     row_ranges,
     run_units,
 )
 from microscale.stages.features import feature_dtype, require_features
-from microscale.stages.image_features import plan_image_groups
+from microscale.stages.image_features import image_features, plan_image_groups
 from microscale.store import (
     LEVELS,
     Store,
@@ -253,6 +255,27 @@ def plan_distance_blocks(
         for j in range(i, len(ranges))
     ]
     return [p for p in pairs if not store.is_done(stage, p.key, p.extent)]
+
+
+def _heal_rows(store: Store, lv: DistanceLevel, todo: Sequence[BlockPair], *, client: Any) -> None:
+    """Hash the rows the pairs ``todo`` read; recompute damaged image features first.
+
+    Damaged image-feature groups are dropped and computed again here (from the tile
+    features); damaged tile features (``level="tile"``) raise DamagedStoreError.
+    """
+    if not todo:
+        return
+    read = sorted({r for p in todo for r in (p.rows, p.cols)})
+    if lv.level == "tile":
+        c = array_chunks(store, lv.rows)[0]
+        keys = sorted({f"{k:09d}" for a, b in read for k in range(a // c, -(-b // c))})
+        how = f"run_features(descriptor={lv.descriptor!r})"
+        require_intact(store, f"features.{lv.descriptor}", keys, how=how)
+        return
+    size = int(array_attrs(store, f"image_feature_sums/{lv.descriptor}")["images_per_group"])
+    keys = sorted({f"{g:09d}" for a, b in read for g in range(a // size, -(-b // size))})
+    if drop_damaged(store, f"image_features.{lv.descriptor}", full=True, keys=keys):
+        image_features(store, descriptor=lv.descriptor, client=client, lock=False)
 
 
 def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPair]]:
@@ -524,7 +547,8 @@ def compute_distance_blocks(
                 write_block(
                     store, name, np.ascontiguousarray(dist.T), rows=pair.cols, cols=pair.rows
                 )
-            store.mark_done(stage, pair.key, pair.extent)
+            covers = [(name, pair.rows, pair.cols), (name, pair.cols, pair.rows)]
+            store.mark_done(stage, pair.key, pair.extent, covers=covers)
     return list(pairs)
 
 
@@ -638,7 +662,6 @@ def run_distances(
             )
         n = lv.n(store)
         b = _block_size(store, descriptor, block_size, level, client=client)
-        _ensure_center(store, descriptor, level)
         created = ensure_distance_matrix(
             store,
             lv.matrix,
@@ -654,7 +677,11 @@ def run_distances(
         )
         if created:
             store.clear_done(lv.stage)
+        # every block is hashed (the matrix the embedding reads): damaged pairs are redone
+        drop_damaged(store, lv.stage, full=True)
         todo = plan_distance_blocks(store, descriptor=descriptor, block_size=b, level=level)
+        _heal_rows(store, lv, todo, client=client)
+        _ensure_center(store, descriptor, level)
         nb = len(row_ranges(n, b))
         groups = _group_pairs(todo, per_task)
         try:

@@ -20,6 +20,7 @@ from microscale.stages._runner import (
     as_store,
     locked,
     require_done,
+    require_intact,
     row_ranges,
 )
 from microscale.stages.distances import DistanceLevel, distance_level, plan_distance_blocks
@@ -295,6 +296,9 @@ def embed(
     ------
     IncompleteStageError
         If some block pairs of the distance matrix are not done.
+    DamagedStoreError
+        If blocks changed since they were recorded (size or modification time; their
+        records are dropped: ``run_distances`` recomputes them, hashing every block).
     ValueError
         If the landmarks (at most ``n``: more are capped) are not more than every
         dimension.
@@ -318,6 +322,13 @@ def embed(
             plan_distance_blocks(store, descriptor=descriptor, level=level),
             lv.stage,
             f"run_distances(descriptor={descriptor!r}, level={level!r})",
+        )
+        require_intact(  # run_distances hashed every block; here size and time suffice
+            store,
+            lv.stage,
+            None,
+            how=f"run_distances(descriptor={descriptor!r}, level={level!r})",
+            full=False,
         )
         dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
         options = {

@@ -32,13 +32,16 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
+    drop_damaged,
     locked,
     require_done,
+    require_intact,
     root_path,
     row_ranges,
     run_units,
 )
 from microscale.store import (
+    TILES_STAGE,
     Store,
     array_attrs,
     array_chunks,
@@ -46,6 +49,7 @@ from microscale.store import (
     has_array,
     read_rows,
     read_tiles,
+    tile_chunks,
     write_block,
 )
 from microscale.weights import DEFAULT_LAYERS, DEFAULT_WEIGHTS
@@ -373,7 +377,7 @@ def compute_feature_batch(
     if kept:
         out = np.concatenate([read_rows(store, name, batch.start, batch.start + kept), out])
     write_block(store, name, out, rows=(batch.start, batch.stop))
-    store.mark_done(stage, batch.key, batch.extent)
+    store.mark_done(stage, batch.key, batch.extent, covers=[(name, (batch.start, batch.stop))])
     return batch
 
 
@@ -486,9 +490,20 @@ def run_features(
             dtype=dtype,
             attrs=attrs,
         )
+        stage = f"features.{descriptor}"
         if created:
-            store.clear_done(f"features.{descriptor}")  # records of a deleted array
+            store.clear_done(stage)  # records of a deleted array
+        drop_damaged(store, stage)  # damaged batches are computed again
         todo = plan_feature_batches(store, descriptor=descriptor)
+        # what the batches read: the rows a growing batch keeps, and their tiles, hashed
+        recorded = store.done_keys(stage)
+        drop_damaged(store, stage, full=True, keys=[b.key for b in todo if b.key in recorded])
+        require_intact(
+            store,
+            TILES_STAGE,
+            sorted({key for b in todo for key, _ in tile_chunks(store, b.start, b.stop)}),
+            how="`microscale run` with the archive (its ingest rebuilds them from the files)",
+        )
         n_all = len(row_ranges(store.n_tiles, _features_chunk(store, descriptor)))
         kwargs: dict[str, Any] = {"descriptor": descriptor, "oom_hook": oom_hook}
         if setting is not None:

@@ -23,7 +23,9 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     check_descriptor,
+    drop_damaged,
     locked,
+    require_intact,
     root_path,
     row_ranges,
     run_units,
@@ -103,6 +105,19 @@ def plan_image_groups(
     return [g for g in groups if not store.is_done(stage, g.key, g.extent)]
 
 
+def _feature_batches_of(store: Store, feats: str, groups: list[Batch]) -> list[str]:
+    """Keys of the feature batches (chunks of ``feats``) holding the tiles of ``groups``."""
+    if not groups:
+        return []
+    bounds = image_table(store)["image_tiles"]
+    c = array_chunks(store, feats)[0]
+    keys: set[int] = set()
+    for g in groups:
+        t0, t1 = int(bounds[g.start, 0]), int(bounds[g.stop - 1, 1])
+        keys.update(range(t0 // c, -(-t1 // c)))
+    return [f"{k:09d}" for k in sorted(keys)]
+
+
 def compute_image_features(root: Root, group: Batch, *, descriptor: str = "cnn") -> Batch:
     """Pixel-weighted mean of each image's tile vectors, for one group of images.
 
@@ -156,10 +171,10 @@ def compute_image_features(root: Root, group: Batch, *, descriptor: str = "cnn")
     out = (acc / wsum[:, None]).astype(feature_dtype(descriptor))
     write_block(store, f"image_features/{descriptor}", out, rows=(group.start, group.stop))
     total = out.sum(axis=0, dtype=np.float64)
-    write_block(
-        store, f"image_feature_sums/{descriptor}", total[None], rows=(group.index, group.index + 1)
-    )
-    store.mark_done(f"image_features.{descriptor}", group.key, group.extent)
+    sums, rows = f"image_feature_sums/{descriptor}", (group.index, group.index + 1)
+    write_block(store, sums, total[None], rows=rows)
+    covers = [(f"image_features/{descriptor}", (group.start, group.stop)), (sums, rows)]
+    store.mark_done(f"image_features.{descriptor}", group.key, group.extent, covers=covers)
     return group
 
 
@@ -241,7 +256,14 @@ def image_features(
         )
         if created:
             store.clear_done(f"image_features.{descriptor}")
+        drop_damaged(store, f"image_features.{descriptor}")  # damaged groups are redone
         todo = plan_image_groups(store, descriptor=descriptor, images_per_task=size)
+        require_intact(  # the feature batches the groups read, hashed
+            store,
+            f"features.{descriptor}",
+            _feature_batches_of(store, feats, todo),
+            how=f"run_features(descriptor={descriptor!r})",
+        )
         run_units(
             compute_image_features,
             root_path(root),
