@@ -18,8 +18,9 @@ Every discovered file ends with one outcome in the store's manifest, and the cou
 
 Pixel and tile budget
 ---------------------
-Before a page is decoded, its size is read from its header (:func:`microscale.io.page_shape`,
-which also refuses TIFF pages whose tiles share bytes) and the tiles it would make are
+Before a page is decoded, its header is checked (:func:`microscale.io.page_shape`: TIFF tiles
+that share bytes, pages above ``max_pixels`` that cannot be streamed, tiled pages that store
+far less than they declare are ``failed``) and the tiles its declared size would make are
 counted (:func:`microscale.io.count_tiles`). A page that would make more than
 ``max_tiles_per_image`` tiles is ``skipped`` (kind ``"too large"``), whatever its bytes,
 with the declared pixels, the tiles and the cap in its reason; the cap is checked again
@@ -586,8 +587,8 @@ def prepare_page(
         Its tiles (and the information bar cropped, ``crop``), or the reason it was skipped
         or failed.
     """
-    try:  # the header only: bombs (shared TIFF tiles) and the declared size
-        shape = with_retries(lambda: io.page_shape(path, page=page))
+    try:  # the header only: bombs, pages above max_pixels that cannot be streamed, the size
+        shape = with_retries(lambda: io.page_shape(path, page=page, max_pixels=max_pixels))
     except _READ_ERRORS as exc:
         return _failed_read(exc, image_id, rel)
     if max_tiles is not None and params["pixel_size_nm"] is None:

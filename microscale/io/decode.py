@@ -998,13 +998,17 @@ def read_regions(
                 yield y0, x0, tp.read(y0, y0 + region, x0, x0 + region)
 
 
-def page_shape(path: str | os.PathLike[str], *, page: int = 0) -> tuple[int, int]:
+def page_shape(
+    path: str | os.PathLike[str], *, page: int = 0, max_pixels: int | None = None
+) -> tuple[int, int]:
     """``(H, W)`` of one page as its header declares it, without decoding any pixel.
 
     For a TIFF page, the layout of its data is checked too: tiles or strips whose byte
-    ranges are shared or overlap raise :class:`DecompressionBombError` (the check that
-    :func:`read_micrograph` makes first). Use it to budget an image by its declared size,
-    whatever its bytes say.
+    ranges are shared or overlap raise :class:`DecompressionBombError`. With
+    ``max_pixels``, every check that :func:`read_micrograph` makes from the header is made:
+    a page above it raises as :func:`read_micrograph` would, unless it is a tiled TIFF page
+    that can be streamed (:func:`open_tiled_page`), whose shape is returned. Use it to
+    budget an image by its declared size before reading it.
 
     Parameters
     ----------
@@ -1012,6 +1016,8 @@ def page_shape(path: str | os.PathLike[str], *, page: int = 0) -> tuple[int, int
         An image file (any format :func:`read_micrograph` reads).
     page : int, optional
         The page, from 0.
+    max_pixels : int, optional
+        The pixel budget of :func:`read_micrograph`; None: not checked.
 
     Returns
     -------
@@ -1021,7 +1027,10 @@ def page_shape(path: str | os.PathLike[str], *, page: int = 0) -> tuple[int, int
     Raises
     ------
     DecompressionBombError
-        For a TIFF page whose data ranges are shared or overlap.
+        For a TIFF page whose data ranges are shared or overlap, or (with ``max_pixels``) a
+        tiled page above the budget that stores too few bytes.
+    ImageTooLargeError
+        With ``max_pixels``, for a page above it that cannot be streamed.
     UnsupportedFormatError, DecodeError, ImportError, ValueError
         As :func:`read_micrograph`.
 
@@ -1035,10 +1044,19 @@ def page_shape(path: str | os.PathLike[str], *, page: int = 0) -> tuple[int, int
     (3, 4)
     """
     page = check_int(page, "page", minimum=0)
+    if max_pixels is not None:
+        max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
     path = Path(path)
     fmt = sniff_format(path)
     if fmt is None:
         raise _not_an_image(path)
+    shape = _page_shape(path, fmt, page, max_pixels)
+    if max_pixels is not None and fmt != "tiff":
+        _check_pixels(path, shape[0], shape[1], max_pixels, 1)
+    return shape
+
+
+def _page_shape(path: Path, fmt: str, page: int, max_pixels: int | None) -> tuple[int, int]:
     try:
         if fmt == "tiff":
             with _open_tiff(path) as tif:
@@ -1049,11 +1067,19 @@ def page_shape(path: str | os.PathLike[str], *, page: int = 0) -> tuple[int, int
                 tiff_page = series.pages[frames[page].page_index]
                 keyframe = series.keyframe
                 axes, shape = keyframe.axes, keyframe.shape
-                if tiff_page is not None:
+                if tiff_page is not None and max_pixels is not None:
+                    _tiff_budget(path, page, tiff_page, keyframe, max_pixels)
+                elif tiff_page is not None:
                     _tiff_stored_bytes(path, page, tiff_page, keyframe)
                 return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
         if fmt == "dm":
-            signals = _dm_signals(path, lazy=True)
+            try:
+                signals = _dm_signals(path, lazy=True)
+            except DecodeError as exc:  # RGBA images cannot be opened lazily: see _read_dm
+                if "RGBA" not in str(exc):
+                    raise
+                h, w = _read_dm(path, page, max_pixels or path.stat().st_size).data.shape
+                return int(h), int(w)
             frames_dm = _dm_frames(path, signals)
             if page >= len(frames_dm):
                 raise _page_error(path, page, len(frames_dm))

@@ -1,8 +1,9 @@
 r"""Micrographs and what their files say about them: the physical pixel size, the info bar.
 
 :class:`Micrograph` is what :mod:`microscale.io.decode` returns. The functions here read
-the pixel size from each vendor's metadata (parsed by the decoders) and find the info bar
-of an SEM image (:func:`detect_info_bar`); none of them opens a file.
+the pixel size from each vendor's metadata (parsed by the decoders) and find the
+information bar of an SEM image (:func:`info_bar`: from the vendor's header, else from the
+pixels, :func:`detected_info_bar`); none of them opens a file.
 
 Physical pixel size
 -------------------
@@ -37,7 +38,9 @@ sample dtype), ``shape`` and ``axes`` (of the stored series or image, channels i
 ``channel_policy`` (what was done, in words), ``bit_depth`` (bits per sample when the file
 says, else ``None``), ``n_pages``, ``pixel_size_source``, ``instrument_tags`` (names of the
 private TIFF tags found, e.g. ``FEI_HELIOS``, ``CZ_SEM``), and ``instrument`` (the parsed
-FEI and Zeiss headers, keyed ``"FEI"`` and ``"CZ_SEM"``, when present).
+vendor headers, when present: ``"FEI"``, ``"CZ_SEM"`` and ``"TESCAN"`` from TIFF tags,
+``"TESCAN"`` also from a ``<name>-<ext>.hdr`` sidecar, ``"Hitachi"`` and ``"JEOL"`` from a
+``<name>.txt`` sidecar next to the image).
 """
 
 from __future__ import annotations
@@ -339,7 +342,7 @@ _BAR_LEVEL = 0.4  # a bar row: one grey level owns at least this fraction of it
 _PURE_LEVEL = 0.98  # a blank bar row (margins, separator lines)
 _MAX_GAP = 3  # rows below the bar level tolerated inside a bar (dense text, a logo)
 _SHARP_ROWS = 8  # specimen rows just past the bar that must look like specimen
-_MIN_ROWS, _MIN_HEIGHT, _MIN_WIDTH = 3, 32, 16
+_MIN_ROWS, _MIN_HEIGHT, _MIN_WIDTH = 8, 32, 16
 _MAX_COLUMNS, _SPECIMEN_ROWS, _CHUNK = 1024, 128, 32
 
 
@@ -445,8 +448,8 @@ def detected_info_bar(image: np.ndarray, *, max_fraction: float = BAR_MAX_FRACTI
     2. walking from the edge inward, bar rows (mode fraction at least
        ``max(0.4, specimen + 0.25)``) follow each other with gaps of at most 3 rows (dense
        text), starting within the first 2 rows: the band is contiguous from the edge;
-    3. it is at least 3 rows and at most ``max_fraction * H`` tall, and at least 70% of its
-       rows are bar rows;
+    3. it is at least 8 rows (a line of text) and at most ``max_fraction * H`` tall, and at
+       least 70% of its rows are bar rows;
     4. it holds blank rows (mode fraction >= 0.98: margins and separator lines), at least
        2 and 10% of its rows, so a dark specimen whose noise is clipped at zero is not a
        bar (such rows are flat in part, never blank);
