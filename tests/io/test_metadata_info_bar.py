@@ -8,41 +8,12 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
 
 from microscale.io import InfoBar, Micrograph, detected_info_bar, info_bar, read_micrograph
 from microscale.io.metadata import row_mode_fractions
-
-
-def _specimen(h: int = 768, w: int = 1024, *, seed: int = 0, dtype=np.uint8) -> np.ndarray:
-    """A nanoporous-gold-like SEM texture: blurred ligaments and pores, plus shot noise."""
-    rng = np.random.default_rng(seed)
-    field = ndimage.gaussian_filter(rng.normal(size=(h, w)), 4)
-    field = np.tanh(field / field.std() * 1.5)
-    image = 120 + 80 * field + rng.normal(0, 12, (h, w))
-    top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 255
-    return np.clip(image * (top / 255), 0, top).astype(dtype)
-
-
-def _with_bar(image, rows, *, fill=0, ink=255, edge="bottom", seed=1):
-    """``image`` with a vendor-like bar: a fill, a separator line, text lines, a scale bar."""
-    rng = np.random.default_rng(seed)
-    w = image.shape[1]
-    bar = np.full((rows, w), fill, image.dtype)
-    bar[0] = ink  # the line between micrograph and bar
-    for y0 in range(max(3, rows // 6), rows - 8, 14):  # lines of "glyphs"
-        for x0 in range(10, w - 40, 9):
-            if rng.random() < 0.6:
-                gh = min(9, rows - y0 - 1)
-                glyph = rng.random((gh, 6)) < 0.35
-                bar[y0 : y0 + gh, x0 : x0 + 6][glyph] = ink
-    bar[rows // 2 : rows // 2 + 3, w - 200 : w - 60] = ink  # the scale bar
-    out = image.copy()
-    if edge == "bottom":
-        out[-rows:] = bar
-    else:
-        out[:rows] = bar[::-1]
-    return out
+from microscale.testing.sem import ZEISS_HEADER
+from microscale.testing.sem import sem_specimen as _specimen
+from microscale.testing.sem import with_info_bar as _with_bar
 
 
 def test_row_mode_fractions_against_a_loop():
@@ -131,19 +102,12 @@ def test_small_images_are_left_alone():
 
 # --------------------------------------------------------------------------- vendors
 
-_ZEISS_HEADER = (
-    "0\r\n0\r\n"
-    "AP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 0.543 nm\r\n"
-    "DP_DETECTOR_CHANNEL\r\nSignal A = InLens\r\n"
-    "AP_MAG\r\nMag = 200.00 K X\r\n"
-)
-
 
 def test_a_zeiss_sem_tiff_has_its_data_zone_found(tmp_path):
     """The issue's case: 1024 x 768 with a data zone at the bottom, pixel size 0.543 nm."""
     path = tmp_path / "npg.tif"
     image = _with_bar(_specimen(), 77)
-    tifffile.imwrite(path, image, extratags=[(34118, "B", 0, _ZEISS_HEADER.encode(), True)])
+    tifffile.imwrite(path, image, extratags=[(34118, "B", 0, ZEISS_HEADER.encode(), True)])
     m = read_micrograph(path)
     assert m.pixel_size_nm == pytest.approx(0.543)
     assert m.metadata["instrument_tags"] == ["CZ_SEM"]
