@@ -15,6 +15,11 @@ the stages once cleanly, then injects real faults with real processes and resume
   rewritten consistently; a completion record deleted, cut short or with its checksum
   changed. Each is checked (``verify_store``: is the unit named?), then healed by a run
   (ingest + stages) and compared with the clean store, chunk file by chunk file.
+* hostile inputs of issue 13 (:func:`hostile_cases`, alone with ``--only-hostile``): the
+  tile-offset bomb (20480 x 20480 declared in 117 KB, 6400 tiles at one offset), a
+  10^10-pixel declaration (shared tiles, and sparse under a budget that admits it: the tile
+  cap), and a Zeiss SEM TIFF whose data zone is found in the pixels. Each is ingested in a
+  fresh subprocess beside a genuine image: outcome, time to the outcome, peak memory.
 
 Prints the tables of issue 4's "Figures": files by outcome and reason; units recomputed on
 resume; time to detect and to recover; overhead vs a clean run; peak memory of ingesting the
@@ -48,7 +53,7 @@ from microscale.demo import write_demo_archive
 from microscale.ingest import ingest_archive
 from microscale.stages import _runner as runner
 from microscale.testing.faults import Sabotage, three_workers
-from microscale.testing.hostile import lying_png, zlib_tiff_bomb
+from microscale.testing.hostile import lying_png, shared_tile_tiff, sparse_tiff, zlib_tiff_bomb
 
 FEATURES = "microscale.stages.features"  # the module whose read_tiles is sabotaged
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -545,6 +550,79 @@ def bomb_memory(work: Path) -> list[list[object]]:
     return rows
 
 
+# --------------------------------------------------------------------------- hostile inputs
+
+HOSTILE_CODE = """
+import json, resource, sys, time
+from microscale.ingest import ingest_archive
+from microscale.store import image_table, open_store
+import microscale.io, numpy, tifffile  # imported before the baseline
+archive, store, max_pixels = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+report = ingest_archive(archive, store, max_pixels=max_pixels)
+seconds = time.perf_counter() - t
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+table = image_table(open_store(store)) if report.n_images else None
+crops = {str(p): [r.tolist(), s] for p, r, s in zip(table["image_path"], table["crop_rows"],
+         table["crop_source"])} if table is not None else {}
+print(json.dumps({"seconds": seconds, "maxrss_growth_mib": (rss1 - rss0) / 1024,
+                  "n_tiles": report.n_tiles, "crops": crops,
+                  "outcomes": {k: [v["status"], v.get("kind", ""), v.get("reason", "")]
+                               for k, v in report.outcomes.items()}}))
+"""
+
+
+def hostile_cases(work: Path) -> list[list[object]]:
+    """Issue 13's hostile inputs, each ingested with a genuine image in a fresh subprocess."""
+    import tifffile
+
+    from microscale.testing.sem import ZEISS_HEADER, sem_specimen, with_info_bar
+
+    def zeiss(path: Path) -> None:
+        image = with_info_bar(sem_specimen(), 77)
+        tifffile.imwrite(path, image, extratags=[(34118, "B", 0, ZEISS_HEADER.encode(), True)])
+
+    cases = [  # name, file, builder, max_pixels
+        ("tile-offset bomb 20480^2", "bomb.tif", shared_tile_tiff, 2**28),
+        ("10^10 px, shared tiles", "giga.tif", lambda p: shared_tile_tiff(p, side=100_000), 2**28),
+        ("10^10 px, sparse, default budget", "sparse.tif", sparse_tiff, 2**28),
+        ("10^10 px, sparse, max_pixels=10^10", "sparse.tif", sparse_tiff, 10**10),
+        ("Zeiss SEM TIFF, data zone", "zeiss.tif", zeiss, 2**28),
+    ]
+    rows = []
+    for i, (label, name, build, max_pixels) in enumerate(cases):
+        archive = work / f"hostile_{i}"
+        archive.mkdir()
+        build(archive / name)
+        tifffile.imwrite(archive / "genuine.tif", sem_specimen(h=256, w=256, seed=3))
+        out = subprocess.run(
+            [sys.executable, "-c", HOSTILE_CODE, str(archive), str(work / f"hstore_{i}"),
+             str(max_pixels)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        size = (archive / name).stat().st_size
+        if out.returncode:
+            rows.append([label, size, f"crashed rc={out.returncode}", "-", "-", "-"])
+            continue
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        status, kind, reason = res["outcomes"][name]
+        crop = res["crops"].get(name)
+        outcome = f"{status}/{kind}" + (f" crop {crop[0]} ({crop[1]})" if crop else "")
+        genuine = res["outcomes"]["genuine.tif"][0]
+        rows.append([label, size, outcome, res["seconds"], res["maxrss_growth_mib"],
+                     f"genuine.tif {genuine}; {reason[:60]}"])  # fmt: skip
+    return rows
+
+
+def hostile_table(work: Path) -> None:
+    table(
+        "Hostile inputs of issue 13 (fresh subprocess each, with a genuine 256x256 image)",
+        ["case", "bytes", "outcome", "time to outcome s", "maxrss growth MiB", "notes"],
+        hostile_cases(work),
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -571,7 +649,12 @@ def main() -> None:
     p.add_argument("--worker-timeout", type=float, default=5.0)
     p.add_argument("--skip-cluster", action="store_true", help="no Dask scenarios")
     p.add_argument("--only-damage", action="store_true", help="only the damage-at-rest cases")
+    p.add_argument("--only-hostile", action="store_true", help="only the hostile-input cases")
     args = p.parse_args()
+    if args.only_hostile:
+        with tempfile.TemporaryDirectory(prefix="bench_faults_") as tmp:
+            hostile_table(Path(tmp))
+        return
     d = args.descriptor
     t_all = time.perf_counter()
 
@@ -689,6 +772,7 @@ def main() -> None:
              "outcome"],
             bomb_memory(work),
         )  # fmt: skip
+        hostile_table(work)
         if failures:
             print("\nScenarios that did not run:")
             for f in failures:

@@ -29,6 +29,7 @@ def ingest_task(params: PipelineParams, address: str | None = None) -> IngestRep
             pixel_size_nm=params.pixel_size_nm,
             crop_bottom=params.crop_bottom,
             max_pixels=params.max_pixels,
+            max_tiles_per_image=params.max_tiles_per_image,
             on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
             client=client,
         )

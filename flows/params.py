@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from microscale.ingest import MAX_TILES_PER_IMAGE
 from microscale.stages.embed import DEFAULT_LANDMARKS, DENSE_LIMIT
 
 
@@ -33,9 +34,25 @@ class PipelineParams(BaseModel):
         None, gt=0, description="Resample calibrated images to this pixel size."
     )
     crop_bottom: int | Literal["auto"] = Field(
-        "auto", description="Rows of SEM information bar to crop; auto reads FEI headers."
+        "auto",
+        description=(
+            "Rows of SEM information bar to crop from the bottom (0: none); auto: the bar the "
+            "vendor's header declares (FEI, TESCAN, Hitachi, JEOL), else one found in the "
+            "pixels. Fixed per store."
+        ),
     )
-    max_pixels: int = Field(2**28, ge=1, description="Refuse larger images (bombs).")
+    max_pixels: int = Field(
+        2**28, ge=1, description="Most pixels decoded at once; tiled TIFFs above it are streamed."
+    )
+    max_tiles_per_image: int | None = Field(
+        MAX_TILES_PER_IMAGE,
+        ge=1,
+        description=(
+            "Skip an image that would make more tiles (judged from its declared size, before "
+            "decoding): 1600 keeps one image within ~1% of a run of 10^4 1024x1024 images. "
+            "Empty: no cap."
+        ),
+    )
     descriptors: list[Literal["cnn", "ps"]] = Field(
         default_factory=lambda: ["cnn", "ps"], description="CNN texture vectors, PS baseline."
     )

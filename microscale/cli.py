@@ -95,6 +95,26 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="largest map embedded by dense MDS; above it landmark MDS (default 20000)",
     )
+    bar = r.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--crop-bottom",
+        type=int,
+        metavar="N",
+        help="cut N rows of SEM information bar off the bottom of every image (default: the "
+        "bar the vendor's header declares, else one found in the pixels); fixed per store",
+    )
+    bar.add_argument(
+        "--no-auto-crop",
+        action="store_true",
+        help="never crop an information bar (same as --crop-bottom 0)",
+    )
+    r.add_argument(
+        "--max-tiles-per-image",
+        type=int,
+        metavar="N",
+        help="skip an image that would make more tiles, judged from its declared size "
+        "(default 1600: ~1%% of a run of 10^4 1024x1024 images)",
+    )
     r.add_argument("--demo-images", type=int, default=40, help="images in the demo archive")
 
     p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
@@ -342,6 +362,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "texture_precision": args.texture_precision,
         "landmarks": args.landmarks,
         "max_dense": args.max_dense,
+        "crop_bottom": 0 if args.no_auto_crop else args.crop_bottom,
+        "max_tiles_per_image": args.max_tiles_per_image,
     }
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}

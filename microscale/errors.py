@@ -9,6 +9,7 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
     |-- UnsupportedFormatError (ValueError)      a file that is not an image microscale reads
     |-- DecodeError (OSError)                    an image file that cannot be decoded
     |-- ImageTooLargeError (ValueError)          more pixels than ``max_pixels`` allows
+    |   `-- DecompressionBombError               a file whose data ranges are shared or overlap
     |-- ImageTooSmallError (ValueError)          too small to cut a tile from
     |-- PageNotFoundError (ValueError)           a page index past a file's last page
     |-- ConstantImageError (ValueError)          an image without texture (all pixels equal)
@@ -43,6 +44,7 @@ __all__ = [
     "ConstantImageError",
     "DamagedStoreError",
     "DecodeError",
+    "DecompressionBombError",
     "DtypeError",
     "FailedUnitsError",
     "GPUUnavailableError",
@@ -100,6 +102,16 @@ class ImageTooLargeError(MicroscaleError, ValueError):
     """
 
     streamable: bool = False
+
+
+class DecompressionBombError(ImageTooLargeError):
+    """A file built to decode to far more than it stores: a decompression bomb.
+
+    Raised from the header, before any pixel is decoded: TIFF tiles or strips whose byte
+    ranges are shared or overlap (so a few kilobytes are counted, and decoded, thousands of
+    times), or a page above ``max_pixels`` that stores less than ``1 / MAX_COMPRESSION_RATIO``
+    of its decoded bytes (:mod:`microscale.io.decode`). Never ``streamable``.
+    """
 
 
 class ImageTooSmallError(MicroscaleError, ValueError):

@@ -13,7 +13,22 @@ Every discovered file ends with one outcome in the store's manifest, and the cou
   link is a regular file whose content is by definition that of a file in the archive; it
   is read like any other (and is a duplicate of its other names);
 - ``failed``: an image that could not be decoded (truncated, corrupt, too many pixels),
-  with the decoder's reason.
+  with the decoder's reason; kind ``"bomb"`` for a decompression bomb (TIFF tiles or strips
+  that share bytes, or a page that stores far less than it declares: :mod:`microscale.io`).
+
+Pixel and tile budget
+---------------------
+Before a page is decoded, its header is checked (:func:`microscale.io.page_shape`: TIFF tiles
+that share bytes, pages above ``max_pixels`` that cannot be streamed, tiled pages that store
+far less than they declare are ``failed``) and the tiles its declared size would make are
+counted (:func:`microscale.io.count_tiles`). A page that would make more than
+``max_tiles_per_image`` tiles is ``skipped`` (kind ``"too large"``), whatever its bytes,
+with the declared pixels, the tiles and the cap in its reason; the cap is checked again
+after resampling. The default, :data:`MAX_TILES_PER_IMAGE` = 1600, keeps one image within
+about 1% of a run of 10^4 images: such a run of 1024 x 1024 micrographs cut into 256-pixel
+tiles holds 16 tiles an image, 1.6 x 10^5 in all, and 1% of that is 1600 tiles (a 10240 x
+10240 image, or a 2-D montage of 10 x 10 such frames). Raise it to map larger images; with
+smaller tiles, scale it by the square of the ratio (6400 at 128 pixels).
 
 Paths are recorded relative to the archive, with ``/`` separators. A name that is not
 valid UTF-8 (raw bytes on Linux) is recorded with its undecodable bytes written as
@@ -27,10 +42,14 @@ crash loses at most the file being read.
 
 Per image, in order: NaN and infinite pixels of a floating-point image are replaced by the
 median of its finite pixels (an image with no finite pixel is skipped); the SEM information
-bar is cropped (``crop_bottom`` pixels, or from the FEI header with
-``crop_bottom="auto"``); the image is resampled to ``pixel_size_nm`` when that is set and
-the file has a calibration; intensities are mapped to [0, 1] per image
-(``normalize``, docs/method.md section 1: so that all tiles of an image share its contrast);
+bar is cropped (``crop_bottom`` rows; with ``crop_bottom="auto"``, the bar the vendor's
+header declares, else the one found in the pixels: :func:`microscale.io.info_bar`), and the
+crop is recorded per image in the store (``crop_rows``: top and bottom rows, and
+``crop_source``: ``"fei-metadata"``, ``"tescan-metadata"``, ``"hitachi-metadata"``,
+``"jeol-metadata"``, ``"detected"``, ``"user"`` or ``"none"``); the image is resampled to
+``pixel_size_nm`` when that is set and the file has a calibration; intensities are mapped
+to [0, 1] per image (``normalize``, docs/method.md section 1: so that all tiles of an image
+share its contrast);
 then it is tiled (:func:`microscale.io.tile`). A multi-page file contributes one image per
 page, with identity ``sha256#p<page>``.
 
@@ -109,6 +128,7 @@ if TYPE_CHECKING:
     import distributed
 
 __all__ = [
+    "MAX_TILES_PER_IMAGE",
     "STORE_PARAMS",
     "IngestReport",
     "PreparedFile",
@@ -127,6 +147,10 @@ log = logging.getLogger(__name__)
 HISTOGRAM_BINS = 65536
 
 STORE_PARAMS = ("tile_size", "stride", "min_fraction", "normalize", "pixel_size_nm", "crop_bottom")
+
+#: Default most tiles one image may make: 1% of a run of 10^4 images of 1024 x 1024 pixels
+#: cut into 256-pixel tiles (16 tiles each): see the module docstring.
+MAX_TILES_PER_IMAGE = 1600
 
 
 @dataclass
@@ -202,6 +226,7 @@ def ingest_archive(
     pixel_size_nm: float | None = None,
     crop_bottom: int | Literal["auto"] = "auto",
     max_pixels: int = 2**28,
+    max_tiles_per_image: int | None = MAX_TILES_PER_IMAGE,
     tiles_per_chunk: int = 64,
     on_file: Callable[[int, int], None] | None = None,
     client: distributed.Client | None = None,
@@ -223,9 +248,16 @@ def ingest_archive(
         Resample every calibrated image to this pixel size, so that textures at different
         magnifications compare. Uncalibrated images are kept as they are (and say so).
     crop_bottom : int or "auto", optional
-        Rows of SEM information bar to cut off; "auto" reads it from FEI headers.
+        Rows of SEM information bar to cut off the bottom (0: none); "auto" (default) takes
+        the bar the vendor's header declares, else finds one in the pixels
+        (:func:`microscale.io.info_bar`).
     max_pixels : int, optional
-        Refuse images with more pixels (decompression bombs); raise it for huge images.
+        Most pixels decoded at once; tiled TIFF pages above it are streamed, other images
+        above it refused (decompression bombs); raise it for huge images.
+    max_tiles_per_image : int or None, optional
+        Skip (``"too large"``) a page that would make more tiles than this, judged from its
+        declared size before decoding (module docstring, "Pixel and tile budget"); None: no
+        cap.
     tiles_per_chunk : int, optional
         Zarr chunk length along the tile axis, for a new store.
     on_file : callable(done, total), optional
@@ -258,6 +290,11 @@ def ingest_archive(
     }
     if int(files_per_task) < 1:
         raise ValueError(f"files_per_task must be at least 1, not {files_per_task!r}")
+    if max_tiles_per_image is not None and int(max_tiles_per_image) < 1:
+        raise ValueError(
+            f"max_tiles_per_image must be at least 1 (or None), not {max_tiles_per_image!r}"
+        )
+    max_tiles = None if max_tiles_per_image is None else int(max_tiles_per_image)
     root = Path(archive)
     left_out: list[tuple[Path, str]] = []
     files = io.discover(root, skipped=left_out)
@@ -287,11 +324,18 @@ def ingest_archive(
         ]
         if client is None:
             stream = (
-                prepare_file(path, rel, params, max_pixels, known_digests) for path, rel in items
+                prepare_file(path, rel, params, max_pixels, known_digests, max_tiles=max_tiles)
+                for path, rel in items
             )
         else:
             stream = _prepare_on_cluster(
-                client, items, params, max_pixels, frozenset(known_digests), int(files_per_task)
+                client,
+                items,
+                params,
+                max_pixels,
+                frozenset(known_digests),
+                int(files_per_task),
+                max_tiles=max_tiles,
             )
         for done, prepared in enumerate(stream, 1):
             rel = prepared.rel
@@ -342,6 +386,7 @@ class PreparedPage:
     origins: np.ndarray | None = None
     weights: np.ndarray | None = None
     pixel_size_nm: float | None = None
+    crop: io.InfoBar = field(default_factory=io.InfoBar)
 
 
 @dataclass
@@ -364,15 +409,18 @@ def prepare_file(
     params: dict[str, Any],
     max_pixels: int,
     known_digests: Set[str] = frozenset(),
+    *,
+    max_tiles: int | None = None,
 ) -> PreparedFile:
     """Sniff, hash, decode, normalise and tile every page of one file; no store access.
 
     Runs on a Dask worker (or in this process without a client). A file whose digest is in
-    ``known_digests`` is not decoded. Never raises for a bad file: the reason is in the
+    ``known_digests`` is not decoded. Pages that would make more than ``max_tiles`` tiles
+    are skipped (:func:`prepare_page`). Never raises for a bad file: the reason is in the
     result.
     """
     try:
-        return _prepare(Path(path), rel, params, max_pixels, known_digests)
+        return _prepare(Path(path), rel, params, max_pixels, known_digests, max_tiles)
     except Exception as exc:  # one bad file never loses the others
         log.exception("unexpected error on %s", rel)
         return PreparedFile(
@@ -385,13 +433,23 @@ def prepare_files(
     params: dict[str, Any],
     max_pixels: int,
     known_digests: Set[str] = frozenset(),
+    *,
+    max_tiles: int | None = None,
 ) -> list[PreparedFile]:
     """:func:`prepare_file` of each ``(path, rel)``: one Dask task."""
-    return [prepare_file(path, rel, params, max_pixels, known_digests) for path, rel in items]
+    return [
+        prepare_file(path, rel, params, max_pixels, known_digests, max_tiles=max_tiles)
+        for path, rel in items
+    ]
 
 
 def _prepare(
-    path: Path, rel: str, params: dict[str, Any], max_pixels: int, known_digests: Set[str]
+    path: Path,
+    rel: str,
+    params: dict[str, Any],
+    max_pixels: int,
+    known_digests: Set[str],
+    max_tiles: int | None,
 ) -> PreparedFile:
     if not stat.S_ISREG(os.lstat(path).st_mode):  # replaced since discover: never opened
         return PreparedFile(
@@ -420,7 +478,9 @@ def _prepare(
     for page in range(n_pages):
         image_id = digest if n_pages == 1 else f"{digest}#p{page}"
         label = rel if n_pages == 1 else f"{rel}#{page}"
-        out.pages.append(prepare_page(path, label, page, image_id, params, max_pixels))
+        out.pages.append(
+            prepare_page(path, label, page, image_id, params, max_pixels, max_tiles=max_tiles)
+        )
     return out
 
 
@@ -458,9 +518,43 @@ _READ_ERRORS = (OSError, io.UnsupportedFormatError, ImportError, ValueError)
 
 
 def _failed_read(exc: BaseException, image_id: str, rel: str) -> PreparedPage:
-    """The outcome of a page that could not be read: too large (a bomb), or undecodable."""
-    kind = "too large" if isinstance(exc, io.ImageTooLargeError) else "decode"
+    """The outcome of a page that could not be read: a bomb, too large, or undecodable."""
+    if isinstance(exc, io.DecompressionBombError):
+        kind = "bomb"
+    elif isinstance(exc, io.ImageTooLargeError):
+        kind = "too large"
+    else:
+        kind = "decode"
     return PreparedPage(image_id, rel, "failed", kind, str(exc))
+
+
+def _too_many_tiles(
+    image_id: str, rel: str, page: int, shape: tuple[int, int], params: dict[str, Any], cap: int
+) -> PreparedPage | None:
+    """A ``skipped: too large`` page when ``shape`` would make more than ``cap`` tiles."""
+    n = io.count_tiles(shape, tile_size=params["tile_size"], stride=params["stride"])
+    if n <= cap:
+        return None
+    h, w = shape
+    return PreparedPage(
+        image_id,
+        rel,
+        "skipped",
+        "too large",
+        f"{rel} page {page}: {h}x{w} pixels ({h * w:,}) would make {n:,} tiles of "
+        f"{params['tile_size']} pixels, more than max_tiles_per_image={cap:,} (one image "
+        "must not take more than ~1% of a large run); not decoded. Raise "
+        "max_tiles_per_image (--max-tiles-per-image) to map it, or split it into frames.",
+    )
+
+
+def _info_bar(micro: io.Micrograph, crop_bottom: int | str) -> io.InfoBar:
+    """The bar to crop: found (``"auto"``), given by the user, or none (0)."""
+    if crop_bottom == "auto":
+        return io.info_bar(micro)
+    if int(crop_bottom) > 0:
+        return io.InfoBar(bottom=int(crop_bottom), source="user")
+    return io.InfoBar()
 
 
 def prepare_page(
@@ -470,6 +564,8 @@ def prepare_page(
     image_id: str,
     params: dict[str, Any],
     max_pixels: int,
+    *,
+    max_tiles: int | None = None,
 ) -> PreparedPage:
     """Decode, normalise and tile one page of a file; never raises for a bad file.
 
@@ -489,12 +585,24 @@ def prepare_page(
     max_pixels : int
         Pages above it are read by bands when they are tiled TIFF pages
         (:func:`microscale.io.open_tiled_page`), else refused as too large.
+    max_tiles : int, optional
+        Skip the page (``"too large"``) if it would make more tiles, judged from its declared
+        size before decoding (unless it is resampled), and again before tiling.
 
     Returns
     -------
     PreparedPage
-        Its tiles, or the reason it was skipped or failed.
+        Its tiles (and the information bar cropped, ``crop``), or the reason it was skipped
+        or failed.
     """
+    try:  # the header only: bombs, pages above max_pixels that cannot be streamed, the size
+        shape = with_retries(lambda: io.page_shape(path, page=page, max_pixels=max_pixels))
+    except _READ_ERRORS as exc:
+        return _failed_read(exc, image_id, rel)
+    if max_tiles is not None and params["pixel_size_nm"] is None:
+        skipped = _too_many_tiles(image_id, rel, page, shape, params, max_tiles)
+        if skipped is not None:
+            return skipped
     try:
         micro = with_retries(lambda: io.read_micrograph(path, page=page, max_pixels=max_pixels))
     except _READ_ERRORS as exc:
@@ -516,13 +624,17 @@ def prepare_page(
                     reason=f"{rel} page {page}: no finite pixels",
                 )
             image = np.where(bad, np.median(image[~bad]), image)
-    bar = io.detect_info_bar(micro) if params["crop_bottom"] == "auto" else params["crop_bottom"]
-    if bar:
-        image = io.crop(image, bottom=int(bar))
+    bar = _info_bar(micro, params["crop_bottom"])
+    if bar.rows:
+        image = io.crop(image, top=bar.top, bottom=bar.bottom)
     pixel_size = micro.pixel_size_nm
     if params["pixel_size_nm"] is not None and pixel_size is not None:
         image = io.resample(image, pixel_size_nm=pixel_size, target_nm=params["pixel_size_nm"])
         pixel_size = params["pixel_size_nm"]
+    if max_tiles is not None:
+        skipped = _too_many_tiles(image_id, rel, page, image.shape, params, max_tiles)
+        if skipped is not None:
+            return replace(skipped, decoded=True, channel_policy=done.channel_policy)
     try:
         grey = normalize_intensity(image, method=params["normalize"])[0]
     except ConstantImageError as exc:
@@ -546,6 +658,7 @@ def prepare_page(
         origins=origins,
         weights=real.prod(axis=1).astype(np.float64),
         pixel_size_nm=pixel_size,
+        crop=bar,
     )
 
 
@@ -790,6 +903,8 @@ def _commit_file(
                 image_ids=[image_id],
                 paths=[page.label],
                 pixel_size_nm=[np.nan if page.pixel_size_nm is None else page.pixel_size_nm],
+                crop_rows=[[page.crop.top, page.crop.bottom]],
+                crop_source=[page.crop.source],
             )
             report.new_images += 1
             report.new_tiles += len(page.tiles)
@@ -819,6 +934,8 @@ def _prepare_on_cluster(
     max_pixels: int,
     known_digests: frozenset[str],
     files_per_task: int,
+    *,
+    max_tiles: int | None = None,
 ) -> Iterator[PreparedFile]:
     """Prepared files in the order of ``items``, prepared on the cluster's workers.
 
@@ -851,7 +968,9 @@ def _prepare_on_cluster(
     next_group = 0
 
     def submit(unit: int) -> None:
-        future = client.submit(prepare_files, members[unit], params, max_pixels, known, pure=False)
+        future = client.submit(
+            prepare_files, members[unit], params, max_pixels, known, max_tiles=max_tiles, pure=False
+        )
         unit_of[future] = unit
         done.add(future)
 

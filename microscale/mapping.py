@@ -223,7 +223,10 @@ def map_store(
     -------
     xarray.Dataset
         :func:`microscale.results.build_dataset` schema, plus ``image_path``,
-        ``pixel_size_nm`` and ground-truth coordinates on ``image``, ``r2`` and
+        ``pixel_size_nm``, ``crop_rows`` (info-bar rows cut, -1 when not recorded),
+        ``crop_edge`` (``"bottom"``, ``"top"``, ``"top+bottom"`` or ``""``), ``crop_source``
+        (how the bar was found, :func:`microscale.io.info_bar`; ``""`` when not recorded)
+        and ground-truth coordinates on ``image``, ``r2`` and
         ``regression_angle`` when there is ground truth, ``file_status`` /
         ``file_reason`` on a ``file`` dimension, and from :mod:`microscale.neighbors`:
         ``neighbor`` (descriptor, image, rank) int64 positions along ``image``,
@@ -256,14 +259,18 @@ def map_store(
         if on_descriptor is not None:
             on_descriptor(d)
     paths = [str(p) for p in res["image_paths"]]
-    pixel_size = np.asarray(store.image_table(st)["pixel_size_nm"], dtype=np.float64)
+    table = store.image_table(st)
+    pixel_size = np.asarray(table["pixel_size_nm"], dtype=np.float64)
+    crop = _crop_columns(table["crop_rows"], table["crop_source"])
     if level == "tile":
         tiles = store.tile_table(st)
         pixel_size = pixel_size[tiles["tile_image"]]
+        crop = {k: v[tiles["tile_image"]] for k, v in crop.items()}
     truth = ground_truth(archive, paths)
     params = {
         "image_path": np.array(paths, dtype=object),
         "pixel_size_nm": pixel_size,
+        **crop,
     }
     if level == "tile":
         params["tile_origin_y"] = tiles["tile_origin"][:, 0]
@@ -311,6 +318,21 @@ def map_store(
         coords=coords,
         attrs=attrs,
     )
+
+
+def _crop_columns(rows: np.ndarray, sources: np.ndarray) -> dict[str, np.ndarray]:
+    """``crop_rows``, ``crop_edge`` and ``crop_source`` per image from the store's table."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    known = (rows >= 0).all(axis=1)
+    edge = [
+        "+".join(e for e, n in zip(("top", "bottom"), r, strict=True) if n > 0) if ok else ""
+        for r, ok in zip(rows.tolist(), known, strict=True)
+    ]
+    return {
+        "crop_rows": np.where(known, rows.sum(axis=1), -1),
+        "crop_edge": np.array(edge, dtype=object),
+        "crop_source": np.asarray(sources, dtype=object),
+    }
 
 
 def _thumbnails(ds: xr.Dataset, st: store.Store) -> Callable[[int], np.ndarray]:

@@ -16,6 +16,10 @@ A store is a directory ``ROOT``::
         image_id            (image,)         string   content hash of the image (its identity)
         image_path          (image,)         string   first path seen with that content
         pixel_size_nm       (image,)         float64  NaN when the file does not say
+        crop_rows           (image, edge)    int32    rows of info bar cut at the top and at
+                                             the bottom (edge = top, bottom); -1: not recorded
+        crop_source         (image,)         string   how the bar was found (fei-metadata,
+                                             detected, user, none...); "": not recorded
         image_tiles         (image, 2)       int64    [start, stop) of the image's tiles
         features/<d>        (tile, feature)  float32 (cnn) or float64 (ps),
                                              chunks (features_chunk, n_features)
@@ -809,6 +813,7 @@ def create_store(
         ("image_path", (0,), (rows,), _STRING, ("image",), ""),
         ("pixel_size_nm", (0,), (rows,), np.float64, ("image",), np.nan),
         ("image_tiles", (0, 2), (rows, 2), np.int64, ("image", "bound"), -1),
+        *_crop_specs(0),
     ]
     for name, shape, chunks, dtype, dims, fill in specs:
         group.create_array(
@@ -864,6 +869,29 @@ def open_store(root: str | os.PathLike[str], *, mode: str = "r+") -> Store:
 
 _TILE_ARRAYS = ("tiles", "tile_image", "tile_origin", "tile_weight")
 _IMAGE_ARRAYS = ("image_id", "image_path", "pixel_size_nm", "image_tiles")
+_CROP_ARRAYS = ("crop_rows", "crop_source")
+
+
+def _crop_specs(n: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...], Any, tuple, Any]]:
+    """Specs of the per-image crop arrays, ``n`` rows long (4096-row chunks)."""
+    return [
+        ("crop_rows", (n, 2), (4096, 2), np.int32, ("image", "edge"), -1),
+        ("crop_source", (n,), (4096,), _STRING, ("image",), ""),
+    ]
+
+
+def _ensure_crop_arrays(group: zarr.Group, n: int) -> None:
+    """Create the crop arrays of a store made before they existed (rows "not recorded")."""
+    for name, shape, chunks, dtype, dims, fill in _crop_specs(n):
+        if name not in group:
+            group.create_array(
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=fill,
+                dimension_names=dims,
+            )
 
 
 def _resize_rows(group: zarr.Group, names: Sequence[str], n: int) -> None:
@@ -959,6 +987,8 @@ def append_images(
     image_ids: Sequence[str],
     paths: Sequence[str],
     pixel_size_nm: ArrayLike | None = None,
+    crop_rows: ArrayLike | None = None,
+    crop_source: Sequence[str] | None = None,
 ) -> tuple[int, int]:
     """Commit the images whose tiles were appended by :func:`append_tiles`.
 
@@ -975,6 +1005,12 @@ def append_images(
         The path each image was read from.
     pixel_size_nm : (m,) array_like, optional
         Physical pixel sizes; NaN (or None) when unknown.
+    crop_rows : (m, 2) array_like of int, optional
+        Rows of information bar cut from the top and the bottom of each image; -1 (the
+        default) when not recorded.
+    crop_source : sequence of str, optional
+        How each crop was found (e.g. ``"detected"``, ``"fei-metadata"``, ``"user"``,
+        ``"none"``); ``""`` (the default) when not recorded.
 
     Returns
     -------
@@ -997,6 +1033,12 @@ def append_images(
         px = np.array([np.nan if v is None else v for v in np.atleast_1d(pixel_size_nm)], float)
         if px.shape != (m,):
             raise StoreError(f"pixel_size_nm must have one entry per image ({m}).")
+    crop = np.full((m, 2), -1, np.int32) if crop_rows is None else np.asarray(crop_rows)
+    sources = [""] * m if crop_source is None else [str(v) for v in crop_source]
+    if crop.shape != (m, 2) or len(sources) != m:
+        raise StoreError(
+            f"crop_rows must be ({m}, 2) and crop_source {m} long: one entry per image."
+        )
     if len(set(ids)) != m:
         raise StoreError("image_ids contains duplicates; store each content once.")
     known = [i for i in ids if store.image_index(i) is not None]
@@ -1020,13 +1062,16 @@ def append_images(
     stops = t0 + np.searchsorted(tile_image, expected, side="right")
     t1 = t0 + len(tile_image)
     group = store.group
-    _resize_rows(group, _IMAGE_ARRAYS, n0 + m)
+    _ensure_crop_arrays(group, n0)
+    _resize_rows(group, _IMAGE_ARRAYS + _CROP_ARRAYS, n0 + m)
     _resize_rows(group, _TILE_ARRAYS, t1)  # drops rows left by a crashed append
     if m:
         group["image_id"][n0 : n0 + m] = np.array(ids, dtype=object)
         group["image_path"][n0 : n0 + m] = np.array([str(p) for p in paths], dtype=object)
         group["pixel_size_nm"][n0 : n0 + m] = px
         group["image_tiles"][n0 : n0 + m] = np.stack([starts, stops], axis=1)
+        group["crop_rows"][n0 : n0 + m] = crop.astype(np.int32)
+        group["crop_source"][n0 : n0 + m] = np.array(sources, dtype=object)
     group.attrs.update({"n_tiles": int(t1), "n_images": int(n0 + m)})  # the commit
     store._pending.clear()
     record_tile_chunks(store, t0, t1)
@@ -1191,11 +1236,16 @@ def image_table(store: Store, start: int = 0, stop: int | None = None) -> dict[s
     dict
         ``image_id`` (m,) and ``image_path`` (m,): object arrays of str;
         ``pixel_size_nm`` (m,) float64; ``image_tiles`` (m, 2) int64 ([start, stop) of
-        each image's tiles).
+        each image's tiles); ``crop_rows`` (m, 2) int32 (info-bar rows cut at the top and
+        at the bottom, -1 when not recorded) and ``crop_source`` (m,) object array of str
+        (``""`` when not recorded: images of a store made before crops were recorded).
     """
     start, stop = _check_range(start, stop, store.n_images, "images")
     out = {name: store.group[name][start:stop] for name in _IMAGE_ARRAYS}
-    for name in ("image_id", "image_path"):
+    n = stop - start
+    for name, fill in (("crop_rows", np.full((n, 2), -1, np.int32)), ("crop_source", [""] * n)):
+        out[name] = store.group[name][start:stop] if name in store.group else fill
+    for name in ("image_id", "image_path", "crop_source"):
         out[name] = np.asarray(out[name]).astype(object)
     return out
 

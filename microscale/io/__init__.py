@@ -13,7 +13,7 @@ working):
 - :mod:`microscale.io.decode` -- discovery, format sniffing, decoding (the formats, the
   pixel budget and streamed pages, the channel policy, pages);
 - :mod:`microscale.io.metadata` -- :class:`Micrograph`, the physical pixel size from each
-  vendor's metadata, the info bar;
+  vendor's metadata, the info bar (from the vendor's header, else found in the pixels);
 - :mod:`microscale.io.tiling` -- :func:`crop`, :func:`resample`, :func:`tile`.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from microscale.errors import (
     DecodeError,
+    DecompressionBombError,
     ImageTooLargeError,
     ImageTooSmallError,
     UnsupportedFormatError,
@@ -33,32 +34,47 @@ from microscale.io.decode import (
     discover,
     file_digest,
     open_tiled_page,
+    page_shape,
     read_micrograph,
     read_regions,
     sniff_format,
 )
-from microscale.io.metadata import Micrograph, detect_info_bar
-from microscale.io.tiling import crop, resample, tile, tile_starts
+from microscale.io.metadata import (
+    InfoBar,
+    Micrograph,
+    detect_info_bar,
+    detected_info_bar,
+    info_bar,
+    vendor_info_bar,
+)
+from microscale.io.tiling import count_tiles, crop, resample, tile, tile_starts
 
 __all__ = [
     "DecodeError",
+    "DecompressionBombError",
     "FORMATS",
     "ImageTooLargeError",
     "ImageTooSmallError",
+    "InfoBar",
     "MAX_COMPRESSION_RATIO",
     "Micrograph",
     "TiledPage",
     "UnsupportedFormatError",
     "count_pages",
+    "count_tiles",
     "crop",
     "detect_info_bar",
+    "detected_info_bar",
     "discover",
     "file_digest",
+    "info_bar",
     "open_tiled_page",
+    "page_shape",
     "read_micrograph",
     "read_regions",
     "resample",
     "sniff_format",
     "tile",
     "tile_starts",
+    "vendor_info_bar",
 ]

@@ -99,6 +99,7 @@ import numpy as np
 from microscale._validation import check_int
 from microscale.errors import (
     DecodeError,
+    DecompressionBombError,
     ImageTooLargeError,
     PageNotFoundError,
     UnsupportedFormatError,
@@ -118,6 +119,7 @@ from microscale.io.metadata import (
 
 __all__ = [
     "DecodeError",
+    "DecompressionBombError",
     "FORMATS",
     "ImageTooLargeError",
     "MAX_COMPRESSION_RATIO",
@@ -128,6 +130,7 @@ __all__ = [
     "discover",
     "file_digest",
     "open_tiled_page",
+    "page_shape",
     "read_micrograph",
     "read_regions",
     "sniff_format",
@@ -672,9 +675,7 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
             axes = keyframe.axes
             shape = keyframe.shape
             height, width = shape[axes.index("Y")], shape[axes.index("X")]
-            if height * width > max_pixels and _tiff_streamable(
-                path, tiff_page, keyframe, max_pixels
-            ):
+            if _tiff_budget(path, page, tiff_page, keyframe, max_pixels):
                 exc = ImageTooLargeError(
                     f"{os.fspath(path)!r} holds a {height}x{width} image "
                     f"({height * width:,} pixels), more than max_pixels={max_pixels:,} to "
@@ -684,7 +685,6 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
                 )
                 exc.streamable = True
                 raise exc
-            _check_pixels(path, height, width, max_pixels, keyframe.dtype.itemsize)
 
             raw = tiff_page.asarray()
             if raw.shape != tuple(shape):
@@ -697,6 +697,7 @@ def _read_tiff(path: Path, page: int, max_pixels: int) -> Micrograph:
         raise
     except _DECODER_ERRORS as exc:
         raise _decode_error(path, "tiff", exc) from exc
+    _add_sidecars(path, metadata)
     return Micrograph(_native(data), pixel_size, os.fspath(path), page, metadata)
 
 
@@ -744,6 +745,10 @@ def _tiff_metadata(
         instrument["FEI"] = jsonable(fei)
     if sem:
         instrument["CZ_SEM"] = jsonable({k: v for k, v in sem.items() if k})
+    tescan_tag = first.tags.get(TESCAN_TAG)
+    tescan = parse_ini(tescan_tag.value) if tescan_tag is not None else None
+    if tescan:
+        instrument["TESCAN"] = tescan
     metadata = {
         "format": "tiff",
         "dtype": stored_dtype,
@@ -761,22 +766,70 @@ def _tiff_metadata(
     return pixel_size, metadata
 
 
-def _tiff_streamable(path: Path, tiff_page: Any, keyframe: Any, max_pixels: int) -> bool:
-    """Whether a TIFF page above ``max_pixels`` is a genuine tiled page that can be streamed.
+def _tiff_stored_bytes(path: Path, page: int, tiff_page: Any, keyframe: Any) -> int:
+    """Bytes a TIFF page stores for its tiles or strips; refuses shared or overlapping ranges.
 
-    Tiled, each TIFF tile within ``max_pixels``, and stored bytes (byte counts clipped to
-    the file's size) at least ``1 / MAX_COMPRESSION_RATIO`` of the decoded bytes.
+    Each range is clipped to the file's size; empty ranges (offset or byte count 0: sparse
+    tiles, read as the fill value) are left out. Two ranges that share a byte mean the same
+    compressed bytes are decoded as several tiles: a decompression bomb, refused with
+    :class:`DecompressionBombError` before anything is decoded.
     """
-    if not getattr(keyframe, "is_tiled", False):
-        return False
-    if int(keyframe.tilelength) * int(keyframe.tilewidth) > max_pixels:
-        return False
+    axes, shape = keyframe.axes, keyframe.shape
+    height, width = int(shape[axes.index("Y")]), int(shape[axes.index("X")])
     size = os.stat(path).st_size
-    stored = 0
-    for offset, count in zip(tiff_page.dataoffsets, tiff_page.databytecounts, strict=True):
-        stored += max(0, min(int(offset) + int(count), size) - int(offset))
-    decoded = math.prod(keyframe.shape) * keyframe.dtype.itemsize
-    return stored * MAX_COMPRESSION_RATIO >= decoded
+    offsets = np.asarray(tiff_page.dataoffsets, dtype=np.int64)
+    counts = np.asarray(tiff_page.databytecounts, dtype=np.int64)
+    keep = (offsets > 0) & (counts > 0) & (offsets < size)
+    start = offsets[keep]
+    stop = np.minimum(start + counts[keep], size)
+    order = np.argsort(start, kind="stable")
+    start, stop = start[order], stop[order]
+    shared = stop[:-1] > start[1:]  # a range that begins before the previous one ends
+    if shared.any():
+        kind = "tiles" if getattr(keyframe, "is_tiled", False) else "strips"
+        first = int(np.flatnonzero(shared)[0])
+        stored = int(np.maximum.accumulate(stop)[-1] - start[0]) if start.size else 0
+        raise DecompressionBombError(
+            f"{os.fspath(path)!r} is a decompression bomb: page {page} declares a {height}x"
+            f"{width} image ({height * width:,} pixels) in {len(offsets):,} {kind}, but "
+            f"{int(shared.sum()):,} of them share or overlap the bytes of another (e.g. "
+            f"bytes {int(start[first + 1]):,}-{int(stop[first + 1]):,} and "
+            f"{int(start[first]):,}-{int(stop[first]):,}), so {stored:,} stored bytes would "
+            "be decoded again and again. The file was crafted or is corrupt; it is refused "
+            "without decoding. Leave it out of the archive."
+        )
+    return int((stop - start).sum())
+
+
+def _tiff_budget(path: Path, page: int, tiff_page: Any, keyframe: Any, max_pixels: int) -> bool:
+    """Check a TIFF page against the pixel budget from its header; True if it is streamed.
+
+    Refuses shared or overlapping data ranges (:func:`_tiff_stored_bytes`) on every page.
+    Within ``max_pixels``: False. Above it, a page is streamable when it is tiled, each
+    TIFF tile holds at most ``max_pixels`` pixels and its stored bytes are at least
+    ``1 / MAX_COMPRESSION_RATIO`` of its decoded bytes (True); a tiled page that stores
+    less is a bomb (:class:`DecompressionBombError`); any other page is too large
+    (:class:`ImageTooLargeError`).
+    """
+    axes, shape = keyframe.axes, keyframe.shape
+    height, width = int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+    stored = _tiff_stored_bytes(path, page, tiff_page, keyframe)
+    if height * width <= max_pixels:
+        return False
+    itemsize = keyframe.dtype.itemsize
+    tiled = getattr(keyframe, "is_tiled", False)
+    if not tiled or int(keyframe.tilelength) * int(keyframe.tilewidth) > max_pixels:
+        _check_pixels(path, height, width, max_pixels, itemsize)
+    decoded = math.prod(keyframe.shape) * itemsize
+    if stored * MAX_COMPRESSION_RATIO >= decoded:
+        return True
+    raise DecompressionBombError(
+        f"{os.fspath(path)!r} holds a {height}x{width} image ({height * width:,} pixels), more "
+        f"than max_pixels={max_pixels:,}, and stores {stored:,} bytes for {decoded:,} decoded "
+        f"(1:{decoded / max(stored, 1):,.0f}, beyond 1:{MAX_COMPRESSION_RATIO}): a "
+        "decompression bomb, refused without decoding. Leave it out of the archive, or pass "
+        "a larger max_pixels if it is genuine and the machine has the memory."
+    )
 
 
 class TiledPage:
@@ -899,14 +952,12 @@ def open_tiled_page(
             tiff_page = tif.pages[tiff_page.index]
         axes, shape = keyframe.axes, keyframe.shape
         height, width = shape[axes.index("Y")], shape[axes.index("X")]
-        if height * width > max_pixels and not _tiff_streamable(
-            path, tiff_page, keyframe, max_pixels
-        ):
-            _check_pixels(path, height, width, max_pixels, keyframe.dtype.itemsize)
+        _tiff_budget(path, page, tiff_page, keyframe, max_pixels)
         probe = (1, 1, shape[axes.index("S")]) if "S" in axes else (1, 1)
         _, policy, _ = _tiff_channel_policy(keyframe, np.zeros(probe, keyframe.dtype))
         pixel_size, metadata = _tiff_metadata(tif, frames, frame, policy)
         metadata["streamed"] = True
+        _add_sidecars(path, metadata)
         return TiledPage(
             tif,
             tiff_page,
@@ -945,6 +996,196 @@ def read_regions(
         for y0 in range(0, h, region):
             for x0 in range(0, w, region):
                 yield y0, x0, tp.read(y0, y0 + region, x0, x0 + region)
+
+
+def page_shape(
+    path: str | os.PathLike[str], *, page: int = 0, max_pixels: int | None = None
+) -> tuple[int, int]:
+    """``(H, W)`` of one page as its header declares it, without decoding any pixel.
+
+    For a TIFF page, the layout of its data is checked too: tiles or strips whose byte
+    ranges are shared or overlap raise :class:`DecompressionBombError`. With
+    ``max_pixels``, every check that :func:`read_micrograph` makes from the header is made:
+    a page above it raises as :func:`read_micrograph` would, unless it is a tiled TIFF page
+    that can be streamed (:func:`open_tiled_page`), whose shape is returned. Use it to
+    budget an image by its declared size before reading it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An image file (any format :func:`read_micrograph` reads).
+    page : int, optional
+        The page, from 0.
+    max_pixels : int, optional
+        The pixel budget of :func:`read_micrograph`; None: not checked.
+
+    Returns
+    -------
+    shape : (int, int)
+        Rows and columns of the 2-D page.
+
+    Raises
+    ------
+    DecompressionBombError
+        For a TIFF page whose data ranges are shared or overlap, or (with ``max_pixels``) a
+        tiled page above the budget that stores too few bytes.
+    ImageTooLargeError
+        With ``max_pixels``, for a page above it that cannot be streamed.
+    UnsupportedFormatError, DecodeError, ImportError, ValueError
+        As :func:`read_micrograph`.
+
+    Examples
+    --------
+    >>> import tempfile, tifffile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     p = Path(tmp) / "a.tif"
+    ...     tifffile.imwrite(p, np.zeros((3, 4), np.uint8))
+    ...     page_shape(p)
+    (3, 4)
+    """
+    page = check_int(page, "page", minimum=0)
+    if max_pixels is not None:
+        max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
+    path = Path(path)
+    fmt = sniff_format(path)
+    if fmt is None:
+        raise _not_an_image(path)
+    shape = _page_shape(path, fmt, page, max_pixels)
+    if max_pixels is not None and fmt != "tiff":
+        _check_pixels(path, shape[0], shape[1], max_pixels, 1)
+    return shape
+
+
+def _page_shape(path: Path, fmt: str, page: int, max_pixels: int | None) -> tuple[int, int]:
+    try:
+        if fmt == "tiff":
+            with _open_tiff(path) as tif:
+                frames = _tiff_frames(path, tif)
+                if page >= len(frames):
+                    raise _page_error(path, page, len(frames))
+                series = tif.series[frames[page].series]
+                tiff_page = series.pages[frames[page].page_index]
+                keyframe = series.keyframe
+                axes, shape = keyframe.axes, keyframe.shape
+                if tiff_page is not None and max_pixels is not None:
+                    _tiff_budget(path, page, tiff_page, keyframe, max_pixels)
+                elif tiff_page is not None:
+                    _tiff_stored_bytes(path, page, tiff_page, keyframe)
+                return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+        if fmt == "dm":
+            try:
+                signals = _dm_signals(path, lazy=True)
+            except DecodeError as exc:  # RGBA images cannot be opened lazily: see _read_dm
+                if "RGBA" not in str(exc):
+                    raise
+                h, w = _read_dm(path, page, max_pixels or path.stat().st_size).data.shape
+                return int(h), int(w)
+            frames_dm = _dm_frames(path, signals)
+            if page >= len(frames_dm):
+                raise _page_error(path, page, len(frames_dm))
+            shape = tuple(np.shape(signals[frames_dm[page][0]]["data"]))
+            return int(shape[-2]), int(shape[-1])
+        if page != 0:
+            raise _page_error(path, page, 1)
+        with _pillow_class(fmt)(os.fspath(path)) as im:
+            width, height = im.size
+        return int(height), int(width)
+    except (UnsupportedFormatError, DecodeError, ImageTooLargeError, PageNotFoundError):
+        raise
+    except _DECODER_ERRORS as exc:
+        raise _decode_error(path, fmt, exc) from exc
+
+
+#: TIFF tag of TESCAN's INI-style header (``[MAIN]``, ``[SEM]`` sections).
+TESCAN_TAG = 50431
+
+#: Largest sidecar text read (bytes); vendors write a few kilobytes.
+SIDECAR_MAX_BYTES = 65536
+
+
+def parse_ini(text: object) -> dict[str, dict[str, str]]:
+    """Sections of an INI-style header (TESCAN, Hitachi) as ``{section: {key: value}}``.
+
+    Keys keep their case; lines that are not ``key=value`` are ignored; ``{}`` for anything
+    that is not text.
+
+    Examples
+    --------
+    >>> parse_ini("[MAIN]\\r\\nImageStripSize=76\\r\\nnoise\\r\\n[SEM]\\r\\nHV=15000")
+    {'MAIN': {'ImageStripSize': '76'}, 'SEM': {'HV': '15000'}}
+    """
+    if isinstance(text, bytes):
+        text = _sidecar_text(text)
+    if not isinstance(text, str):
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    section: dict[str, str] | None = None
+    for line in text.replace("\x00", "").splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = out.setdefault(line[1:-1].strip(), {})
+        elif "=" in line and section is not None:
+            key, _, value = line.partition("=")
+            section[key.strip()] = value.strip()
+    return out
+
+
+def _sidecar_text(raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16", "replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _read_sidecar(path: Path) -> str | None:
+    """The text of a sidecar file next to an image, or None.
+
+    Only a regular file (never a link, FIFO or device: checked with ``lstat``) of at most
+    ``SIDECAR_MAX_BYTES`` is read.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > SIDECAR_MAX_BYTES:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return _sidecar_text(fh.read(SIDECAR_MAX_BYTES))
+    except OSError:
+        return None
+
+
+def _add_sidecars(path: Path, metadata: dict[str, Any]) -> None:
+    """Vendor sidecars of an SEM image into ``metadata["instrument"]``.
+
+    ``<name>.txt``: Hitachi (``[SemImageFile]`` section, as ``"Hitachi"``) or JEOL
+    (``$CM_...`` lines, as ``"JEOL"``); ``<name>-<ext>.hdr``: TESCAN (``[MAIN]``, as
+    ``"TESCAN"``, unless the TIFF tag gave it already).
+    """
+    instrument = metadata.setdefault("instrument", {})
+    text = _read_sidecar(path.with_suffix(".txt")) if path.suffix.lower() != ".txt" else None
+    if text:
+        if "[SemImageFile]" in text:
+            hitachi = parse_ini(text).get("SemImageFile")
+            if hitachi:
+                instrument["Hitachi"] = hitachi
+        elif "$CM_" in text:
+            jeol = {}
+            for line in text.splitlines():
+                key, _, value = line.strip().partition(" ")
+                if key.startswith("$"):
+                    jeol[key] = value.strip()
+            instrument["JEOL"] = jeol
+    if "TESCAN" not in instrument and path.suffix:
+        hdr = path.with_name(f"{path.stem}-{path.suffix[1:]}.hdr")
+        tescan = parse_ini(_read_sidecar(hdr))
+        if "MAIN" in tescan:
+            instrument["TESCAN"] = tescan
+    if not instrument:
+        metadata["instrument"] = {}
 
 
 def _tiff_resolution(page: Any) -> float | None:
@@ -1014,6 +1255,7 @@ def _read_pillow(path: Path, fmt: str, page: int, max_pixels: int) -> Micrograph
         "instrument": {},
         "mode": mode,
     }
+    _add_sidecars(path, metadata)
     return Micrograph(_native(data), None, os.fspath(path), page, metadata)
 
 

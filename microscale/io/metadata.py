@@ -1,8 +1,9 @@
 r"""Micrographs and what their files say about them: the physical pixel size, the info bar.
 
 :class:`Micrograph` is what :mod:`microscale.io.decode` returns. The functions here read
-the pixel size from each vendor's metadata (parsed by the decoders) and find the info bar
-of an SEM image (:func:`detect_info_bar`); none of them opens a file.
+the pixel size from each vendor's metadata (parsed by the decoders) and find the
+information bar of an SEM image (:func:`info_bar`: from the vendor's header, else from the
+pixels, :func:`detected_info_bar`); none of them opens a file.
 
 Physical pixel size
 -------------------
@@ -37,7 +38,9 @@ sample dtype), ``shape`` and ``axes`` (of the stored series or image, channels i
 ``channel_policy`` (what was done, in words), ``bit_depth`` (bits per sample when the file
 says, else ``None``), ``n_pages``, ``pixel_size_source``, ``instrument_tags`` (names of the
 private TIFF tags found, e.g. ``FEI_HELIOS``, ``CZ_SEM``), and ``instrument`` (the parsed
-FEI and Zeiss headers, keyed ``"FEI"`` and ``"CZ_SEM"``, when present).
+vendor headers, when present: ``"FEI"``, ``"CZ_SEM"`` and ``"TESCAN"`` from TIFF tags,
+``"TESCAN"`` also from a ``<name>-<ext>.hdr`` sidecar, ``"Hitachi"`` and ``"JEOL"`` from a
+``<name>.txt`` sidecar next to the image).
 """
 
 from __future__ import annotations
@@ -52,8 +55,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BAR_MAX_FRACTION",
+    "InfoBar",
     "Micrograph",
     "detect_info_bar",
+    "detected_info_bar",
+    "info_bar",
+    "row_mode_fractions",
+    "vendor_info_bar",
     "has_dtd",
     "jsonable",
     "pixel_size_dm",
@@ -290,21 +299,319 @@ def has_dtd(xml: object) -> bool:
     return isinstance(xml, str) and ("<!DOCTYPE" in xml or "<!ENTITY" in xml)
 
 
-def detect_info_bar(micrograph: Micrograph) -> int:
-    """Height in pixels of the data bar that an SEM burned into the bottom of the image.
+# --------------------------------------------------------------------------- info bars
+
+
+@dataclass(frozen=True)
+class InfoBar:
+    """The rows of an SEM information bar ("data bar", "data zone") at the image's edges.
+
+    Attributes
+    ----------
+    top, bottom : int
+        Rows of the bar at the top and at the bottom of the image (0: none).
+    source : str
+        How it was found: ``"fei-metadata"``, ``"tescan-metadata"``, ``"hitachi-metadata"``,
+        ``"jeol-metadata"`` (the vendor's header says how tall the image is without it),
+        ``"detected"`` (from the pixels, :func:`detected_info_bar`), ``"user"`` (a height
+        given by hand), or ``"none"``.
+    """
+
+    top: int = 0
+    bottom: int = 0
+    source: str = "none"
+
+    @property
+    def rows(self) -> int:
+        """Rows removed in all: ``top + bottom``."""
+        return self.top + self.bottom
+
+    @property
+    def edge(self) -> str:
+        """``"bottom"``, ``"top"``, ``"top+bottom"``, or ``""`` when there is no bar."""
+        return "+".join(name for name, n in (("top", self.top), ("bottom", self.bottom)) if n)
+
+
+#: The tallest band :func:`detected_info_bar` takes for a bar, as a fraction of the height.
+BAR_MAX_FRACTION = 0.25
+
+# Detector thresholds (module docstring of detected_info_bar): specimen rows above this
+# median mode fraction make the image too flat to tell a bar from the specimen.
+_SPECIMEN_MAX = 0.25
+_BAR_LEVEL = 0.4  # a bar row: one grey level owns at least this fraction of it
+_PURE_LEVEL = 0.98  # a blank bar row (margins, separator lines)
+_MAX_GAP = 3  # rows below the bar level tolerated inside a bar (dense text, a logo)
+_SHARP_ROWS = 8  # specimen rows just past the bar that must look like specimen
+_MIN_ROWS, _MIN_HEIGHT, _MIN_WIDTH = 8, 32, 16
+_MAX_COLUMNS, _SPECIMEN_ROWS, _CHUNK = 1024, 128, 32
+
+
+def row_mode_fractions(rows: np.ndarray) -> np.ndarray:
+    """For each row, the fraction of its pixels equal to its most common value.
+
+    Parameters
+    ----------
+    rows : (R, W) ndarray
+        Any real dtype, finite.
+
+    Returns
+    -------
+    fractions : (R,) ndarray of float64
+        In ``[1 / W, 1]``: about ``1 / W`` for noisy specimen rows (a few percent for 8-bit
+        data), near 1 for a flat fill with a few marks on it.
+
+    Examples
+    --------
+    >>> row_mode_fractions(np.array([[0, 0, 0, 7], [1, 2, 3, 4]]))
+    array([0.75, 0.25])
+    """
+    arr = np.asarray(rows)
+    r, w = arr.shape
+    if r == 0:
+        return np.zeros(0)
+    s = np.sort(arr, axis=1)
+    new = np.ones((r, w), bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    index = np.broadcast_to(np.arange(w, dtype=np.int64), (r, w))
+    start = np.maximum.accumulate(np.where(new, index, 0), axis=1)  # start of each run
+    return ((index - start).max(axis=1) + 1) / w
+
+
+def _edge_band(cols: np.ndarray, limit: int, specimen: float) -> int:
+    """Rows of a bar at the start of ``cols`` (row 0 is the edge), or 0; see
+    :func:`detected_info_bar` for the rules. Mode fractions are computed lazily, a few rows
+    at a time, so an image without a bar costs a few rows."""
+    h = cols.shape[0]
+    level = max(_BAR_LEVEL, specimen + 0.25)
+    chunks: list[np.ndarray] = []
+    done = 0
+
+    def upto(n: int) -> np.ndarray:
+        nonlocal done
+        while done < min(n, h):
+            chunks.append(row_mode_fractions(cols[done : done + _CHUNK]))
+            done += len(chunks[-1])
+        return np.concatenate(chunks)[: min(n, h)] if chunks else np.zeros(0)
+
+    band = gap = 0
+    ended = False
+    for i in range(min(limit, h)):
+        if upto(i + 1)[i] >= level:
+            band, gap = i + 1, 0
+        else:
+            gap += 1
+            if gap > _MAX_GAP:
+                ended = True
+                break
+    if not ended or band < _MIN_ROWS:  # nothing, or still inside a band at the size cap
+        return 0
+    fractions = upto(band + _SHARP_ROWS)
+    inside, past = fractions[:band], fractions[band:]
+    if inside[:2].max() < level:  # the band must start at the edge
+        return 0
+    if np.mean(inside >= level) < 0.7:  # mostly bar rows, not specimen with a few flat rows
+        return 0
+    if np.sum(inside >= _PURE_LEVEL) < max(2, math.ceil(0.1 * band)):  # blank rows
+        return 0
+    if past.size and (past.max() >= level or past.mean() > specimen + 0.15):  # sharp edge
+        return 0
+    return band
+
+
+def detected_info_bar(image: np.ndarray, *, max_fraction: float = BAR_MAX_FRACTION) -> InfoBar:
+    """Find an SEM information bar in the pixels: a flat band with marks at the top or bottom.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        A grey micrograph in its stored dtype (integers or floats), finite.
+    max_fraction : float, optional
+        The tallest band taken for a bar, as a fraction of ``H`` (default 0.25).
+
+    Returns
+    -------
+    bar : InfoBar
+        ``source="detected"`` with the rows found at either edge, or ``InfoBar()`` (no bar).
+
+    Notes
+    -----
+    A bar is burned into the image by the instrument's software: a flat fill (usually
+    black or white) with text, a scale bar and a logo drawn on it. The specimen has noise,
+    so no single grey level owns more than a few percent of one of its rows. The statistic
+    is therefore the *mode fraction* of each row (:func:`row_mode_fractions`: the share of
+    its pixels equal to its most common value), on at most 1024 evenly spaced columns. A
+    band is taken for a bar only when all of these hold:
+
+    1. the specimen is not flat itself: the median mode fraction of up to 128 rows of the
+       image's middle half is at most 0.25 (binary, posterised or noise-free images are
+       never cropped: a bar cannot be told from them);
+    2. walking from the edge inward, bar rows (mode fraction at least
+       ``max(0.4, specimen + 0.25)``) follow each other with gaps of at most 3 rows (dense
+       text), starting within the first 2 rows: the band is contiguous from the edge;
+    3. it is at least 8 rows (a line of text) and at most ``max_fraction * H`` tall, and at
+       least 70% of its rows are bar rows;
+    4. it holds blank rows (mode fraction >= 0.98: margins and separator lines), at least
+       2 and 10% of its rows, so a dark specimen whose noise is clipped at zero is not a
+       bar (such rows are flat in part, never blank);
+    5. its boundary is sharp, as a pasted band is and a vignette or a shadow is not: none of
+       the 8 rows past it is a bar row, and their mean mode fraction is within 0.15 of the
+       specimen's.
+
+    The band's height is where the last bar row is, so separator lines at its inner edge
+    are cropped with it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.integers(0, 256, (120, 100)).astype(np.uint8)
+    >>> image[100:] = 0  # a black bar of 20 rows ...
+    >>> image[106:112, 10:60:3] = 255  # ... with some text on it
+    >>> detected_info_bar(image)
+    InfoBar(top=0, bottom=20, source='detected')
+    """
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise ValueError(f"The image must be a 2-D (H, W) array; got shape {arr.shape}.")
+    if not (isinstance(max_fraction, int | float) and 0 < max_fraction < 1):
+        raise ValueError(
+            f"The 'max_fraction' parameter must be a number in (0, 1). Got {max_fraction!r} "
+            "instead."
+        )
+    h, w = arr.shape
+    if h < _MIN_HEIGHT or w < _MIN_WIDTH:
+        return InfoBar()
+    cols = arr[:, :: max(1, w // _MAX_COLUMNS)]
+    middle = np.unique(np.linspace(h // 4, 3 * h // 4 - 1, _SPECIMEN_ROWS).astype(int))
+    specimen = float(np.median(row_mode_fractions(cols[middle])))
+    if specimen > _SPECIMEN_MAX:
+        return InfoBar()
+    limit = int(max_fraction * h)
+    bottom = _edge_band(cols[::-1], limit, specimen)
+    top = _edge_band(cols, limit, specimen)
+    if top + bottom == 0 or top + bottom >= h // 2:
+        return InfoBar()
+    return InfoBar(top=top, bottom=bottom, source="detected")
+
+
+def _section(header: Any, name: str) -> Mapping[str, Any]:
+    values = header.get(name) if isinstance(header, Mapping) else None
+    return values if isinstance(values, Mapping) else {}
+
+
+def _height_from_size(text: object, shape: tuple[int, int], sep: str) -> int | None:
+    """``H - h`` from a ``"w<sep>h"`` image size of the specimen area, if ``w`` is the width."""
+    try:
+        w, h = (int(float(v)) for v in str(text).lower().split(sep)[:2])
+    except (TypeError, ValueError):
+        return None
+    if w != shape[1] or not 0 < h <= shape[0]:
+        return None
+    return shape[0] - h
+
+
+def vendor_info_bar(micrograph: Micrograph) -> InfoBar | None:
+    """The bottom bar that the vendor's metadata declares, or None when it says nothing.
+
+    Parameters
+    ----------
+    micrograph : Micrograph
+        As returned by :func:`read_micrograph` (``metadata["instrument"]``).
+
+    Returns
+    -------
+    bar : InfoBar or None
+        From, in this order:
+
+        - FEI / Thermo Fisher (``"fei-metadata"``): the image height minus ``ResolutionY``
+          of the ``[Image]`` (else ``[Scan]``) section;
+        - TESCAN (``"tescan-metadata"``): ``ImageStripSize`` of ``[MAIN]`` (TIFF tag 50431
+          or the ``<name>-<ext>.hdr`` sidecar);
+        - Hitachi (``"hitachi-metadata"``): the height minus that of ``DataSize=WxH`` in the
+          ``[SemImageFile]`` sidecar ``<name>.txt``, when ``W`` is the image's width;
+        - JEOL (``"jeol-metadata"``): the height minus that of ``$CM_FULL_SIZE W H`` in the
+          sidecar ``<name>.txt``, when ``W`` is the image's width.
+
+        A declared bar of 0 rows is returned (the header says there is none); a height
+        outside ``[0, H)`` is ignored. Zeiss ``CZ_SEM`` headers do not give the data zone's
+        height: Zeiss bars are found by :func:`detected_info_bar`.
+
+    Examples
+    --------
+    >>> m = Micrograph(np.zeros((4, 3)), None, "x.tif", 0,
+    ...                {"instrument": {"FEI": {"Image": {"ResolutionY": 3}}}})
+    >>> vendor_info_bar(m)
+    InfoBar(top=0, bottom=1, source='fei-metadata')
+    """
+    instrument = micrograph.metadata.get("instrument", {}) or {}
+    shape = tuple(int(n) for n in micrograph.data.shape)
+    height = shape[0]
+    fei = instrument.get("FEI")
+    for section in ("Image", "Scan"):
+        values = _section(fei, section)
+        if "ResolutionY" in values:
+            try:
+                res_y = int(values["ResolutionY"])
+            except (TypeError, ValueError):
+                continue
+            if 0 < res_y <= height:
+                return InfoBar(bottom=height - res_y, source="fei-metadata")
+            break
+    strip = _section(instrument.get("TESCAN"), "MAIN").get("ImageStripSize")
+    if strip is not None:
+        try:
+            rows = int(float(strip))
+        except (TypeError, ValueError):
+            rows = -1
+        if 0 <= rows < height:
+            return InfoBar(bottom=rows, source="tescan-metadata")
+    hitachi = instrument.get("Hitachi")
+    if isinstance(hitachi, Mapping) and "DataSize" in hitachi:
+        rows = _height_from_size(hitachi["DataSize"], shape, "x")
+        if rows is not None and rows < height:
+            return InfoBar(bottom=rows, source="hitachi-metadata")
+    jeol = instrument.get("JEOL")
+    if isinstance(jeol, Mapping) and "$CM_FULL_SIZE" in jeol:
+        rows = _height_from_size(str(jeol["$CM_FULL_SIZE"]).replace(" ", "x", 1), shape, "x")
+        if rows is not None and rows < height:
+            return InfoBar(bottom=rows, source="jeol-metadata")
+    return None
+
+
+def info_bar(
+    micrograph: Micrograph, *, detect: bool = True, max_fraction: float = BAR_MAX_FRACTION
+) -> InfoBar:
+    """The SEM information bar of a micrograph: from the vendor's metadata, else the pixels.
 
     Parameters
     ----------
     micrograph : Micrograph
         As returned by :func:`read_micrograph`.
+    detect : bool, optional
+        Look for a bar in the pixels (:func:`detected_info_bar`) when the metadata says
+        nothing. False: metadata only.
+    max_fraction : float, optional
+        Passed to :func:`detected_info_bar`.
 
     Returns
     -------
-    height : int
-        From the FEI / Thermo Fisher header: the image height minus ``ResolutionY`` of the
-        ``[Image]`` (else ``[Scan]``) section, when that is between 1 and the height - 1.
-        0 when the file has no FEI header (other instruments are not detected); crop
-        manually with :func:`crop` then.
+    bar : InfoBar
+        :func:`vendor_info_bar` when the file declares one, else :func:`detected_info_bar`
+        of ``micrograph.data``, else ``InfoBar()`` (``source="none"``). Crop it with
+        ``crop(data, top=bar.top, bottom=bar.bottom)``.
+    """
+    declared = vendor_info_bar(micrograph)
+    if declared is not None:
+        return declared
+    if detect:
+        return detected_info_bar(micrograph.data, max_fraction=max_fraction)
+    return InfoBar()
+
+
+def detect_info_bar(micrograph: Micrograph) -> int:
+    """Rows of the information bar at the bottom of a micrograph: ``info_bar(m).bottom``.
+
+    Kept for callers of earlier releases; :func:`info_bar` also gives a bar at the top and
+    says how it was found.
 
     Examples
     --------
@@ -313,18 +620,4 @@ def detect_info_bar(micrograph: Micrograph) -> int:
     >>> detect_info_bar(m)
     1
     """
-    fei = micrograph.metadata.get("instrument", {}).get("FEI")
-    if not isinstance(fei, Mapping):
-        return 0
-    height = int(micrograph.data.shape[0])
-    for section in ("Image", "Scan"):
-        values = fei.get(section)
-        if isinstance(values, Mapping) and "ResolutionY" in values:
-            try:
-                res_y = int(values["ResolutionY"])
-            except (TypeError, ValueError):
-                continue
-            if 0 < res_y < height:
-                return height - res_y
-            return 0
-    return 0
+    return info_bar(micrograph).bottom

@@ -29,7 +29,7 @@ from microscale.errors import (
 )
 from microscale.intensity import as_image_stack
 
-__all__ = ["ImageTooSmallError", "crop", "resample", "tile", "tile_starts"]
+__all__ = ["ImageTooSmallError", "count_tiles", "crop", "resample", "tile", "tile_starts"]
 
 _log = logging.getLogger(__name__)
 
@@ -169,6 +169,35 @@ def tile_starts(n: int, tile_size: int, stride: int) -> list[int]:
     if starts[-1] + tile_size < n:
         starts.append(n - tile_size)
     return starts
+
+
+def count_tiles(shape: tuple[int, int], *, tile_size: int = 256, stride: int | None = None) -> int:
+    """Number of tiles :func:`tile` cuts from an image of ``shape``, without the image.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(H, W)``, e.g. as a file's header declares it (:func:`microscale.io.page_shape`).
+    tile_size, stride : int, optional
+        As :func:`tile`.
+
+    Returns
+    -------
+    n : int
+        ``len(tile_starts(H)) * len(tile_starts(W))``, a side shorter than a tile counting
+        as one tile (it is padded), so that the tiles a declared size would produce are
+        known before anything is decoded.
+
+    Examples
+    --------
+    >>> count_tiles((20480, 20480)), count_tiles((768, 1024)), count_tiles((10, 10))
+    (6400, 12, 1)
+    """
+    s = check_int(tile_size, "tile_size", minimum=1)
+    step = s if stride is None else check_int(stride, "stride", minimum=1)
+    h, w = (check_int(int(n), "shape", minimum=0) for n in shape)
+    per_side = [(max(n, s) - s) // step + 1 + ((max(n, s) - s) % step > 0) for n in (h, w)]
+    return per_side[0] * per_side[1]
 
 
 def tile(
