@@ -61,3 +61,28 @@ def test_a_micrograph_without_a_bar_keeps_every_row(tmp_path):
     table = image_table(open_store(tmp_path / "s"))
     assert table["crop_rows"].tolist() == [[0, 0]] and table["crop_source"].tolist() == ["none"]
     assert report.n_tiles == 12
+
+
+@pytest.mark.slow
+def test_the_crop_reaches_the_map(tmp_path):
+    from microscale.mapping import map_store
+    from microscale.stages.distances import run_distances
+    from microscale.stages.features import run_features
+    from microscale.stages.image_features import image_features
+
+    a = tmp_path / "a"
+    a.mkdir()
+    _zeiss(a / "npg.tif", with_info_bar(sem_specimen(), 77))
+    tifffile.imwrite(a / "plain.tif", sem_specimen(seed=3))
+    store = tmp_path / "s"
+    ingest_archive(a, store, tile_size=TILE)
+    run_features(store, descriptor="ps")
+    image_features(store, descriptor="ps")
+    run_distances(store, descriptor="ps", block_size=2)
+    ds = map_store(store, descriptors=["ps"], n_components=[1], archive=a)
+    by_path = dict(zip(ds.image_path.values, range(ds.sizes["image"]), strict=True))
+    npg, plain = by_path["npg.tif"], by_path["plain.tif"]
+    assert ds.crop_rows.values[npg] == 77 and ds.crop_rows.values[plain] == 0
+    assert ds.crop_edge.values[npg] == "bottom"
+    assert ds.crop_source.values[npg] == "detected"
+    assert ds.crop_source.values[plain] == "none"
