@@ -355,6 +355,8 @@ def _run_summary(result: dict, seconds: float) -> str:
         f"\nFiles: {ing['processed']} processed, {ing['skipped']} skipped, "
         f"{ing['failed']} failed; {ing['new_images']} new images, {ing['n_images']} in the map.",
     ]
+    if ing["new_images"] == 0 and emb.get("map_unchanged"):
+        lines.append("no new images: map unchanged (nothing recomputed)")
     for name in ("features", "distances"):
         for desc, counts in result[name].items():
             lines.append(f"{name} ({desc}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))

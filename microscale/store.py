@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -369,6 +370,25 @@ class Store:
             if record is not None:
                 out[path.name] = record.get("extent")
         return out
+
+    def done_digest(self, stage: str) -> str:
+        """sha256 of every completion record of ``stage``, names and contents.
+
+        It changes whenever a unit of the stage is recomputed, added or dropped: what a
+        result derived from the whole stage (an embedding of the distance matrix) records
+        to tell whether its inputs are still those it was computed from.
+        """
+        folder = self.root / DONE_DIR / _check_name(stage, "stage")
+        digest = hashlib.sha256()
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    data = path.read_bytes()
+                    digest.update(f"{path.name}\0{len(data)}\0".encode())
+                    digest.update(data)
+        return digest.hexdigest()
 
     def clear_done(self, stage: str, key: str | None = None) -> int:
         """Delete the record of ``key`` (or every record of ``stage``); return how many."""
