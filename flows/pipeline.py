@@ -23,8 +23,8 @@ def pipeline(params: PipelineParams) -> dict:
     The store's lock is held from the first write to the last: a second run on the store
     is refused (:class:`~microscale.errors.StoreLockedError`) before its cluster starts.
     """
-    logger = get_run_logger()
     with store_lock(params.store):  # one lock for the whole run; the stages re-enter it
+        logger = get_run_logger()
         with cluster_client(
             address=params.dask_address,
             n_workers=params.n_workers,

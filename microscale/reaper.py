@@ -78,6 +78,7 @@ def watch(parent: int, *, interval: float = INTERVAL_S, grace: float = GRACE_S) 
         driver = psutil.Process(parent)
     except psutil.NoSuchProcess:
         return []
+    ready = False
     while os.getppid() == parent and not stopped.is_set():
         try:
             children = driver.children(recursive=True)
@@ -85,6 +86,11 @@ def watch(parent: int, *, interval: float = INTERVAL_S, grace: float = GRACE_S) 
             break
         seen = {pid: p for pid, p in seen.items() if p.is_running()}
         seen.update((p.pid, p) for p in children if p.pid != me)
+        if not ready:  # the driver waits for the first listing before it starts anything
+            with contextlib.suppress(OSError):
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+            ready = True
         stopped.wait(interval)
     if stopped.is_set():
         return []
@@ -112,6 +118,7 @@ def reaped_children(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the watchdog of this process for the ``with`` block (see the module docstring).
 
+    Returns once the watchdog has listed this process's children for the first time.
     When the block ends normally, or by an ordinary exception, the watchdog is stopped
     and nothing is signalled. When it ends by :class:`KeyboardInterrupt` or
     :class:`SystemExit` (the process is on its way out) the watchdog stays, and ends
@@ -132,7 +139,15 @@ def reaped_children(
             repr(float(grace)),
         ],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
+    with proc.stdout:  # type: ignore[union-attr]
+        if proc.stdout.readline() != b"ready\n":  # type: ignore[union-attr]
+            _log.warning(
+                "The watchdog of this run did not start (exit status %s): processes the run "
+                "starts may outlive it if it is killed.",
+                proc.poll(),
+            )
     leaving = False
     try:
         yield proc
