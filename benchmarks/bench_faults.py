@@ -15,11 +15,15 @@ the stages once cleanly, then injects real faults with real processes and resume
   rewritten consistently; a completion record deleted, cut short or with its checksum
   changed. Each is checked (``verify_store``: is the unit named?), then healed by a run
   (ingest + stages) and compared with the clean store, chunk file by chunk file.
-* hostile inputs of issue 13 (:func:`hostile_cases`, alone with ``--only-hostile``): the
+* hostile inputs of issue 13 (:func:`hostile_cases`, alone with ``--cases hostile``): the
   tile-offset bomb (20480 x 20480 declared in 117 KB, 6400 tiles at one offset), a
   10^10-pixel declaration (shared tiles, and sparse under a budget that admits it: the tile
   cap), and a Zeiss SEM TIFF whose data zone is found in the pixels. Each is ingested in a
   fresh subprocess beside a genuine image: outcome, time to the outcome, peak memory.
+* whole ``microscale run`` commands as real processes (``--cases run``): a second run
+  while one holds the store's lock, SIGTERM of the driver mid-run, ``kill -9`` of the
+  driver mid-run (every process it started must end: Prefect's server, Dask workers),
+  the resume, and a no-op re-run (the map must stay bit for bit).
 
 Prints the tables of issue 4's "Figures": files by outcome and reason; units recomputed on
 resume; time to detect and to recover; overhead vs a clean run; peak memory of ingesting the
@@ -27,7 +31,7 @@ bombs; numeric checks of every final distance matrix (asymmetry, min distance, d
 NaNs) and its max abs difference from the clean run.
 
     python benchmarks/bench_faults.py [--n 24] [--size 256] [--tile 64] [--descriptor ps]
-                                      [--only-damage]
+        [--cases stages,damage,hostile,bombs,run]
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ from microscale.ingest import ingest_archive
 from microscale.stages import _runner as runner
 from microscale.testing.faults import Sabotage, three_workers
 from microscale.testing.hostile import lying_png, shared_tile_tiff, sparse_tiff, zlib_tiff_bomb
+from microscale.testing.runs import (
+    QUICK_OPTIONS,
+    descendants,
+    run_env,
+    start_run,
+    wait_for_children,
+)
 
 FEATURES = "microscale.stages.features"  # the module whose read_tiles is sabotaged
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -623,6 +634,121 @@ def hostile_table(work: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- whole runs
+
+
+def _cli(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "microscale.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=run_env(),
+    )
+
+
+def _wait_gone(procs: list, timeout: float = 60) -> tuple[float, int]:
+    """Seconds until every process of ``procs`` has ended, and how many were still alive."""
+    import psutil
+
+    t = time.perf_counter()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    left = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in left:
+        p.kill()
+    return time.perf_counter() - t, len(left)
+
+
+def _embeddings(store: Path) -> np.ndarray:
+    from microscale.results import read_dataset
+
+    with read_dataset(store / "results" / "map.nc") as ds:
+        return ds.embedding.values.copy()
+
+
+def whole_run_cases(archive: Path, work: Path) -> list[dict]:
+    """The faults of issue 13 on real ``microscale run`` processes: case, outcome, times."""
+    store = work / "run_store"
+    rows = []
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+    # 1. a second run while the first holds the lock; then SIGTERM of the first, mid-run
+    first = start_run(archive, store, **quiet)
+    deadline = time.monotonic() + 120
+    while lock_pid(store) != first.pid:
+        if first.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the first run did not take the lock (rc {first.poll()})")
+        time.sleep(0.02)
+    t = time.perf_counter()
+    second = _cli("run", archive, "--store", store, *QUICK_OPTIONS, timeout=60)
+    refused = time.perf_counter() - t
+    lines = second.stderr.strip().splitlines()
+    rows.append({
+        "case": "second run while one holds the lock",
+        "outcome": f"exit {second.returncode}, {len(lines)} line(s): "
+                   f"{lines[0][:60] if lines else ''}...",
+        "detect_s": refused,
+        "recover_s": float("nan"),
+    })  # fmt: skip
+    children = wait_for_children(first.pid)
+    t = time.perf_counter()
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=120)
+    exited = time.perf_counter() - t
+    gone, left = _wait_gone(children)
+    rows.append({
+        "case": "SIGTERM of the driver mid-run",
+        "outcome": f"exit {first.returncode}; {len(children)} child process(es), {left} left",
+        "detect_s": exited,
+        "recover_s": exited + gone,
+    })  # fmt: skip
+
+    # 2. kill -9 of the driver mid-run: the children must end; the next run resumes
+    run = start_run(archive, store, **quiet)
+    children = wait_for_children(run.pid)
+    t = time.perf_counter()
+    run.kill()
+    run.wait()
+    gone, left = _wait_gone(children)
+    reaped = time.perf_counter() - t
+    t = time.perf_counter()
+    resume = _cli("run", archive, "--store", store, *QUICK_OPTIONS)
+    resumed = time.perf_counter() - t
+    took_over = "Taking over the lock" in resume.stderr
+    rows.append({
+        "case": "kill -9 of the driver mid-run",
+        "outcome": f"{len(children)} child process(es), {left} left after {reaped:.1f} s; "
+                   f"resume exit {resume.returncode} (stale lock taken over: {took_over})",
+        "detect_s": reaped,
+        "recover_s": reaped + resumed,
+    })  # fmt: skip
+
+    # 3. a no-op re-run: nothing new, nothing recomputed, the map bit for bit
+    before = _embeddings(store)
+    t = time.perf_counter()
+    again = _cli("run", archive, "--store", store, *QUICK_OPTIONS)
+    wall = time.perf_counter() - t
+    same = again.returncode == 0 and np.array_equal(_embeddings(store), before, equal_nan=True)
+    rows.append({
+        "case": "no-op re-run",
+        "outcome": f"exit {again.returncode}; map bit for bit: {same}; "
+                   f"'no new images: map unchanged' printed: "
+                   f"{'no new images: map unchanged' in again.stdout}",
+        "detect_s": float("nan"),
+        "recover_s": wall,
+    })  # fmt: skip
+    leftovers = [p for r in (first, run) for p in descendants(r.pid)]
+    if leftovers:
+        print(f"  processes left by the runs: {[p.pid for p in leftovers]}")
+    return rows
+
+
+def lock_pid(store: Path) -> int | None:
+    from microscale.lock import lock_holder
+
+    return (lock_holder(store) or {}).get("pid") if store.exists() else None
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -648,13 +774,15 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.3, help="sabotaged read delay on workers")
     p.add_argument("--worker-timeout", type=float, default=5.0)
     p.add_argument("--skip-cluster", action="store_true", help="no Dask scenarios")
-    p.add_argument("--only-damage", action="store_true", help="only the damage-at-rest cases")
-    p.add_argument("--only-hostile", action="store_true", help="only the hostile-input cases")
+    p.add_argument(
+        "--cases",
+        default="stages,damage,hostile,bombs,run",
+        help="comma-separated: stages (faults of the stages), damage (damage at rest: "
+        "check and heal), hostile (crafted inputs), bombs (ingest memory), run "
+        "(whole `microscale run` processes: lock, SIGTERM, kill -9, no-op re-run)",
+    )
     args = p.parse_args()
-    if args.only_hostile:
-        with tempfile.TemporaryDirectory(prefix="bench_faults_") as tmp:
-            hostile_table(Path(tmp))
-        return
+    cases = set(args.cases.split(","))
     d = args.descriptor
     t_all = time.perf_counter()
 
@@ -670,109 +798,127 @@ def main() -> None:
         work = Path(tmp)
         archive = write_demo_archive(work / "archive", n=args.n, size=args.size)
         add_bombs(archive / "bombs")
-        base = work / "base"
-        t = time.perf_counter()
-        report = ingest_archive(
-            archive, base, tile_size=args.tile, tiles_per_chunk=args.tiles_per_chunk
-        )
-        ingest_s = time.perf_counter() - t
-        counts = report.counts()
-        table(
-            f"Files by outcome ({sum(counts.values())} found, ingest {ingest_s:.2f} s, "
-            f"{report.n_images} images, {report.n_tiles} tiles)",
-            ["outcome", "files"],
-            [[k, v] for k, v in counts.items()],
-        )
-        table(
-            "Files by outcome and reason",
-            ["outcome", "reason", "files"],
-            [[s, k, v] for (s, k), v in sorted(report.reasons().items())],
-        )
-        table(
-            "Every file not processed",
-            ["file", "outcome", "reason"],
-            [[f, o["status"], o.get("reason", "")[:90]]
-             for f, o in sorted(report.outcomes.items()) if o["status"] != "processed"],
-        )  # fmt: skip
-
-        clean = copy_store(base, work / "clean")
-        clean_t = all_stages(clean, d, args.block)
-        D0 = distances(clean, d)
-
-        ingest_options = {"tile_size": args.tile, "tiles_per_chunk": args.tiles_per_chunk}
-        table(
-            "Damage at rest: named by `microscale check`, healed by the next run "
-            f"(clean run of the stages: {sum(clean_t.values()):.2f} s)",
-            ["case", "unit named by check", "outcome of the next run", "check s", "run s"],
-            damage_cases(clean, archive, work, d, args.block, ingest_options),
-        )
-        if args.only_damage:
-            return
-
-        results = []
-        scenarios = [
-            ("driver/features", lambda: kill_driver_features(base, work, d, args.block, clean_t)),
-            ("driver/distances",
-             lambda: kill_driver_distances(base, work, d, args.block, clean_t)),
-        ]  # fmt: skip
-        if not args.skip_cluster:
-            scenarios += [
-                ("worker", lambda: kill_worker_features(base, work, d, args.block, args.delay)),
-                ("poison", lambda: poison_batch(base, work, d, args.block, args.delay)),
-                ("none", lambda: no_workers(base, work, d, args.block, args.worker_timeout)),
-            ]
         failures = []
-        for label, fn in scenarios:
+        if "stages" in cases:
+            base = work / "base"
+            t = time.perf_counter()
+            report = ingest_archive(
+                archive, base, tile_size=args.tile, tiles_per_chunk=args.tiles_per_chunk
+            )
+            ingest_s = time.perf_counter() - t
+            counts = report.counts()
+            table(
+                f"Files by outcome ({sum(counts.values())} found, ingest {ingest_s:.2f} s, "
+                f"{report.n_images} images, {report.n_tiles} tiles)",
+                ["outcome", "files"],
+                [[k, v] for k, v in counts.items()],
+            )
+            table(
+                "Files by outcome and reason",
+                ["outcome", "reason", "files"],
+                [[s, k, v] for (s, k), v in sorted(report.reasons().items())],
+            )
+            table(
+                "Every file not processed",
+                ["file", "outcome", "reason"],
+                [[f, o["status"], o.get("reason", "")[:90]]
+                 for f, o in sorted(report.outcomes.items()) if o["status"] != "processed"],
+            )  # fmt: skip
+
+            clean = copy_store(base, work / "clean")
+            clean_t = all_stages(clean, d, args.block)
+            D0 = distances(clean, d)
+
+            results = []
+            scenarios = [
+                ("driver/features",
+                 lambda: kill_driver_features(base, work, d, args.block, clean_t)),
+                ("driver/distances",
+                 lambda: kill_driver_distances(base, work, d, args.block, clean_t)),
+            ]  # fmt: skip
+            if not args.skip_cluster:
+                scenarios += [
+                    ("worker", lambda: kill_worker_features(base, work, d, args.block, args.delay)),
+                    ("poison", lambda: poison_batch(base, work, d, args.block, args.delay)),
+                    ("none", lambda: no_workers(base, work, d, args.block, args.worker_timeout)),
+                ]
+            for label, fn in scenarios:
+                t = time.perf_counter()
+                try:
+                    results.append(fn())
+                except Exception as exc:  # one broken scenario must not hide the others
+                    failures.append(f"{label}: {type(exc).__name__}: {exc}")
+                print(f"  [{label}: {time.perf_counter() - t:.1f} s]", flush=True)
+
+            table(
+                "Recomputed after each crash (resume run)",
+                ["fault", "unit", "done before resume", "recomputed / total", "fraction",
+                 "redone beyond missing"],
+                [[r["name"], r["unit"], r["done_before"],
+                  f"{r['counts'].computed}/{r['counts'].total}",
+                  r["counts"].computed / max(1, r["counts"].total),
+                  r["counts"].computed - (r["counts"].total - r["done_before"])]
+                 for r in results],
+            )  # fmt: skip
+            table(
+                "Time to detect and recover (s)",
+                ["fault", "detect", "recover (resume run)", "faulty total", "clean", "overhead"],
+                [[r["name"], r["detect_s"], r["recover_s"], r["faulty_s"], r["clean_s"],
+                  (f"{r['faulty_s'] / r['clean_s']:.2f}x" if r["clean_s"] == r["clean_s"]
+                   else "-")]
+                 for r in results],
+            )  # fmt: skip
+            table("Notes", ["fault", "what happened"], [[r["name"], r["note"]] for r in results])
+            table(
+                "Clean run, sequential stage times (s)",
+                ["stage", "seconds"],
+                [[k, v] for k, v in clean_t.items()],
+            )
+
+            rows = [["clean", *numeric(D0), 0.0]]
+            for r in results:
+                D = distances(r["root"], d)
+                diff = float(np.nanmax(np.abs(D - D0))) if D.shape == D0.shape else float("nan")
+                rows.append([r["name"], *numeric(D), diff])
+            table(
+                f"Numeric checks of distances/{d}",
+                ["run", "n", "max |D-D^T|", "min off-diag", "max |diag|", "NaNs", "max |D-clean|"],
+                rows,
+            )
+
+        if "damage" in cases:
+            clean = work / "damage-clean"
+            ingest_options = {"tile_size": args.tile, "tiles_per_chunk": args.tiles_per_chunk}
+            ingest_archive(archive, clean, **ingest_options)
+            clean_t = all_stages(clean, d, args.block)
+            table(
+                "Damage at rest: named by `microscale check`, healed by the next run "
+                f"(clean run of the stages: {sum(clean_t.values()):.2f} s)",
+                ["case", "unit named by check", "outcome of the next run", "check s", "run s"],
+                damage_cases(clean, archive, work, d, args.block, ingest_options),
+            )
+        if "hostile" in cases:
+            hostile_table(work)
+        if "bombs" in cases:
+            table(
+                "Peak memory ingesting decompression bombs (fresh subprocess each)",
+                ["file", "bytes", "claimed MiB", "tracemalloc peak MiB", "maxrss growth MiB",
+                 "outcome"],
+                bomb_memory(work),
+            )  # fmt: skip
+        if "run" in cases:
             t = time.perf_counter()
             try:
-                results.append(fn())
-            except Exception as exc:  # one broken scenario must not hide the others
-                failures.append(f"{label}: {type(exc).__name__}: {exc}")
-            print(f"  [{label}: {time.perf_counter() - t:.1f} s]", flush=True)
-
-        table(
-            "Recomputed after each crash (resume run)",
-            ["fault", "unit", "done before resume", "recomputed / total", "fraction",
-             "redone beyond missing"],
-            [[r["name"], r["unit"], r["done_before"],
-              f"{r['counts'].computed}/{r['counts'].total}",
-              r["counts"].computed / max(1, r["counts"].total),
-              r["counts"].computed - (r["counts"].total - r["done_before"])]
-             for r in results],
-        )  # fmt: skip
-        table(
-            "Time to detect and recover (s)",
-            ["fault", "detect", "recover (resume run)", "faulty total", "clean", "overhead"],
-            [[r["name"], r["detect_s"], r["recover_s"], r["faulty_s"], r["clean_s"],
-              (f"{r['faulty_s'] / r['clean_s']:.2f}x" if r["clean_s"] == r["clean_s"]
-               else "-")]
-             for r in results],
-        )  # fmt: skip
-        table("Notes", ["fault", "what happened"], [[r["name"], r["note"]] for r in results])
-        table(
-            "Clean run, sequential stage times (s)",
-            ["stage", "seconds"],
-            [[k, v] for k, v in clean_t.items()],
-        )
-
-        rows = [["clean", *numeric(D0), 0.0]]
-        for r in results:
-            D = distances(r["root"], d)
-            diff = float(np.nanmax(np.abs(D - D0))) if D.shape == D0.shape else float("nan")
-            rows.append([r["name"], *numeric(D), diff])
-        table(
-            f"Numeric checks of distances/{d}",
-            ["run", "n", "max |D-D^T|", "min off-diag", "max |diag|", "NaNs", "max |D-clean|"],
-            rows,
-        )
-
-        table(
-            "Peak memory ingesting decompression bombs (fresh subprocess each)",
-            ["file", "bytes", "claimed MiB", "tracemalloc peak MiB", "maxrss growth MiB",
-             "outcome"],
-            bomb_memory(work),
-        )  # fmt: skip
-        hostile_table(work)
+                runs = whole_run_cases(archive, work)
+            except Exception as exc:  # report it with the other tables' failures
+                runs = []
+                failures.append(f"run: {type(exc).__name__}: {exc}")
+            print(f"  [run: {time.perf_counter() - t:.1f} s]", flush=True)
+            table(
+                "Whole `microscale run` processes: case -> outcome -> time to recover (s)",
+                ["case", "outcome", "detect", "recover"],
+                [[r["case"], r["outcome"], r["detect_s"], r["recover_s"]] for r in runs],
+            )
         if failures:
             print("\nScenarios that did not run:")
             for f in failures:

@@ -10,6 +10,7 @@ from flows.features import features
 from flows.ingest import ingest
 from flows.params import PipelineParams
 from microscale.cluster import cluster_client, describe_cluster
+from microscale.lock import store_lock
 
 
 @flow(name="pipeline", log_prints=True)
@@ -19,19 +20,22 @@ def pipeline(params: PipelineParams) -> dict:
     A local Dask cluster (GPU workers when there are GPUs) is started for the run unless
     ``params.dask_address`` names one; the subflows connect to it by address (ingest
     decodes on its workers, so a file that crashes the decoder takes down only a worker).
+    The store's lock is held from the first write to the last: a second run on the store
+    is refused (:class:`~microscale.errors.StoreLockedError`) before its cluster starts.
     """
-    logger = get_run_logger()
-    with cluster_client(
-        address=params.dask_address,
-        n_workers=params.n_workers,
-        allow_insecure=params.allow_insecure_dask,
-    ) as client:
-        address = client.scheduler.address
-        logger.info("Dask cluster: %s", describe_cluster(client))
-        counts = ingest(params, dask_address=address)
-        feats = features(params, dask_address=address)
-        dists = distances(params, dask_address=address)
-    result = embed(params)
+    with store_lock(params.store):  # one lock for the whole run; the stages re-enter it
+        logger = get_run_logger()
+        with cluster_client(
+            address=params.dask_address,
+            n_workers=params.n_workers,
+            allow_insecure=params.allow_insecure_dask,
+        ) as client:
+            address = client.scheduler.address
+            logger.info("Dask cluster: %s", describe_cluster(client))
+            counts = ingest(params, dask_address=address)
+            feats = features(params, dask_address=address)
+            dists = distances(params, dask_address=address)
+        result = embed(params)
     return {"ingest": counts, "features": feats, "distances": dists, "embed": result}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/microscale)")
 
-    r = sub.add_parser("run", help="map an archive of micrographs (the Prefect pipeline)")
+    r = sub.add_parser(
+        "run",
+        help="map an archive of micrographs (the Prefect pipeline)",
+        description="Map an archive of micrographs with the Prefect pipeline. Only new files, "
+        "features and distance blocks are computed; with nothing new the map is left as it "
+        "is. The run holds the store's lock from start to end: a second run on the same "
+        "store exits at once with status 2, naming the first. SIGTERM and SIGINT stop the "
+        "run, its Dask cluster and Prefect server, and leave the store resumable (status "
+        "143 or 130); run the same command again to finish.",
+    )
     r.add_argument(
         "archive",
         nargs="?",
@@ -159,6 +169,20 @@ def _parser() -> argparse.ArgumentParser:
         type=_names,
         help="also compare these backbones on the angle and 3-D tasks, side by side, e.g. "
         "vgg19-normalized,random,vgg19-imagenet (default: none)",
+    )
+    u = sub.add_parser(
+        "unlock",
+        help="break a store's lock left by a run on another host that is gone",
+        description="Empty the store's lock file (STORE/.lock) when it names a run on another "
+        "host that is known to have ended (its machine went down). A lock held by a live "
+        "process is never broken; one left by a dead process of this host is taken over by "
+        "the next run without this command.",
+    )
+    u.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store directory (default ./microscale-store)",
     )
     q = sub.add_parser(
         "similar", help="the archive images nearest to a micrograph, and its place in the map"
@@ -332,7 +356,31 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers inherit it
 
 
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    from microscale.lock import break_lock
+
+    holder = break_lock(args.store)
+    if holder is None:
+        print(f"the store {args.store} was not locked")
+    else:
+        print(
+            f"broke the lock of the store {args.store}, held by pid {holder.get('pid')} on "
+            f"{holder.get('host')} since {holder.get('started')}"
+        )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    # The lock comes first, before Prefect's server or Dask start: a second run on the
+    # store is refused at once. Every process the run starts ends with it (microscale.reaper).
+    from microscale.lock import store_lock
+    from microscale.reaper import reaped_children, stop_on_signals
+
+    with stop_on_signals(), store_lock(args.store), reaped_children():
+        return _run_locked(args)
+
+
+def _run_locked(args: argparse.Namespace) -> int:
     _prefect_defaults()
     from flows.params import PipelineParams
     from flows.pipeline import pipeline
@@ -380,6 +428,8 @@ def _run_summary(result: dict, seconds: float) -> str:
         f"\nFiles: {ing['processed']} processed, {ing['skipped']} skipped, "
         f"{ing['failed']} failed; {ing['new_images']} new images, {ing['n_images']} in the map.",
     ]
+    if ing["new_images"] == 0 and emb.get("map_unchanged"):
+        lines.append("no new images: map unchanged (nothing recomputed)")
     for name in ("features", "distances"):
         for desc, counts in result[name].items():
             lines.append(f"{name} ({desc}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -404,9 +454,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "similar": _cmd_similar,
         "check": _cmd_check,
+        "unlock": _cmd_unlock,
     }
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (microscale.reaper.stop_on_signals)
+        if args.command != "run":
+            raise
+        name = str(exc.args[0]) if exc.args else "SIGINT"
+        signum = getattr(signal.Signals, name, signal.SIGINT)
+        print(
+            f"microscale {args.command}: stopped by {name}; the store is resumable: run the "
+            "same command again to finish",
+            file=sys.stderr,
+        )
+        return 128 + int(signum)
     except (ValueError, FileNotFoundError) as exc:
         print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
         return 2

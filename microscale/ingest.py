@@ -30,6 +30,11 @@ tiles holds 16 tiles an image, 1.6 x 10^5 in all, and 1% of that is 1600 tiles (
 10240 image, or a 2-D montage of 10 x 10 such frames). Raise it to map larger images; with
 smaller tiles, scale it by the square of the ratio (6400 at 128 pixels).
 
+A file keeps the outcome of the run that first recorded it while its content and outcome
+stay the same: a re-run finds it as "same content as an image already stored" and records
+only when it was last seen (``last_seen``, the UTC start of that run's ingest, ISO 8601).
+A file whose content or outcome changed is recorded anew.
+
 Paths are recorded relative to the archive, with ``/`` separators. A name that is not
 valid UTF-8 (raw bytes on Linux) is recorded with its undecodable bytes written as
 ``\xNN`` escapes (``os.fsencode(name).decode("utf-8", "backslashreplace")``), so every
@@ -92,6 +97,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -134,6 +140,7 @@ __all__ = [
     "PreparedFile",
     "PreparedPage",
     "ingest_archive",
+    "ledger_entry",
     "prepare_file",
     "prepare_files",
     "prepare_page",
@@ -160,9 +167,10 @@ class IngestReport:
     Attributes
     ----------
     outcomes : dict
-        Relative path -> {"status", "kind", "reason", "image_id"} for every entry found
-        now (links, FIFOs and devices included, as skipped); processed images also carry
-        ``"channel_policy"``.
+        Relative path -> {"status", "kind", "reason", "image_id", "last_seen"} for every
+        entry found now (links, FIFOs and devices included, as skipped): the file's first
+        recorded outcome while it is unchanged (see the module docstring); processed
+        images also carry ``"channel_policy"``.
     new_images, new_tiles : int
         Images and tiles added by this run.
     n_images, n_tiles : int
@@ -300,9 +308,11 @@ def ingest_archive(
     files = io.discover(root, skipped=left_out)
     st = _open_or_create(store, params=params, tiles_per_chunk=tiles_per_chunk)
     report = IngestReport()
+    seen = datetime.now(UTC).isoformat(timespec="seconds")
     with st.lock():
         known = read_manifest(st)
         rebuild_tiles(st, root, known, params=params, max_pixels=max_pixels)
+        ledger = known["files"]
         # Contents already done: those the manifest lists, and single-page images that a
         # crashed run committed before it could write their outcome (pages of a multi-page
         # file that was cut short are completed page by page below).
@@ -312,8 +322,10 @@ def ingest_archive(
         pending: dict[str, dict[str, Any]] = {}
         for path, why in left_out:
             rel = _recorded_name(path.relative_to(root.resolve()).as_posix())
-            report.outcomes[rel] = pending[rel] = _outcome(
-                "skipped", "not a regular file", f"{rel}: {why}; not read"
+            report.outcomes[rel] = pending[rel] = ledger_entry(
+                ledger.get(rel),
+                _outcome("skipped", "not a regular file", f"{rel}: {why}; not read"),
+                seen=seen,
             )
         if pending and not files:
             record_files(st, pending)
@@ -344,6 +356,7 @@ def ingest_archive(
             except Exception as exc:  # one bad file never loses the others
                 log.exception("unexpected error on %s", rel)
                 outcome = _outcome("failed", "error", f"{type(exc).__name__}: {exc}")
+            outcome = ledger_entry(ledger.get(rel), outcome, seen=seen)
             report.outcomes[rel] = outcome
             pending[rel] = outcome
             if len(pending) >= 64 or done == len(files):
@@ -362,6 +375,50 @@ def _recorded_name(rel: str) -> str:
     except UnicodeEncodeError:
         return os.fsencode(rel).decode("utf-8", "backslashreplace")
     return rel
+
+
+def ledger_entry(
+    previous: dict[str, Any] | None, outcome: dict[str, Any], *, seen: str
+) -> dict[str, Any]:
+    """What the manifest records for a file found now: its first outcome while unchanged.
+
+    Parameters
+    ----------
+    previous : dict or None
+        The file's entry in the manifest (:func:`microscale.store.read_manifest`), if any.
+    outcome : dict
+        Its outcome in this run.
+    seen : str
+        When this run found it (ISO 8601), recorded as ``last_seen``.
+
+    Returns
+    -------
+    dict
+        ``previous`` with ``last_seen`` updated when the file is as it was: the same
+        outcome, or found as a duplicate of the very image it was recorded with (what a
+        re-run finds for every file it already stored); else ``outcome`` with
+        ``last_seen``.
+
+    Examples
+    --------
+    >>> first = {"status": "processed", "kind": "image", "reason": "1 page(s)", "image_id": "ab"}
+    >>> again = {"status": "processed", "kind": "duplicate", "reason": "same content as an "
+    ...          "image already stored", "image_id": "ab"}
+    >>> ledger_entry(first, again, seen="2025-01-02T00:00:00+00:00")["kind"]
+    'image'
+    """
+    if previous is not None:
+        core = ("status", "kind", "reason", "image_id")
+        same = all(previous.get(k) == outcome.get(k) for k in core)
+        rerun = (
+            outcome.get("kind") == "duplicate"
+            and previous.get("status") == "processed"
+            and previous.get("image_id") is not None
+            and previous.get("image_id") == outcome.get("image_id")
+        )
+        if same or rerun:
+            return {**previous, "last_seen": seen}
+    return {**outcome, "last_seen": seen}
 
 
 def _outcome(status: str, kind: str, reason: str = "", image_id: str | None = None) -> dict:

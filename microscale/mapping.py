@@ -228,7 +228,10 @@ def map_store(
         (how the bar was found, :func:`microscale.io.info_bar`; ``""`` when not recorded)
         and ground-truth coordinates on ``image``, ``r2`` and
         ``regression_angle`` when there is ground truth, ``file_status`` /
-        ``file_reason`` on a ``file`` dimension, and from :mod:`microscale.neighbors`:
+        ``file_reason`` (a file's first outcome while it is unchanged) and
+        ``file_last_seen`` on a ``file`` dimension, the attribute ``mds_unchanged``
+        (JSON: descriptor -> whether its embeddings were the stored ones), and from
+        :mod:`microscale.neighbors`:
         ``neighbor`` (descriptor, image, rank) int64 positions along ``image``,
         ``neighbor_distance`` (descriptor, image, rank), ``outlier_score``
         (descriptor, image), ``cluster`` (descriptor, image) int64 (-1 noise) and
@@ -242,7 +245,7 @@ def map_store(
     dims = sorted({int(k) for k in dims if 0 < k < n})
     if not dims:
         raise ValueError(f"The store holds {n} {level}(s): too few to embed; add images.")
-    embeddings, stresses, res, methods = {}, {}, {}, {}
+    embeddings, stresses, res, methods, unchanged = {}, {}, {}, {}, {}
     for d in descriptors:
         res = embed_stage.embed(
             root,
@@ -256,6 +259,7 @@ def map_store(
         )
         embeddings[d], stresses[d] = res["embeddings"], res["stress"]
         methods[d] = (res["method"], res["n_landmarks"])
+        unchanged[d] = bool(res["unchanged"])
         if on_descriptor is not None:
             on_descriptor(d)
     paths = [str(p) for p in res["image_paths"]]
@@ -297,6 +301,11 @@ def map_store(
         np.array([manifest["files"][f].get("reason", "") for f in files], dtype=object),
         {"long_name": "why a file was skipped or failed"},
     )
+    metrics["file_last_seen"] = (
+        ("file",),
+        np.array([manifest["files"][f].get("last_seen", "") for f in files], dtype=object),
+        {"long_name": "when a run last found the file (UTC, ISO 8601; empty: not recorded)"},
+    )
     attrs = provenance(parameters={**st.attrs.get("ingest", {}), **(parameters or {})})
     if "cnn" in descriptors and store.has_array(st, "features/cnn"):
         stored = store.array_attrs(st, "features/cnn")
@@ -306,6 +315,8 @@ def map_store(
         attrs["texture_precision"] = str(stored.get("precision", "float32"))
     attrs["mds_method"] = json.dumps({d: m for d, (m, _) in methods.items()})
     attrs["mds_landmarks"] = json.dumps({d: m for d, (_, m) in methods.items()})
+    # per descriptor: the embeddings are the stored ones, not recomputed (nothing new)
+    attrs["mds_unchanged"] = json.dumps(unchanged)
     attrs["title"] = f"microscale texture map ({level} level)"
     attrs["level"] = level
     attrs["store"] = str(Path(root).resolve())

@@ -87,9 +87,12 @@ Commit, concurrency and crash rules
   are trusted. :meth:`Store.drop_done` deletes a damaged unit's record and its chunks, so
   that the unit is computed again (:mod:`microscale.stages.verify`).
 - **One run at a time.** :meth:`Store.lock` takes an exclusive ``flock`` on ``ROOT/.lock``
-  (re-entrant within one process); a second run fails fast with :class:`StoreLockedError`.
-  The lock dies with its process, so a crashed run never blocks the store. ``flock`` is
-  honoured on local file systems and on NFSv4 / Lustre / GPFS mounts that support it.
+  (re-entrant within one process; :mod:`microscale.lock`); a whole run holds it from its
+  first write to its last, and a second run fails fast with :class:`StoreLockedError`.
+  The lock dies with its process, so a crashed run never blocks the store (a lock file a
+  dead process of this host left is taken over; one naming another host is refused with
+  how to break it). ``flock`` is honoured on local file systems and on NFSv4 / Lustre /
+  GPFS mounts that support it.
 
 The store assumes all workers see ``ROOT`` at the same path (a local disk for one node, a
 shared file system for several).
@@ -99,14 +102,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+import hashlib
 import itertools
 import json
 import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -129,6 +131,7 @@ from microscale.errors import (
     StoreLockedError,
     StoreNotFoundError,
 )
+from microscale.lock import store_lock
 
 __all__ = [
     "CHECKSUM",
@@ -186,7 +189,6 @@ TILES_STAGE = "tiles"
 #: The checksum of a chunk file kept in completion records (google-crc32c, which Zarr
 #: itself depends on: hardware CRC32C, ~17 GB/s on one core).
 CHECKSUM = "crc32c"
-LOCK_NAME = ".lock"
 FILE_STATUSES = ("processed", "skipped", "failed")
 
 #: errno values of read errors worth retrying: a network file system's transient failures.
@@ -436,14 +438,6 @@ def verify_records(
     return problems
 
 
-# --------------------------------------------------------------------------- the lock
-
-# Locks held by this process: resolved root -> [pid, fd, depth]. flock is per open file, so
-# a second open in the same process would conflict with the first; re-entry reuses it.
-_HELD: dict[str, list[int]] = {}
-_HELD_GUARD = threading.Lock()
-
-
 class Store:
     """An open store: its root, its Zarr group and its bookkeeping.
 
@@ -621,6 +615,25 @@ class Store:
                 out[path.name] = record.get("extent")
         return out
 
+    def done_digest(self, stage: str) -> str:
+        """sha256 of every completion record of ``stage``, names and contents.
+
+        It changes whenever a unit of the stage is recomputed, added or dropped: what a
+        result derived from the whole stage (an embedding of the distance matrix) records
+        to tell whether its inputs are still those it was computed from.
+        """
+        folder = self.root / DONE_DIR / _check_name(stage, "stage")
+        digest = hashlib.sha256()
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    data = path.read_bytes()
+                    digest.update(f"{path.name}\0{len(data)}\0".encode())
+                    digest.update(data)
+        return digest.hexdigest()
+
     def clear_done(self, stage: str, key: str | None = None) -> int:
         """Delete the record of ``key`` (or every record of ``stage``); return how many."""
         if key is not None:
@@ -651,12 +664,13 @@ class Store:
     # --- the run lock
     @contextlib.contextmanager
     def lock(self, *, blocking: bool = False) -> Iterator[Store]:
-        """Hold the store's run lock for the ``with`` block.
+        """Hold the store's run lock for the ``with`` block (:func:`microscale.lock.store_lock`).
 
         The lock is an exclusive ``fcntl.flock`` on ``ROOT/.lock``, which records the
-        holder's pid, host and start time. It is re-entrant within one process (a flow
-        that holds it can call stages that take it again) and released when its process
-        exits, so a crashed run never leaves the store locked.
+        holder's pid, host and start time. It is re-entrant within one process (a run
+        that holds it calls stages that take it again) and released when its process
+        exits; a lock left by a dead process of this host is taken over, one named by
+        another host is refused with how to break it.
 
         Parameters
         ----------
@@ -668,60 +682,8 @@ class Store:
         StoreLockedError
             If another process holds the lock (and ``blocking`` is False).
         """
-        key = str(self.root.resolve())
-        pid = os.getpid()
-        with _HELD_GUARD:
-            held = _HELD.get(key)
-            if held is not None and held[0] == pid:
-                held[2] += 1
-                reentered = True
-            else:
-                reentered = False
-        if reentered:
-            try:
-                yield self
-            finally:
-                with _HELD_GUARD:
-                    _HELD[key][2] -= 1
-            return
-        path = self.root / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                raise StoreLockedError(self._locked_message(path)) from None
-            os.ftruncate(fd, 0)
-            info = {"pid": pid, "host": socket.gethostname(), "started": _now()}
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-            with _HELD_GUARD:
-                _HELD[key] = [pid, fd, 1]
-            try:
-                yield self
-            finally:
-                with _HELD_GUARD:
-                    _HELD.pop(key, None)
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def _locked_message(self, path: Path) -> str:
-        try:
-            info = json.loads(path.read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        who = (
-            f"pid {info.get('pid', 'unknown')} on {info.get('host', 'unknown host')}, "
-            f"started {info.get('started', 'at an unknown time')}"
-        )
-        return (
-            f"Another microscale run ({who}) is using the store {self.root}; wait for it to "
-            "finish or stop that process. The lock is released when the process exits, so "
-            "there is nothing to delete by hand."
-        )
+        with store_lock(self.root, blocking=blocking):
+            yield self
 
 
 # --------------------------------------------------------------------------- create / open

@@ -7,6 +7,7 @@ the cluster counts and, with ground truth, R^2. :func:`summary_markdown` renders
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
     -------
     dict
         ``n_images``, ``stress`` ({descriptor: {D*: stress}}), and when present
+        ``map_unchanged`` (every embedding is the stored one: nothing was recomputed),
         ``interactive_map``, ``outliers`` (the 5 most unusual images per descriptor, with
         their score), ``n_neighbors``, ``clusters``, ``r2_dim`` and ``r2``.
     """
@@ -41,6 +43,8 @@ def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
         for d in ds.descriptor.values
     }
     summary: dict[str, Any] = {"n_images": int(ds.sizes["image"]), "stress": stress}
+    if "mds_unchanged" in ds.attrs:
+        summary["map_unchanged"] = all(json.loads(ds.attrs["mds_unchanged"]).values())
     html = [f for f in files if f.suffix == ".html"]
     if html:
         summary["interactive_map"] = str(html[0].resolve())
@@ -99,8 +103,10 @@ def summary_markdown(summary: dict, files: list[Path]) -> str:
     best = {
         d: min(c.items(), key=lambda kv: abs(kv[1] - 0.05)) for d, c in summary["stress"].items()
     }
+    unchanged = "no new images: map unchanged\n\n" if summary.get("map_unchanged") else ""
     return (
         f"# microscale map of {summary['n_images']} images\n\n"
+        + unchanged
         + "\n".join(f"- {d}: stress {s} at D*={k}" for d, (k, s) in best.items())
         + interactive
         + outliers

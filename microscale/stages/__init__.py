@@ -30,5 +30,6 @@ None, and report progress through ``on_done(done, total)``.
 The ``run_*`` functions and :func:`~microscale.stages.embed.embed` create and resize
 arrays, so they hold the store's run lock (:meth:`microscale.store.Store.lock`,
 re-entrant in one process) unless ``lock=False``; the ``compute_*`` functions never take
-it.
+it. A whole run (``microscale run``, the ``pipeline`` flow) holds the same lock from
+ingest to results (:mod:`microscale.lock`), and its stages re-enter it.
 """

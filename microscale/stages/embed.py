@@ -26,6 +26,7 @@ from microscale.stages._runner import (
 from microscale.stages.distances import DistanceLevel, distance_level, plan_distance_blocks
 from microscale.store import (
     Store,
+    array_attrs,
     array_chunks,
     array_shape,
     has_array,
@@ -36,7 +37,7 @@ from microscale.store import (
     write_array,
 )
 
-__all__ = ["DEFAULT_LANDMARKS", "DENSE_LIMIT", "embed"]
+__all__ = ["DEFAULT_LANDMARKS", "DENSE_LIMIT", "embed", "embedding_inputs"]
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +128,38 @@ def _previous_embedding(store: Store, lv: DistanceLevel, k: int, n: int) -> np.n
         return None
     previous = read_array(store, name)
     return previous if previous.shape[1] == k and 0 < len(previous) <= n else None
+
+
+def embedding_inputs(store: Store, lv: DistanceLevel, **options: Any) -> dict[str, Any]:
+    """What an embedding of ``lv``'s matrix depends on, as stored with it.
+
+    The number of rows, a digest of the matrix's completion records (it changes when any
+    block is computed again: :meth:`microscale.store.Store.done_digest`) and the MDS
+    options. An embedding stored with the same inputs is used as it is (see
+    :func:`embed`).
+    """
+    return {"n": lv.n(store), "distances": store.done_digest(lv.stage), **options}
+
+
+def _stored_embeddings(
+    store: Store, lv: DistanceLevel, dims: list[int], inputs: dict[str, Any]
+) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
+    """The stored embeddings computed from exactly ``inputs``: (embeddings, stresses, starts)."""
+    embeddings: dict[int, np.ndarray] = {}
+    stresses: dict[int, float] = {}
+    starts: dict[int, str] = {}
+    for k in dims:
+        name = lv.embedding(k)
+        if not has_array(store, name):
+            continue
+        attrs = array_attrs(store, name)
+        if attrs.get("inputs") != inputs:
+            continue
+        X = read_array(store, name)
+        if X.shape != (inputs["n"], k):
+            continue
+        embeddings[k], stresses[k], starts[k] = X, float(attrs["stress"]), str(attrs["start"])
+    return embeddings, stresses, starts
 
 
 def _band_reader(store: Store, name: str) -> Callable[[int, int], np.ndarray]:
@@ -238,6 +271,14 @@ def embed(
     embedding (orthogonal Procrustes on the old images; the stress is unchanged), so that
     maps of a growing archive stay comparable.
 
+    **Nothing new, nothing recomputed.** Each stored embedding records its inputs
+    (:func:`embedding_inputs`: the number of rows, a digest of the distance matrix's
+    completion records, the method and its options). A dimension whose stored embedding
+    has the same inputs is returned as it is, bit for bit, without reading the matrix
+    (``unchanged`` in the result when every dimension was): a re-run with no new image
+    leaves the map as it was, so the result of a later growth run does not depend on
+    how many such re-runs came before it.
+
     **Landmark** (``n > max_dense``, or ``landmarks`` given): ``m`` landmarks are drawn
     at random (:func:`microscale.landmark.choose_landmarks`, seeded by
     ``random_state``), the (n, m) distances to them are read from the store one row band
@@ -289,7 +330,8 @@ def embed(
         ``descriptor``; ``level``; ``n_images``; ``image_ids`` and ``image_paths`` (n,)
         str; ``embeddings`` {k: (n, k) float64}; ``stress`` {k: Kruskal stress-1 of the
         full matrix}; ``start`` {k: "classical", "previous" or "landmark"}; ``method``
-        ("dense" or "landmark"); ``n_landmarks`` (int, or None for dense). Build the
+        ("dense" or "landmark"); ``n_landmarks`` (int, or None for dense); ``unchanged``
+        (bool: every embedding was the stored one, not recomputed). Build the
         labelled result with :func:`microscale.results.build_dataset`.
 
     Raises
@@ -341,7 +383,6 @@ def embed(
         m: int | None = None
         if landmarks is None and n <= max_dense:
             method = "dense"
-            embeddings, stresses, starts = _embed_dense(store, lv, dims, n_init=n_init, **options)
         else:
             method = "landmark"
             # a scheduled run asks for its landmarks before the archive has grown to them
@@ -352,9 +393,26 @@ def embed(
                     f"dims up to {max(dims)} with {m} landmarks. Pass more landmarks or "
                     "fewer dimensions."
                 )
-            embeddings, stresses, starts = _embed_landmark(store, lv, dims, m, **options)
+        inputs = embedding_inputs(
+            store,
+            lv,
+            method=method,
+            n_landmarks=m,
+            n_init=n_init if method == "dense" else None,
+            **{k: v for k, v in options.items() if k != "device"},
+        )
+        embeddings, stresses, starts = _stored_embeddings(store, lv, dims, inputs)
+        todo = [k for k in dims if k not in embeddings]
+        if todo and method == "dense":
+            found = _embed_dense(store, lv, todo, n_init=n_init, **options)
+        elif todo:
+            found = _embed_landmark(store, lv, todo, m, **options)
+        else:
+            found = ({}, {}, {})
+        for into, new in zip((embeddings, stresses, starts), found, strict=True):
+            into.update(new)
         if save:
-            for k in dims:
+            for k in todo:
                 write_array(
                     store,
                     lv.embedding(k),
@@ -365,6 +423,7 @@ def embed(
                         "start": starts[k],
                         "method": method,
                         "n_landmarks": m,
+                        "inputs": inputs,
                     },
                 )
         table = image_table(store)
@@ -385,4 +444,5 @@ def embed(
         "start": starts,
         "method": method,
         "n_landmarks": m,
+        "unchanged": not todo,
     }

@@ -1,0 +1,102 @@
+"""Whole ``microscale run`` commands as real processes, for fault tests and benchmarks.
+
+:func:`start_run` starts the command on a tiny archive with options that make it quick
+(power spectra only, small tiles, one worker); :func:`wait_for_children` waits until the
+run has started Prefect's server and its Dask workers, so that a test can kill it mid-run;
+:func:`descendants` lists what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import microscale
+
+__all__ = ["QUICK_OPTIONS", "descendants", "run_env", "start_run", "wait_for_children"]
+
+#: Options of a quick run on a small archive (no VGG-19: power spectra only).
+QUICK_OPTIONS: tuple[str, ...] = (
+    "--descriptors",
+    "ps",
+    "--tile-size",
+    "64",
+    "--workers",
+    "1",
+    "--dims",
+    "1,2",
+    "--block-size",
+    "4",
+    "--device",
+    "cpu",
+)
+
+
+def run_env() -> dict[str, str]:
+    """The environment of a child ``microscale`` command: this checkout first on the path
+    (the ``flows`` package lives beside ``microscale``)."""
+    root = str(Path(microscale.__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
+
+
+def start_run(
+    archive: str | os.PathLike[str] | None,
+    store: str | os.PathLike[str],
+    *,
+    options: Sequence[str] = QUICK_OPTIONS,
+    **popen: Any,
+) -> subprocess.Popen[str]:
+    """Start ``python -m microscale.cli run ARCHIVE --store STORE OPTIONS`` (text mode).
+
+    ``popen`` is passed to :class:`subprocess.Popen` (e.g. ``stdout``, ``stderr``).
+    """
+    args = [sys.executable, "-m", "microscale.cli", "run"]
+    args += [] if archive is None else [str(archive)]
+    args += ["--store", str(store), *options]
+    return subprocess.Popen(args, env=run_env(), text=True, **popen)
+
+
+def descendants(pid: int) -> list[Any]:
+    """The live descendants of ``pid`` (:class:`psutil.Process`), [] when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_for_children(pid: int, *, timeout: float = 120.0) -> list[Any]:
+    """Wait until the run ``pid`` has started Prefect's server and a Dask worker.
+
+    Returns
+    -------
+    list of psutil.Process
+        Its descendants then.
+
+    Raises
+    ------
+    TimeoutError
+        If they have not all started within ``timeout`` seconds.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = descendants(pid)
+        lines = []
+        for p in found:
+            try:
+                lines.append(" ".join(p.cmdline()))
+            except psutil.Error:  # gone meanwhile
+                continue
+        if any("uvicorn" in c for c in lines) and any("spawn_main" in c for c in lines):
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"the run {pid} did not start Prefect's server and a Dask worker")
