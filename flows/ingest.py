@@ -7,7 +7,9 @@ from prefect import flow, get_run_logger, task
 from flows import _progress
 from flows.params import PipelineParams
 from microscale.cluster import cluster_client
+from microscale.errors import NoImagesError
 from microscale.ingest import IngestReport, ingest_archive
+from microscale.preflight import no_images_message
 
 
 @task(name="ingest-archive")
@@ -62,4 +64,6 @@ def ingest(params: PipelineParams, dask_address: str | None = None) -> dict[str,
     ]
     if failed:
         _progress.table("ingest-failures", failed, "Files that could not be read, and why")
+    if report.n_images == 0:  # the later stages would have nothing to compute
+        raise NoImagesError(no_images_message(params.archive, report.reasons()))
     return {**counts, "new_images": report.new_images, "n_images": report.n_images}

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from microscale.errors import MicroscaleError
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
@@ -22,13 +24,24 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from microscale import __version__
+
     parser = argparse.ArgumentParser(
         prog="microscale",
         description="Low-dimensional texture maps of micrographs (Lubbers et al., PRE 2017).",
     )
+    parser.add_argument("--version", action="version", version=f"microscale {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    # --debug is also accepted after the command (SUPPRESS: it keeps a value given before)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    w = sub.add_parser("weights", help="fetch, verify and convert the normalised VGG-19")
+    w = sub.add_parser(
+        "weights", parents=[common], help="fetch, verify and convert the normalised VGG-19"
+    )
     w.add_argument(
         "--from",
         dest="source",
@@ -39,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/microscale)")
 
-    r = sub.add_parser("run", help="map an archive of micrographs (the Prefect pipeline)")
+    r = sub.add_parser(
+        "run", parents=[common], help="map an archive of micrographs (the Prefect pipeline)"
+    )
     r.add_argument(
         "archive",
         nargs="?",
@@ -97,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--demo-images", type=int, default=40, help="images in the demo archive")
 
-    p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
+    p = sub.add_parser(
+        "paper", parents=[common], help="reproduce the paper's experiments on synthetic textures"
+    )
     p.add_argument("--out", type=Path, default=Path("paper-out"), help="output folder")
     p.add_argument(
         "--full",
@@ -141,7 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         "vgg19-normalized,random,vgg19-imagenet (default: none)",
     )
     q = sub.add_parser(
-        "similar", help="the archive images nearest to a micrograph, and its place in the map"
+        "similar",
+        parents=[common],
+        help="the archive images nearest to a micrograph, and its place in the map",
     )
     q.add_argument("image", type=Path, help="the query micrograph")
     q.add_argument(
@@ -262,18 +281,12 @@ def _prefect_defaults() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _prefect_defaults()
     from flows.params import PipelineParams
-    from flows.pipeline import pipeline
+    from microscale.preflight import check_run_inputs
 
     archive = args.archive
     if archive is None:
-        from microscale.demo import write_demo_archive
-
         archive = args.store / "demo-archive"
-        if not archive.exists():
-            write_demo_archive(archive, n=args.demo_images, size=256)
-            print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
     fields = {
         "dask_address": args.dask_address,
         "allow_insecure_dask": args.allow_insecure_dask or None,
@@ -295,6 +308,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
     )
+    if args.archive is None and not archive.exists():
+        from microscale.demo import write_demo_archive
+
+        check_run_inputs(None, args.store)  # the store's path, before writing into it
+        write_demo_archive(archive, n=args.demo_images, size=256)
+        print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
+    check_run_inputs(archive, args.store)  # in a second, before Prefect and Dask start
+    _prefect_defaults()
+    from flows.pipeline import pipeline
+
     start = time.perf_counter()
     result = pipeline(params)
     print(_run_summary(result, time.perf_counter() - start))
@@ -333,14 +356,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"microscale {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except ImportError as exc:  # an optional reader (e.g. DM files without the em extra)
-        if exc.name is not None:  # a missing module of our own code: a bug, show it all
+        if exc.name is not None or args.debug:  # a missing module of our code: a bug
             raise
-        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+        print(f"microscale {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+#: Errors that mean "the input or the settings are wrong": one line, exit status 2.
+_USER_ERRORS = (
+    MicroscaleError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line (pydantic's multi-line validation errors included)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'input'}: {e.get('msg', '')}"
+            for e in errors()
+        )
+    else:
+        text = str(exc)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,14 +12,17 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
     |-- ImageTooSmallError (ValueError)          too small to cut a tile from
     |-- PageNotFoundError (ValueError)           a page index past a file's last page
     |-- ConstantImageError (ValueError)          an image without texture (all pixels equal)
+    |-- NoImagesError (ValueError)               an archive in which no image was found
     |-- WeightsError (ValueError)                weights that are not the normalised VGG-19
     |   `-- WeightsUnavailableError (FileNotFoundError)   not cached, cannot be downloaded
     |-- StoreError (ValueError)                  a store that does not hold what was asked
     |   |-- StoreNotFoundError (FileNotFoundError)
     |   |-- StoreExistsError (FileExistsError)
     |   |-- StoreLockedError (BlockingIOError)
+    |   |-- StoreNotADirectoryError (NotADirectoryError)
     |   |-- IncompleteStageError
     |   `-- WeightsMismatchError                 a query's weights differ from the store's
+    |-- RepositoryNotFoundError (FileNotFoundError)   a deployment without its checkout
     |-- ClusterError (RuntimeError)              a Dask cluster that cannot be used as asked
     |   |-- GPUUnavailableError
     |   |-- InsecureAddressError (ValueError)
@@ -50,11 +53,14 @@ __all__ = [
     "IncompleteStageError",
     "InsecureAddressError",
     "MicroscaleError",
+    "NoImagesError",
     "NoWorkersError",
     "PageNotFoundError",
+    "RepositoryNotFoundError",
     "StoreError",
     "StoreExistsError",
     "StoreLockedError",
+    "StoreNotADirectoryError",
     "StoreNotFoundError",
     "UnsupportedFormatError",
     "WeightsError",
@@ -113,6 +119,10 @@ class ConstantImageError(MicroscaleError, ValueError):
     """An image whose pixels are all equal: it has no texture to describe."""
 
 
+class NoImagesError(MicroscaleError, ValueError):
+    """An archive in which no file is an image microscale can map (or none could be read)."""
+
+
 # --------------------------------------------------------------------------- weights
 
 
@@ -143,12 +153,23 @@ class StoreLockedError(StoreError, BlockingIOError):
     """Another process holds the store's run lock."""
 
 
+class StoreNotADirectoryError(StoreError, NotADirectoryError):
+    """The store's path names something that is not a folder (a file, say)."""
+
+
 class IncompleteStageError(StoreError):
     """A stage needs the output of an earlier stage that is not complete."""
 
 
 class WeightsMismatchError(StoreError):
     """The weights given are not those the store's texture vectors were computed with."""
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+class RepositoryNotFoundError(MicroscaleError, FileNotFoundError):
+    """A deployment run that cannot find the microscale checkout it runs the flows from."""
 
 
 # --------------------------------------------------------------------------- clusters

@@ -282,7 +282,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
     assert deployment.work_pool_name == POOL
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
     assert deployment.pull_steps == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+        {"flows.repository.set_repository": {"directory": str(REPO)}}
     ]
     # one subflow per stage, all completed
     assert len(run.subflow_runs) == 4
