@@ -31,7 +31,9 @@ def ingest_task(params: PipelineParams, address: str | None = None) -> IngestRep
             pixel_size_nm=params.pixel_size_nm,
             crop_bottom=params.crop_bottom,
             max_pixels=params.max_pixels,
-            on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
+            on_file=_progress.progress(
+                "ingest-progress", params.store, stage=f"ingest {params.archive}", unit="files"
+            ),
             client=client,
         )
 
@@ -56,14 +58,22 @@ def ingest(params: PipelineParams, dask_address: str | None = None) -> dict[str,
         {"status": status, "reason": kind, "files": n}
         for (status, kind), n in sorted(report.reasons().items())
     ]
-    _progress.table("ingest-outcomes", rows, "Input files by outcome and reason")
+    _progress.table("ingest-outcomes", params.store, rows, "Input files by outcome and reason")
     failed = [
         {"file": path, "reason": o["reason"]}
         for path, o in report.outcomes.items()
         if o["status"] == "failed"
     ]
     if failed:
-        _progress.table("ingest-failures", failed, "Files that could not be read, and why")
+        _progress.table(
+            "ingest-failures", params.store, failed, "Files that could not be read, and why"
+        )
     if report.n_images == 0:  # the later stages would have nothing to compute
         raise NoImagesError(no_images_message(params.archive, report.reasons()))
-    return {**counts, "new_images": report.new_images, "n_images": report.n_images}
+    return {
+        **counts,
+        "new_images": report.new_images,
+        "n_images": report.n_images,
+        "new_tiles": report.new_tiles,
+        "reasons": rows,
+    }

@@ -74,6 +74,22 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a non-loopback scheduler without TLS",
     )
     r.add_argument("--workers", type=int, dest="n_workers", help="local Dask workers")
+    r.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="port of the local Dask cluster's dashboard on 127.0.0.1 (default: a free one)",
+    )
+    r.add_argument(
+        "--results-url",
+        help="where `microscale serve --store STORE` serves the results (e.g. "
+        "http://127.0.0.1:8000/): the Prefect artifacts link the map there",
+    )
+    r.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no log lines: only errors and the final summary",
+    )
     r.add_argument("--tile-size", type=int, default=None, help="tile side (default 256)")
     r.add_argument("--pixel-size-nm", type=float, help="resample calibrated images to this")
     r.add_argument("--normalize", choices=["percentile", "minmax", "dtype"])
@@ -177,7 +193,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--device", help="torch device (default: GPU if present)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    v = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a store's results (map.html, figures, datasets) read-only over HTTP",
+    )
+    v.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store made by `microscale run` (default ./microscale-store)",
+    )
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from microscale.serve import serve_results
+
+    serve_results(args.store, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
@@ -270,12 +307,14 @@ def _cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefect_defaults() -> None:
+def _prefect_defaults(*, quiet: bool = False) -> None:
     """Embedded infrastructure: Prefect's local ephemeral API, no analytics, patient start."""
     import os
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if quiet:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "ERROR"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers inherit it
 
@@ -291,6 +330,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "dask_address": args.dask_address,
         "allow_insecure_dask": args.allow_insecure_dask or None,
         "n_workers": args.n_workers,
+        "dashboard_port": args.dashboard_port,
+        "results_url": args.results_url,
         "tile_size": args.tile_size,
         "pixel_size_nm": args.pixel_size_nm,
         "normalize": args.normalize,
@@ -315,11 +356,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_demo_archive(archive, n=args.demo_images, size=256)
         print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
     check_run_inputs(archive, args.store)  # in a second, before Prefect and Dask start
-    _prefect_defaults()
+    _prefect_defaults(quiet=args.quiet)
     from flows.pipeline import pipeline
+    from microscale.progress import ConsoleBars
 
+    bars = None if args.quiet else ConsoleBars.attach()  # drawn only on a terminal
     start = time.perf_counter()
-    result = pipeline(params)
+    try:
+        result = pipeline(params)
+    finally:
+        if bars is not None:
+            bars.detach()
     print(_run_summary(result, time.perf_counter() - start))
     return 0
 
@@ -353,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "paper": _cmd_paper,
         "run": _cmd_run,
         "similar": _cmd_similar,
+        "serve": _cmd_serve,
     }
     try:
         return handlers[args.command](args)
