@@ -72,7 +72,7 @@ EXPECTED_ARTIFACTS = {
     "embed-summary": "markdown",
     "pipeline-summary": "markdown",
     "pipeline-outcomes": "table",
-    "dask-dashboard": "link",
+    "dask-dashboard": "markdown",  # Prefect stores link artifacts as markdown
 }
 #: Those the parent `pipeline` run itself carries (what a user opens from the deployment).
 PARENT_ARTIFACTS = ("pipeline-summary", "pipeline-outcomes", "dask-dashboard")
@@ -309,9 +309,6 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
         if kind == "progress":
             assert float(artifacts[key].data) == pytest.approx(100.0), key
     # progress in counts: the descriptions say n/N of what
-    assert artifacts["ingest-progress"].description.endswith(" files"), artifacts[
-        "ingest-progress"
-    ].description
     assert re.search(r": (\d+)/\1 files", artifacts["ingest-progress"].description)
     assert re.search(r": (\d+)/\1 tile batches", artifacts["features-cnn"].description)
     assert re.search(r": (\d+)/\1 block pairs", artifacts["distances-ps"].description)
@@ -323,7 +320,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
     assert "map.nc" in summary and "processed" in summary and "R^2" in summary
     assert f"({run.params.results_url}results/map.html)" in summary
     assert f"![the map]({run.params.results_url}results/map.png)" in summary
-    assert parent["dask-dashboard"].data.startswith("http://127.0.0.1:")
+    assert "(http://127.0.0.1:" in parent["dask-dashboard"].data
     rows = parent["pipeline-outcomes"].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert sum(row["files"] for row in rows) >= 10
