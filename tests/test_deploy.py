@@ -410,15 +410,7 @@ def test_ui_shows_the_run_and_its_artifacts(
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     print(f"screenshot of the flow-run page: {screenshot}")
 
-    # the parent run's own Artifacts tab lists its summary, outcomes and dashboard link
-    tag = store_tag(deployed_run.params.store)
-    expected = [f"{name}-{tag}" for name in PARENT_ARTIFACTS]
-    url = f"{server.url}/runs/flow-run/{run.id}?tab=Artifacts"
-    text = _page_text(chromium, user_data, url, expected)
-    for word in expected:
-        assert word in text, f"{word!r} not on the run's Artifacts tab: {text[:2000]}"
-
-    # its summary page shows the counts and links the map over HTTP; the link opens the map
+    # the parent run's summary page links the map over HTTP and shows it; the link opens it
     url = f"{server.url}/artifacts/artifact/{parent_summary.id}"
     dom = ""
     for budget_ms in (10_000, 30_000, 60_000):
