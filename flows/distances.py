@@ -21,7 +21,12 @@ def distance_blocks(params: PipelineParams, descriptor: str, address: str | None
             block_size=params.block_size,
             device=params.device,
             level=params.level,
-            on_done=_progress.progress(f"distances-{descriptor}", f"{descriptor} block pairs"),
+            on_done=_progress.progress(
+                f"distances-{descriptor}",
+                params.store,
+                stage=f"distances {descriptor}",
+                unit="block pairs",
+            ),
         )
     return {"blocks": counts.computed, "blocks_done_before": counts.skipped}
 

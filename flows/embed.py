@@ -41,12 +41,30 @@ def embed(params: PipelineParams) -> dict:
         {"descriptor": d, **{f"D*={k}": v for k, v in curve.items()}}
         for d, curve in summary["stress"].items()
     ]
-    _progress.table("embed-stress", rows, "Kruskal stress-1 by embedding dimension")
+    _progress.table("embed-stress", params.store, rows, "Kruskal stress-1 by embedding dimension")
     if "r2" in summary:
         rows = [{"descriptor": d, **r2} for d, r2 in summary["r2"].items()]
-        _progress.table("embed-metrics", rows, "R^2 of linear maps to the ground truth")
+        _progress.table(
+            "embed-metrics", params.store, rows, "R^2 of linear maps to the ground truth"
+        )
     _progress.markdown(
-        "pipeline-summary", summary_markdown(summary, files), "Where the map and its figures are"
+        "embed-summary",
+        params.store,
+        summary_markdown(summary, files, results_url=params.results_url, store=params.store),
+        "Where the map and its figures are",
     )
     logger.info("map of %d images written: %s", summary["n_images"], ", ".join(map(str, files)))
     return {**summary, "files": [str(f) for f in files]}
+
+
+def pipeline_markdown(params: PipelineParams, counts: dict, result: dict) -> str:
+    """The parent run's summary: the files by outcome, then the map's summary."""
+    files = [Path(f) for f in result["files"]]
+    head = (
+        f"Files of `{params.archive}`: {counts['processed']} processed, {counts['skipped']} "
+        f"skipped, {counts['failed']} failed; {counts['new_images']} new images, "
+        f"{counts['n_images']} in the map.\n\n"
+    )
+    text = summary_markdown(result, files, results_url=params.results_url, store=params.store)
+    title, _, rest = text.partition("\n\n")
+    return f"{title}\n\n{head}{rest}"

@@ -25,9 +25,24 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
             sketch_dim=params.sketch_dim,
             sketch_seed=params.sketch_seed,
             precision=params.texture_precision,
-            on_done=_progress.progress(f"features-{descriptor}", f"{descriptor} tile batches"),
+            on_done=_progress.progress(
+                f"features-{descriptor}",
+                params.store,
+                stage=f"features {descriptor}",
+                unit="tile batches",
+            ),
         )
-        images = image_stage.image_features(params.store, descriptor=descriptor, client=client)
+        images = image_stage.image_features(
+            params.store,
+            descriptor=descriptor,
+            client=client,
+            on_done=_progress.progress(
+                f"image-features-{descriptor}",
+                params.store,
+                stage=f"image features {descriptor}",
+                unit="image groups",
+            ),
+        )
     return {
         "batches": counts.computed,
         "batches_done_before": counts.skipped,

@@ -7,7 +7,9 @@ from prefect import flow, get_run_logger, task
 from flows import _progress
 from flows.params import PipelineParams
 from microscale.cluster import cluster_client
+from microscale.errors import NoImagesError
 from microscale.ingest import IngestReport, ingest_archive
+from microscale.preflight import no_images_message
 
 
 @task(name="ingest-archive")
@@ -30,7 +32,9 @@ def ingest_task(params: PipelineParams, address: str | None = None) -> IngestRep
             crop_bottom=params.crop_bottom,
             max_pixels=params.max_pixels,
             max_tiles_per_image=params.max_tiles_per_image,
-            on_file=_progress.progress("ingest-progress", f"Files of {params.archive} read"),
+            on_file=_progress.progress(
+                "ingest-progress", params.store, stage=f"ingest {params.archive}", unit="files"
+            ),
             client=client,
         )
 
@@ -55,12 +59,22 @@ def ingest(params: PipelineParams, dask_address: str | None = None) -> dict[str,
         {"status": status, "reason": kind, "files": n}
         for (status, kind), n in sorted(report.reasons().items())
     ]
-    _progress.table("ingest-outcomes", rows, "Input files by outcome and reason")
+    _progress.table("ingest-outcomes", params.store, rows, "Input files by outcome and reason")
     failed = [
         {"file": path, "reason": o["reason"]}
         for path, o in report.outcomes.items()
         if o["status"] == "failed"
     ]
     if failed:
-        _progress.table("ingest-failures", failed, "Files that could not be read, and why")
-    return {**counts, "new_images": report.new_images, "n_images": report.n_images}
+        _progress.table(
+            "ingest-failures", params.store, failed, "Files that could not be read, and why"
+        )
+    if report.n_images == 0:  # the later stages would have nothing to compute
+        raise NoImagesError(no_images_message(params.archive, report.reasons()))
+    return {
+        **counts,
+        "new_images": report.new_images,
+        "n_images": report.n_images,
+        "new_tiles": report.new_tiles,
+        "reasons": rows,
+    }

@@ -25,6 +25,19 @@ class PipelineParams(BaseModel):
         False, description="Allow a non-loopback scheduler without TLS (not recommended)."
     )
     n_workers: int | None = Field(None, ge=1, description="Local cluster size (default: auto).")
+    dashboard_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the local Dask cluster's dashboard on 127.0.0.1; empty: a free one.",
+    )
+    results_url: str | None = Field(
+        None,
+        description=(
+            "Where `microscale serve --store STORE` serves this store's results (e.g. "
+            "http://127.0.0.1:8000/): the artifacts link the map there. Empty: file paths."
+        ),
+    )
     tile_size: int = Field(256, ge=16, description="Tile side in pixels.")
     stride: int | None = Field(None, ge=1, description="Tile step (default: tile_size).")
     normalize: Literal["percentile", "minmax", "dtype"] = Field(

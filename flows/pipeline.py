@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows import _progress
 from flows.distances import distances
-from flows.embed import embed
+from flows.embed import embed, pipeline_markdown
 from flows.features import features
 from flows.ingest import ingest
 from flows.params import PipelineParams
@@ -29,13 +30,30 @@ def pipeline(params: PipelineParams) -> dict:
             address=params.dask_address,
             n_workers=params.n_workers,
             allow_insecure=params.allow_insecure_dask,
+            dashboard_port=params.dashboard_port,
         ) as client:
             address = client.scheduler.address
             logger.info("Dask cluster: %s", describe_cluster(client))
+            logger.info("Dask dashboard: %s", client.dashboard_link)
+            _progress.link(
+                "dask-dashboard", params.store, client.dashboard_link, "Dask dashboard",
+                "The Dask cluster's dashboard while this run computes (task stream, workers)",
+            )  # fmt: skip
             counts = ingest(params, dask_address=address)
             feats = features(params, dask_address=address)
             dists = distances(params, dask_address=address)
         result = embed(params)
+        # the run a user opens from the deployment carries the results too, not only the subflows
+        _progress.markdown(
+            "pipeline-summary", params.store, pipeline_markdown(params, counts, result),
+            "The map: counts, stress, R^2, the most unusual images, where the outputs are",
+        )  # fmt: skip
+        _progress.table(
+            "pipeline-outcomes",
+            params.store,
+            counts["reasons"],
+            "Input files by outcome and reason",
+        )
     return {"ingest": counts, "features": feats, "distances": dists, "embed": result}
 
 

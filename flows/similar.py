@@ -52,6 +52,7 @@ def similar(params: SimilarParams) -> dict:
     ]
     _progress.table(
         "similar-neighbours",
+        params.store,
         rows,
         f"The {len(rows)} archive images nearest to {result['query']} ({result['descriptor']})",
     )

@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from microscale.errors import MicroscaleError
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
@@ -23,13 +25,24 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from microscale import __version__
+
     parser = argparse.ArgumentParser(
         prog="microscale",
         description="Low-dimensional texture maps of micrographs (Lubbers et al., PRE 2017).",
     )
+    parser.add_argument("--version", action="version", version=f"microscale {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    # --debug is also accepted after the command (SUPPRESS: it keeps a value given before)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    w = sub.add_parser("weights", help="fetch, verify and convert the normalised VGG-19")
+    w = sub.add_parser(
+        "weights", parents=[common], help="fetch, verify and convert the normalised VGG-19"
+    )
     w.add_argument(
         "--from",
         dest="source",
@@ -42,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "run",
+        parents=[common],
         help="map an archive of micrographs (the Prefect pipeline)",
         description="Map an archive of micrographs with the Prefect pipeline. Only new files, "
         "features and distance blocks are computed; with nothing new the map is left as it "
@@ -69,6 +83,22 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a non-loopback scheduler without TLS",
     )
     r.add_argument("--workers", type=int, dest="n_workers", help="local Dask workers")
+    r.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="port of the local Dask cluster's dashboard on 127.0.0.1 (default: a free one)",
+    )
+    r.add_argument(
+        "--results-url",
+        help="where `microscale serve --store STORE` serves the results (e.g. "
+        "http://127.0.0.1:8000/): the Prefect artifacts link the map there",
+    )
+    r.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no log lines: only errors and the final summary",
+    )
     r.add_argument("--tile-size", type=int, default=None, help="tile side (default 256)")
     r.add_argument("--pixel-size-nm", type=float, help="resample calibrated images to this")
     r.add_argument("--normalize", choices=["percentile", "minmax", "dtype"])
@@ -127,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--demo-images", type=int, default=40, help="images in the demo archive")
 
-    p = sub.add_parser("paper", help="reproduce the paper's experiments on synthetic textures")
+    p = sub.add_parser(
+        "paper", parents=[common], help="reproduce the paper's experiments on synthetic textures"
+    )
     p.add_argument("--out", type=Path, default=Path("paper-out"), help="output folder")
     p.add_argument(
         "--full",
@@ -185,7 +217,9 @@ def _parser() -> argparse.ArgumentParser:
         help="store directory (default ./microscale-store)",
     )
     q = sub.add_parser(
-        "similar", help="the archive images nearest to a micrograph, and its place in the map"
+        "similar",
+        parents=[common],
+        help="the archive images nearest to a micrograph, and its place in the map",
     )
     q.add_argument("image", type=Path, help="the query micrograph")
     q.add_argument(
@@ -203,7 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--device", help="torch device (default: GPU if present)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     c = sub.add_parser(
-        "check", help="verify a store against its completion records (and repair it)"
+        "check",
+        parents=[common],
+        help="verify a store against its completion records (and repair it)",
     )
     c.add_argument(
         "--store",
@@ -222,6 +258,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hash only chunks whose size or modification time changed (as each run does)",
     )
+
+    v = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a store's results (map.html, figures, datasets) read-only over HTTP",
+    )
+    v.add_argument(
+        "--store",
+        type=Path,
+        default=Path("microscale-store"),
+        help="store made by `microscale run` (default ./microscale-store)",
+    )
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     return parser
 
 
@@ -254,6 +304,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         summary += " `microscale run` computes them."
     print(summary)
     return 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from microscale.serve import serve_results
+
+    serve_results(args.store, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
@@ -346,12 +403,14 @@ def _cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefect_defaults() -> None:
+def _prefect_defaults(*, quiet: bool = False) -> None:
     """Embedded infrastructure: Prefect's local ephemeral API, no analytics, patient start."""
     import os
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if quiet:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "ERROR"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers inherit it
 
@@ -371,32 +430,31 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # The lock comes first, before Prefect's server or Dask start: a second run on the
-    # store is refused at once. Every process the run starts ends with it (microscale.reaper).
+    # The cheap checks first (one line, exit 2), then the lock, both before Prefect's server
+    # or Dask start: a second run on the store is refused at once. Every process the run
+    # starts ends with it (microscale.reaper).
     from microscale.lock import store_lock
+    from microscale.preflight import check_run_inputs
     from microscale.reaper import reaped_children, stop_on_signals
 
+    check_run_inputs(args.archive, args.store)
     with stop_on_signals(), store_lock(args.store), reaped_children():
         return _run_locked(args)
 
 
 def _run_locked(args: argparse.Namespace) -> int:
-    _prefect_defaults()
     from flows.params import PipelineParams
-    from flows.pipeline import pipeline
+    from microscale.preflight import check_run_inputs
 
     archive = args.archive
     if archive is None:
-        from microscale.demo import write_demo_archive
-
         archive = args.store / "demo-archive"
-        if not archive.exists():
-            write_demo_archive(archive, n=args.demo_images, size=256)
-            print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
     fields = {
         "dask_address": args.dask_address,
         "allow_insecure_dask": args.allow_insecure_dask or None,
         "n_workers": args.n_workers,
+        "dashboard_port": args.dashboard_port,
+        "results_url": args.results_url,
         "tile_size": args.tile_size,
         "pixel_size_nm": args.pixel_size_nm,
         "normalize": args.normalize,
@@ -416,8 +474,24 @@ def _run_locked(args: argparse.Namespace) -> int:
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
     )
+    if args.archive is None and not archive.exists():
+        from microscale.demo import write_demo_archive
+
+        write_demo_archive(archive, n=args.demo_images, size=256)
+        print(f"wrote a demo archive of {args.demo_images} synthetic micrographs to {archive}")
+    if args.archive is None:
+        check_run_inputs(archive, args.store)  # the demo archive just written
+    _prefect_defaults(quiet=args.quiet)
+    from flows.pipeline import pipeline
+    from microscale.progress import ConsoleBars
+
+    bars = None if args.quiet else ConsoleBars.attach()  # drawn only on a terminal
     start = time.perf_counter()
-    result = pipeline(params)
+    try:
+        result = pipeline(params)
+    finally:
+        if bars is not None:
+            bars.detach()
     print(_run_summary(result, time.perf_counter() - start))
     return 0
 
@@ -455,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "similar": _cmd_similar,
         "check": _cmd_check,
         "unlock": _cmd_unlock,
+        "serve": _cmd_serve,
     }
     try:
         return handlers[args.command](args)
@@ -469,14 +544,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + int(signum)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"microscale {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except ImportError as exc:  # an optional reader (e.g. DM files without the em extra)
-        if exc.name is not None:  # a missing module of our own code: a bug, show it all
+        if exc.name is not None or args.debug:  # a missing module of our code: a bug
             raise
-        print(f"microscale {args.command}: error: {exc}", file=sys.stderr)
+        print(f"microscale {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+#: Errors that mean "the input or the settings are wrong": one line, exit status 2.
+_USER_ERRORS = (
+    MicroscaleError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line (pydantic's multi-line validation errors included)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'input'}: {e.get('msg', '')}"
+            for e in errors()
+        )
+    else:
+        text = str(exc)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,9 +31,9 @@ ran at 1.3-1.5 GB/s in such a worker against 2.6-4.0 GB/s in a plain process on 
 2-core dev VM (page faults are slow there); with a 16 MiB pad kept at the top of each
 heap it ran at 2.5-3.1 GB/s, and memory still goes back to the OS beyond the pad.
 
-The dashboard of a local cluster is always on a free port (``":0"``): distributed binds its
-HTTP server even when asked for no dashboard, and a fixed 8787 makes two runs on one
-machine collide. :func:`describe_cluster` reports its link.
+The dashboard of a local cluster is on a free port (``":0"``) unless ``dashboard_port``
+names one: distributed binds its HTTP server even when asked for no dashboard, and a fixed
+8787 would make two runs on one machine collide. :func:`describe_cluster` reports its link.
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ def _local_cluster(
     threads_per_worker: int | None,
     processes: bool,
     memory_limit: str | float | None,
+    dashboard_address: str,
 ) -> tuple[distributed.LocalCluster, int]:
     cores = _cores()
     tpw = threads_per_worker or 1
@@ -174,7 +175,7 @@ def _local_cluster(
         "n_workers": n_workers,
         "threads_per_worker": tpw,
         "processes": processes,
-        "dashboard_address": ":0",
+        "dashboard_address": dashboard_address,
         "memory_limit": memory_limit if memory_limit is not None else "auto",
     }
     if processes:
@@ -200,6 +201,7 @@ def _cuda_cluster(
     n_workers: int | None,
     threads_per_worker: int | None,
     memory_limit: str | float | None,
+    dashboard_address: str,
 ) -> tuple[Any, int]:
     n_gpus = _gpu_count()
     if n_gpus == 0:
@@ -226,7 +228,7 @@ def _cuda_cluster(
                 n_workers=n,
                 threads_per_worker=threads_per_worker or 1,
                 host="127.0.0.1",
-                dashboard_address=":0",
+                dashboard_address=dashboard_address,
                 memory_limit=memory_limit if memory_limit is not None else "auto",
             )
     except Exception as exc:  # e.g. pynvml.NVMLError_LibraryNotFound
@@ -248,6 +250,7 @@ def get_client(
     security: Any = None,
     memory_limit: str | float | None = None,
     timeout: str | float = "30s",
+    dashboard_port: int | None = None,
 ) -> distributed.Client:
     """A Dask client: to a given scheduler, or to a new local GPU or CPU cluster.
 
@@ -283,6 +286,8 @@ def get_client(
         memory split between the workers).
     timeout : str or float, optional
         How long to wait for a scheduler.
+    dashboard_port : int, optional
+        Port of a local cluster's dashboard, on 127.0.0.1 (default: a free port).
 
     Returns
     -------
@@ -302,12 +307,18 @@ def get_client(
     if address is not None:
         address = _check_address(address, allow_insecure=allow_insecure)
         return distributed.Client(address, security=security, timeout=timeout)
+    if dashboard_port is not None and not 0 <= int(dashboard_port) <= 65535:
+        raise ValueError(
+            f"The 'dashboard_port' parameter must be a port number 0-65535. Got {dashboard_port!r}."
+        )
+    dashboard_address = ":0" if dashboard_port is None else f"127.0.0.1:{int(dashboard_port)}"
     use_gpu = (_gpu_count() > 0) if gpu is None else bool(gpu)
     if use_gpu:
         cluster, inner = _cuda_cluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
         )
     else:
         cluster, inner = _local_cluster(
@@ -315,6 +326,7 @@ def get_client(
             threads_per_worker=threads_per_worker,
             processes=processes,
             memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
         )
     try:
         client = distributed.Client(cluster, timeout=timeout)

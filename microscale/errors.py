@@ -13,14 +13,17 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
     |-- ImageTooSmallError (ValueError)          too small to cut a tile from
     |-- PageNotFoundError (ValueError)           a page index past a file's last page
     |-- ConstantImageError (ValueError)          an image without texture (all pixels equal)
+    |-- NoImagesError (ValueError)               an archive in which no image was found
     |-- WeightsError (ValueError)                weights that are not the normalised VGG-19
     |   `-- WeightsUnavailableError (FileNotFoundError)   not cached, cannot be downloaded
     |-- StoreError (ValueError)                  a store that does not hold what was asked
     |   |-- StoreNotFoundError (FileNotFoundError)
     |   |-- StoreExistsError (FileExistsError)
     |   |-- StoreLockedError (BlockingIOError)
+    |   |-- StoreNotADirectoryError (NotADirectoryError)
     |   |-- IncompleteStageError
     |   `-- WeightsMismatchError                 a query's weights differ from the store's
+    |-- RepositoryNotFoundError (FileNotFoundError)   a deployment without its checkout
     |-- ClusterError (RuntimeError)              a Dask cluster that cannot be used as asked
     |   |-- GPUUnavailableError
     |   |-- InsecureAddressError (ValueError)
@@ -53,11 +56,14 @@ __all__ = [
     "IncompleteStageError",
     "InsecureAddressError",
     "MicroscaleError",
+    "NoImagesError",
     "NoWorkersError",
     "PageNotFoundError",
+    "RepositoryNotFoundError",
     "StoreError",
     "StoreExistsError",
     "StoreLockedError",
+    "StoreNotADirectoryError",
     "StoreNotFoundError",
     "UnsupportedFormatError",
     "WeightsError",
@@ -126,6 +132,10 @@ class ConstantImageError(MicroscaleError, ValueError):
     """An image whose pixels are all equal: it has no texture to describe."""
 
 
+class NoImagesError(MicroscaleError, ValueError):
+    """An archive in which no file is an image microscale can map (or none could be read)."""
+
+
 # --------------------------------------------------------------------------- weights
 
 
@@ -156,6 +166,10 @@ class StoreLockedError(StoreError, BlockingIOError):
     """Another process holds the store's run lock."""
 
 
+class StoreNotADirectoryError(StoreError, NotADirectoryError):
+    """The store's path names something that is not a folder (a file, say)."""
+
+
 class IncompleteStageError(StoreError):
     """A stage needs the output of an earlier stage that is not complete."""
 
@@ -174,6 +188,13 @@ class DamagedStoreError(StoreError):
 
 class WeightsMismatchError(StoreError):
     """The weights given are not those the store's texture vectors were computed with."""
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+class RepositoryNotFoundError(MicroscaleError, FileNotFoundError):
+    """A deployment run that cannot find the microscale checkout it runs the flows from."""
 
 
 # --------------------------------------------------------------------------- clusters

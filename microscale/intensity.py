@@ -24,13 +24,14 @@ vector as a NaN.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from microscale.errors import ConstantImageError
+from microscale.errors import ConstantImageError, DtypeError
 
 __all__ = [
     "ConstantImageError",
@@ -43,6 +44,25 @@ __all__ = [
 
 Normalization = Literal["minmax", "percentile", "dtype"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "percentile", "dtype")
+
+
+def _refuse_paths(images: Any) -> None:
+    """Raise DtypeError, saying how to read them, if ``images`` are file paths."""
+    if isinstance(images, str | os.PathLike):
+        items: Any = [images]
+    elif isinstance(images, np.ndarray):
+        items = images.ravel()[:1] if images.dtype.kind in "US" else []
+    elif isinstance(images, Sequence):
+        items = images
+    else:
+        return
+    for i, item in enumerate(items):
+        if isinstance(item, str | os.PathLike | np.str_):
+            raise DtypeError(
+                f"Image {i} is a file path ({str(os.fspath(item))!r}), not pixels: read "
+                "files first, e.g. microscale.read_micrograph(path).data for each path, then "
+                "pass the (H, W) arrays (cut to a common shape, e.g. with microscale.io.tile)."
+            )
 
 
 def as_image_stack(images: ArrayLike, *, min_size: int = 1) -> np.ndarray:
@@ -66,6 +86,7 @@ def as_image_stack(images: ArrayLike, *, min_size: int = 1) -> np.ndarray:
         On a wrong number of dimensions, an empty stack, images smaller than
         ``min_size``, images of different shapes, or non-finite pixels.
     """
+    _refuse_paths(images)
     if isinstance(images, Sequence) and not isinstance(images, np.ndarray):
         arrays = [np.asarray(a) for a in images]
         if not arrays:

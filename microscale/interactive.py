@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["colorings", "thumbnail_uri", "write_interactive_map"]
+from microscale.plots import map_dimension
+
+__all__ = ["colorings", "legend_title", "thumbnail_uri", "write_interactive_map"]
 
 #: Default edge of a thumbnail, in pixels.
 THUMBNAIL_SIZE = 64
@@ -120,8 +122,28 @@ def _hex(rgba: np.ndarray) -> list[str]:
     return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]
 
 
-def _colors(values: np.ndarray, kind: str) -> tuple[list[str], str]:
-    """Hex colour per point and the legend's HTML."""
+def legend_title(ds: xr.Dataset, name: str) -> str:
+    """The title over a colouring's legend: its name with its units (``theta (rad)``)."""
+    if name in ds.coords:
+        units = ds[name].attrs.get("units")
+        return f"{name} ({units})" if units and units != "1" else name
+    if name.startswith("outlier score") and "outlier_score" in ds:
+        k = ds.outlier_score.attrs.get("n_neighbors", "k")
+        return f"{name}: texture distance to the {k}-th nearest neighbour"
+    return name
+
+
+def _colors(values: np.ndarray, kind: str, title: str = "") -> tuple[list[str], str]:
+    """Hex colour per point and the legend's HTML (under ``title``)."""
+    colors, legend = _uncaptioned_colors(values, kind)
+    head = (
+        "<div class='microscale-legend-title' style='font-size:12px'>"
+        f"<b>{html.escape(title)}</b></div>"
+    )
+    return colors, (head if title else "") + legend
+
+
+def _uncaptioned_colors(values: np.ndarray, kind: str) -> tuple[list[str], str]:
     import matplotlib
 
     if kind == "categorical":
@@ -211,12 +233,15 @@ if (data[d + '_score'] !== undefined) {
     out += "<br>outlier score " + Number(data[d + '_score'][i]).toPrecision(4) +
         ", cluster " + data[d + '_cluster'][i];
 }
-out += "</div><b>nearest neighbours (" + labels[d] + ")</b><ol id='microscale-neighbors'>";
+out += "</div><b>nearest neighbours (" + labels[d] + ")</b><ol id='microscale-neighbors' " +
+    "style='list-style:none;padding-left:0'>";
 for (let r = 0; r < k; r++) {
     const j = data[d + '_nb' + r][i];
-    out += "<li><img src='" + thumb(j) + "' width=32 height=32 " +
-        "style='vertical-align:middle'> <code style='font-size:11px'>" + esc(data.path[j]) +
-        "</code> (" + Number(data[d + '_nd' + r][i]).toPrecision(4) + ")</li>";
+    out += "<li style='display:flex;align-items:center;gap:6px;margin:3px 0;" +
+        "min-height:34px'><img src='" + thumb(j) + "' width=32 height=32 " +
+        "style='flex:none;width:32px;height:32px'> <span><code style='font-size:11px;" +
+        "word-break:break-all'>" + esc(data.path[j]) + "</code> (" +
+        Number(data[d + '_nd' + r][i]).toPrecision(4) + ")</span></li>";
 }
 panel.text = out + "</ol>";
 """
@@ -307,7 +332,7 @@ def write_interactive_map(
     n = ds.sizes["image"]
     descriptors = [str(d) for d in ds.descriptor.values]
     ks = [int(k) for k in ds.n_components.values]
-    dim = max([k for k in ks if k <= 3] or [min(ks)])
+    dim = map_dimension(ks)
     paths = (
         ds.image_path.values.astype(str)
         if "image_path" in ds.coords
@@ -328,7 +353,7 @@ def write_interactive_map(
     options = colorings(ds)
     names, legends = list(options), []
     for i, (values, kind) in enumerate(options.values()):
-        data[f"color_{i}"], legend = _colors(values, kind)
+        data[f"color_{i}"], legend = _colors(values, kind, legend_title(ds, names[i]))
         legends.append(legend)
     data["color"] = data["color_0"] if names else [MISSING_COLOR] * n
     source = ColumnDataSource(data, name="points-source")

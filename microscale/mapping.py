@@ -26,7 +26,7 @@ import xarray as xr
 
 from microscale import evaluate, neighbors, store
 from microscale._validation import renamed
-from microscale.results import build_dataset, provenance, write_dataset
+from microscale.results import build_dataset, describe_map, provenance, write_dataset
 from microscale.stages import embed as embed_stage
 
 __all__ = ["cluster_dimension", "ground_truth", "map_store", "write_map"]
@@ -320,7 +320,7 @@ def map_store(
     attrs["title"] = f"microscale texture map ({level} level)"
     attrs["level"] = level
     attrs["store"] = str(Path(root).resolve())
-    return build_dataset(
+    ds = build_dataset(
         embeddings=embeddings,
         stress=stresses,
         params=params,
@@ -329,6 +329,7 @@ def map_store(
         coords=coords,
         attrs=attrs,
     )
+    return describe_map(ds, history=f"microscale map of {attrs['store']} ({level} level)")
 
 
 def _crop_columns(rows: np.ndarray, sources: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ path, and writes one PNG.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,9 @@ import xarray as xr
 __all__ = [
     "plot_angle_curves",
     "plot_angle_embeddings",
+    "map_dimension",
     "plot_grid_embedding",
+    "plot_map",
     "plot_stress_vs_dimension",
     "plot_synthesis",
 ]
@@ -121,6 +123,11 @@ def plot_stress_vs_dimension(ds: xr.Dataset, path: str | Path) -> Path:
             label=_LABELS.get(str(method), str(method)),
         )
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator([int(k) for k in ds.n_components.values]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("embedding dimension D*")
     ax.set_ylabel("Kruskal stress-1")
     ax.grid(alpha=0.3, which="both")
@@ -176,60 +183,111 @@ def plot_synthesis(ds: xr.Dataset, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+#: Folders (or clusters) that get a colour of their own in map.png; the rest are grey.
+TOP_CATEGORIES = 9
+_NOISE_GREY = "#c8c8c8"
+_OTHER_GREY = "#7f7f7f"
+
+
+def map_dimension(n_components: Sequence[int]) -> int:
+    """The embedding dimension D* that the map's figures and page show: the largest <= 3.
+
+    Its first two coordinates are drawn; the interactive page also offers the third.
+
+    Examples
+    --------
+    >>> map_dimension([1, 2, 3, 4]), map_dimension([2]), map_dimension([5, 8])
+    (3, 2, 5)
+    """
+    ks = sorted(int(k) for k in n_components)
+    return max([k for k in ks if k <= 3] or [ks[0]])
+
+
+def _categorical(ax, xy: np.ndarray, labels: np.ndarray, *, noise: str | None, title: str) -> None:
+    """Scatter by category: the TOP_CATEGORIES largest in a qualitative palette, the other
+    categories dark grey, ``noise`` (a label, e.g. "-1") light grey; a legend names them."""
+    import matplotlib
+
+    labels = np.asarray([str(v) for v in labels], dtype=object)
+    names, counts = np.unique(labels[labels != noise], return_counts=True)
+    order = names[np.lexsort((names, -counts))]  # largest first, then by name
+    top, rest = list(order[:TOP_CATEGORIES]), list(order[TOP_CATEGORIES:])
+    palette = matplotlib.colormaps["tab10"].colors
+    for i, name in enumerate(top):
+        sel = labels == name
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=palette[i % len(palette)], label=name)
+    if rest:
+        sel = np.isin(labels, rest)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color=_OTHER_GREY, label=f"{len(rest)} others")
+    if noise is not None and (labels == noise).any():
+        sel = labels == noise
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=_NOISE_GREY, label="noise")
+    ax.legend(title=title, fontsize=6, title_fontsize=7, loc="best", markerscale=0.8)
+
+
 def plot_map(ds: xr.Dataset, path: str | Path) -> Path:
     """The archive map: 2-D embedding per descriptor, coloured by each ground-truth
-    parameter when there is one, else by top-level folder, then by the descriptor's
-    outlier score and cluster (grey: noise) when the Dataset has them."""
+    parameter when there is one, else by top-level folder (a legend of the largest
+    :data:`TOP_CATEGORIES`, the others grey), then by the descriptor's outlier score
+    (relative to the median) and cluster (a legend; noise grey) when the Dataset has them.
+    The embedding shown is that of :func:`map_dimension`, as on the interactive page."""
     plt = _pyplot()
     descriptors = list(ds.descriptor.values)
-    d = 2 if 2 in ds.n_components else int(ds.n_components[-1])
+    d = map_dimension(ds.n_components.values)
     colourings: list[tuple[str, np.ndarray | str, str]] = []
     for p in ("theta", "k", "A"):
         if p in ds.coords and np.isfinite(ds[p].values).any():
-            colourings.append((p, ds[p].values, "twilight" if p == "theta" else "viridis"))
+            units = ds[p].attrs.get("units")
+            label = f"{p} ({units})" if units and units != "1" else p
+            colourings.append((label, ds[p].values, "twilight" if p == "theta" else "viridis"))
     if not colourings:
         folders = np.array([str(s).split("/")[0] for s in ds.image_path.values])
-        _, codes = np.unique(folders, return_inverse=True)
-        colourings.append(("folder", codes, "tab10"))
+        colourings.append(("folder", folders, "categorical"))
     if "outlier_score" in ds:  # per descriptor: the name of the variable
         colourings.append(("outlier score", "outlier_score", "magma"))
     if "cluster" in ds:
-        colourings.append(("cluster", "cluster", "tab10"))
+        colourings.append(("cluster", "cluster", "categorical"))
     fig, axes = plt.subplots(
-        len(descriptors), len(colourings), figsize=(3.8 * len(colourings), 3.3 * len(descriptors)),
+        len(descriptors), len(colourings), figsize=(3.8 * len(colourings), 3.5 * len(descriptors)),
         squeeze=False, layout="constrained",
     )  # fmt: skip
     for i, desc in enumerate(descriptors):
         xy = ds.embedding.sel(descriptor=desc, n_components=d).values[:, :2]
         if d == 1:
             xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+        label = _LABELS.get(str(desc), desc)
         for j, (name, values, cmap) in enumerate(colourings):
             ax = axes[i, j]
             if isinstance(values, str):
                 values = ds[values].sel(descriptor=desc).values
             if name == "cluster":
-                noise = values < 0
-                ax.scatter(xy[noise, 0], xy[noise, 1], c="lightgrey", s=10, label="noise")
-                sc = ax.scatter(
-                    xy[~noise, 0], xy[~noise, 1], c=values[~noise] % 10, cmap=cmap,
-                    vmin=0, vmax=9, s=14,
+                n_clusters = len(set(values[values >= 0]))
+                _categorical(ax, xy, values, noise="-1", title=f"{n_clusters} clusters")
+            elif cmap == "categorical":
+                _categorical(ax, xy, values, noise=None, title=name)
+            elif name == "outlier score":
+                median = float(np.nanmedian(values)) if np.isfinite(values).any() else np.nan
+                k = ds.outlier_score.attrs.get("n_neighbors", "k")
+                rel = values / median if median > 0 else values
+                sc = ax.scatter(xy[:, 0], xy[:, 1], c=rel, cmap=cmap, s=14)
+                fig.colorbar(
+                    sc, ax=ax, shrink=0.8, format="%.3g",
+                    label=f"distance to {k}-th neighbour / median",
                 )  # fmt: skip
-                ax.set_xlabel(f"{len(set(values[~noise]))} clusters, {noise.sum()} noise (grey)")
-                fig.colorbar(sc, ax=ax, shrink=0.8, label="cluster (mod 10)")
+                if np.isfinite(values).any():
+                    top = int(np.nanargmax(values))
+                    ax.annotate(
+                        str(top), xy[top], fontsize=7, xytext=(3, 3), textcoords="offset points"
+                    )
             else:
                 sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, s=14)
-                fmt = "%.2g" if name == "outlier score" else None
-                fig.colorbar(sc, ax=ax, shrink=0.8, label=name, format=fmt)
-            if name == "outlier score" and np.isfinite(values).any():
-                top = int(np.nanargmax(values))
-                ax.annotate(
-                    str(top), xy[top], fontsize=7, xytext=(3, 3), textcoords="offset points"
-                )
-            ax.set_xticks([])
-            ax.set_yticks([])
+                fig.colorbar(sc, ax=ax, shrink=0.8, label=name)
+            ax.set_xlabel("MDS component 1", fontsize=8)
+            ax.set_ylabel("MDS component 2" if d > 1 else "", fontsize=8)
+            ax.tick_params(labelsize=7)
             stress = float(ds.stress.sel(descriptor=desc, n_components=d))
-            ax.set_title(f"{_LABELS.get(str(desc), desc)}, stress {stress:.3f}", fontsize=8)
-    fig.suptitle(f"Texture map of {ds.sizes['image']} images (MDS, D*={d})")
+            ax.set_title(f"{label}, stress {stress:.3f}", fontsize=8)
+    fig.suptitle(f"Texture map of {ds.sizes['image']} images (MDS, D*={d}; components 1 and 2)")
     return _save(fig, path)
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "build_dataset",
     "build_stress_curves",
     "build_synthesis_dataset",
+    "describe_map",
+    "MAP_ATTRIBUTES",
     "provenance",
     "read_dataset",
     "write_dataset",
@@ -147,7 +149,8 @@ def build_dataset(
             ("descriptor", "n_components", "image", "component"),
             emb,
             {
-                "long_name": "metric MDS coordinates",
+                "long_name": "metric MDS coordinates, in units of the texture distance",
+                "units": "1",
                 "description": "NaN where component >= n_components",
             },
         )
@@ -311,3 +314,70 @@ def read_dataset(path: str | Path) -> xr.Dataset:
     if path.suffix == ".zarr":
         return xr.open_zarr(path, consolidated=False)
     return xr.open_dataset(path, engine="h5netcdf")
+
+
+#: CF ``long_name`` and ``units`` of the map's coordinates and variables (:func:`describe_map`).
+#: Embedding coordinates and neighbour distances are in the units of the texture distance
+#: (the Euclidean distance between texture vectors, docs/method.md), written "1".
+MAP_ATTRIBUTES: dict[str, tuple[str, str]] = {
+    "descriptor": ("texture descriptor: cnn (VGG-19 Gram matrices) or ps (power spectrum)", "1"),
+    "n_components": ("embedding dimension D*", "1"),
+    "component": ("index of the MDS coordinate, from 0", "1"),
+    "image": ("image identity: sha256 of the file's content (#p<page> for a page)", "1"),
+    "image_path": ("path of the image relative to the archive", "1"),
+    "pixel_size_nm": ("physical size of a pixel", "nm"),
+    "theta": ("orientation of the stripes' wave vector", "rad"),
+    "k": ("wave number: stripes per image side", "1"),
+    "A": ("noise amplitude", "1"),
+    "rank": ("rank of a neighbour, nearest first", "1"),
+    "parameter": ("ground-truth parameter a linear map is fitted to", "1"),
+    "file": ("input file, relative to the archive", "1"),
+    "tile": ("tile index", "1"),
+    "embedding": ("metric MDS coordinates, in units of the texture distance", "1"),
+    "stress": ("Kruskal stress-1", "1"),
+    "neighbor": ("nearest neighbours (positions along 'image')", "1"),
+    "neighbor_distance": ("texture distance to the nearest neighbours", "1"),
+    "outlier_score": ("outlier score: texture distance to the k-th nearest neighbour", "1"),
+    "cluster": ("cluster label (-1: noise)", "1"),
+    "cluster_n_components": ("MDS dimension D* the clusters were found in", "1"),
+    "r2": ("R^2 of a linear map from the embedding to a parameter (Eq. 13)", "1"),
+    "regression_angle": ("angle between beta_A and beta_k (Eq. 14)", "degree"),
+    "file_status": ("outcome of each input file: processed, skipped or failed", "1"),
+    "file_reason": ("why a file was skipped or failed", "1"),
+}
+
+
+def describe_map(ds: xr.Dataset, *, history: str | None = None) -> xr.Dataset:
+    """Give every coordinate and variable CF ``long_name`` and ``units``, and the Dataset
+    ``source`` and ``history`` global attributes. Attributes already set are kept.
+
+    Names not in :data:`MAP_ATTRIBUTES` get their own name as ``long_name`` and units
+    ``"1"`` (dimensionless), so nothing is left undescribed. ``history`` is one line,
+    prefixed with the time (default: "created by microscale <version>").
+
+    Examples
+    --------
+    >>> ds = describe_map(xr.Dataset(coords={"theta": ("image", [0.5])}))
+    >>> ds.theta.attrs["units"], ds.attrs["source"].startswith("microscale")
+    ('rad', True)
+    """
+    import datetime
+
+    from microscale import __version__
+
+    ds = ds.copy()
+    for name in [*ds.coords, *ds.data_vars]:
+        long_name, units = MAP_ATTRIBUTES.get(str(name), (str(name), "1"))
+        attrs = ds[name].attrs
+        attrs.setdefault("long_name", long_name)
+        attrs.setdefault("units", units)
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    line = f"{now}: {history or f'created by microscale {__version__}'}"
+    previous = ds.attrs.get("history")
+    ds.attrs["history"] = f"{previous}\n{line}" if previous else line
+    ds.attrs.setdefault(
+        "source",
+        f"microscale {__version__}: Gram-matrix texture vectors of a normalised VGG-19 and "
+        "power spectra, exact distances, metric MDS (Lubbers et al., PRE 96, 052111, 2017)",
+    )
+    return ds

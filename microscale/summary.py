@@ -8,13 +8,15 @@ the cluster counts and, with ground truth, R^2. :func:`summary_markdown` renders
 from __future__ import annotations
 
 import json
+import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["map_summary", "summary_markdown"]
+__all__ = ["map_summary", "result_link", "summary_markdown"]
 
 
 def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
@@ -78,16 +80,71 @@ def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
     return summary
 
 
-def summary_markdown(summary: dict, files: list[Path]) -> str:
-    """The ``pipeline-summary`` artifact: stress, the interactive map, outliers, outputs."""
-    links = "\n".join(f"- `{f}`" for f in files)
+def result_link(
+    path: str | os.PathLike[str], *, results_url: str | None, store: str | os.PathLike[str] | None
+) -> str:
+    """Where a browser opens an output: under ``results_url`` (``microscale serve``) when
+    that is set and the file lies in the store, else its ``file://`` URI.
+
+    Examples
+    --------
+    >>> result_link("/s/results/map.html", results_url="http://127.0.0.1:8000", store="/s")
+    'http://127.0.0.1:8000/results/map.html'
+    >>> result_link("/s/results/map.html", results_url=None, store="/s")
+    'file:///s/results/map.html'
+    """
+    path = Path(path).absolute()
+    if results_url and store is not None:
+        root = Path(store).absolute()
+        if path.is_relative_to(root):
+            rel = urllib.parse.quote(path.relative_to(root).as_posix())
+            return f"{results_url.rstrip('/')}/{rel}"
+    return path.as_uri()
+
+
+def summary_markdown(
+    summary: dict,
+    files: list[Path],
+    *,
+    results_url: str | None = None,
+    store: str | os.PathLike[str] | None = None,
+) -> str:
+    """The summary artifact: stress, R^2, the map (its image and page), outliers, outputs.
+
+    With ``results_url`` (where ``microscale serve --store STORE`` serves ``store``) the
+    outputs are linked over HTTP, which a browser opens from the Prefect UI, and the map's
+    PNG is shown inline; without it they are ``file://`` links, which browsers refuse to
+    open from a web page.
+    """
+
+    def link(f: str | os.PathLike[str]) -> str:
+        return result_link(f, results_url=results_url, store=store)
+
+    links = "\n".join(f"- [{Path(f).name}]({link(f)}) (`{f}`)" for f in files)
     interactive = ""
     if "interactive_map" in summary:
         page = Path(summary["interactive_map"])
+        served = bool(results_url) and link(page).startswith(("http://", "https://"))
+        how = (
+            "served by `microscale serve`"
+            if served
+            else "a local file: browsers refuse file links from a web page, so start "
+            "`microscale serve --store STORE` and set `results_url` to link it here"
+        )
         interactive = (
-            f"\n\n## Interactive map\n[{page.name}]({page.as_uri()}) (`{page}`): one "
-            "self-contained HTML file; open it in a browser, no server or network needed. "
+            f"\n\n## Interactive map\n[Open {page.name}]({link(page)}) (`{page}`, {how}). "
             "Hover a point for its thumbnail, click it for its nearest neighbours.\n"
+        )
+        png = page.with_suffix(".png")
+        if served and any(Path(f).name == png.name for f in files):
+            interactive += f"\n![the map]({link(png)})\n"
+    r2 = ""
+    if "r2" in summary:
+        r2 = f"\n\n## R^2 of linear maps to the ground truth at D*={summary['r2_dim']}\n" + (
+            "\n".join(
+                f"- {d}: " + ", ".join(f"{p} {v}" for p, v in vals.items())
+                for d, vals in summary["r2"].items()
+            )
         )
     outliers = ""
     if "outliers" in summary:
@@ -108,6 +165,7 @@ def summary_markdown(summary: dict, files: list[Path]) -> str:
         f"# microscale map of {summary['n_images']} images\n\n"
         + unchanged
         + "\n".join(f"- {d}: stress {s} at D*={k}" for d, (k, s) in best.items())
+        + r2
         + interactive
         + outliers
         + f"\n\n## Outputs\n{links}\n"

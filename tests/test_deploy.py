@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -38,8 +39,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact, FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows._progress import store_tag
 from flows.params import PipelineParams
 from microscale.demo import write_demo_archive
+from microscale.serve import make_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
 
@@ -54,18 +57,25 @@ CLI_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 240
 BROWSER_TIMEOUT_S = 90
 
-#: The keyed artifacts a run publishes (from its subflows), by type.
+#: The keyed artifacts a run publishes (parent run and subflows), by type; each key ends
+#: with the store's tag (flows/_progress.py).
 EXPECTED_ARTIFACTS = {
     "ingest-progress": "progress",
     "features-cnn": "progress",
     "features-ps": "progress",
+    "image-features-cnn": "progress",
     "distances-cnn": "progress",
     "distances-ps": "progress",
     "ingest-outcomes": "table",
     "embed-stress": "table",
     "embed-metrics": "table",
+    "embed-summary": "markdown",
     "pipeline-summary": "markdown",
+    "pipeline-outcomes": "table",
+    "dask-dashboard": "markdown",  # Prefect stores link artifacts as markdown
 }
+#: Those the parent `pipeline` run itself carries (what a user opens from the deployment).
+PARENT_ARTIFACTS = ("pipeline-summary", "pipeline-outcomes", "dask-dashboard")
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -194,9 +204,10 @@ def deployed_run(
     """Pool, deployment and one run, with the CLI commands of deploy/README.md."""
     root = tmp_path_factory.mktemp("deployed")
     write_demo_archive(root / "archive", n=10, size=64, seed=5)
+    results_port = _free_port()
     params = PipelineParams(
         archive=root / "archive", store=root / "store", tile_size=64, n_workers=1,
-        device="cpu", n_components=[1, 2, 3],
+        device="cpu", n_components=[1, 2, 3], results_url=f"http://127.0.0.1:{results_port}/",
     )  # fmt: skip
     yaml_before = PREFECT_YAML.read_bytes()
     _prefect(server, "work-pool", "create", POOL, "--type", "process")
@@ -257,13 +268,18 @@ def deployed_run(
     return DeployedRun(params, flow_run, subflow_runs, worker_log)
 
 
-def _run_artifacts(client: SyncPrefectClient, run: DeployedRun) -> dict[str, Artifact]:
-    """The keyed artifacts of a run and its subflows."""
-    ids = [run.flow_run.id, *(sub.id for sub in run.subflow_runs)]
+def _run_artifacts(
+    client: SyncPrefectClient, run: DeployedRun, *, parent_only: bool = False
+) -> dict[str, Artifact]:
+    """The keyed artifacts of a run and its subflows, by key without the store's tag."""
+    ids = [run.flow_run.id] + ([] if parent_only else [sub.id for sub in run.subflow_runs])
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
     )
-    return {a.key: a for a in artifacts if a.key}
+    tag = "-" + store_tag(run.params.store)
+    keyed = [a for a in artifacts if a.key]
+    assert all(a.key.endswith(tag) for a in keyed), [a.key for a in keyed]
+    return {a.key.removesuffix(tag): a for a in keyed}
 
 
 def test_deployment_runs_on_a_worker_and_publishes_artifacts(
@@ -281,9 +297,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
     assert deployment.entrypoint == "flows/pipeline.py:pipeline"
     assert deployment.work_pool_name == POOL
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
-    assert deployment.pull_steps == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
-    ]
+    assert deployment.pull_steps == [{"flows.repository.set_repository": {"directory": str(REPO)}}]
     # one subflow per stage, all completed
     assert len(run.subflow_runs) == 4
     assert all(sub.state.is_completed() for sub in run.subflow_runs)
@@ -294,7 +308,22 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
     for key, kind in EXPECTED_ARTIFACTS.items():
         if kind == "progress":
             assert float(artifacts[key].data) == pytest.approx(100.0), key
-    assert "map.nc" in artifacts["pipeline-summary"].data
+    # progress in counts: the descriptions say n/N of what
+    assert re.search(r": (\d+)/\1 files", artifacts["ingest-progress"].description)
+    assert re.search(r": (\d+)/\1 tile batches", artifacts["features-cnn"].description)
+    assert re.search(r": (\d+)/\1 block pairs", artifacts["distances-ps"].description)
+    # the parent run carries the summary, the outcomes and the dashboard link itself
+    with _api(server) as client:
+        parent = _run_artifacts(client, run, parent_only=True)
+    assert set(PARENT_ARTIFACTS) <= set(parent)
+    summary = parent["pipeline-summary"].data
+    assert "map.nc" in summary and "processed" in summary and "R^2" in summary
+    assert f"({run.params.results_url}results/map.html)" in summary
+    assert f"![the map]({run.params.results_url}results/map.png)" in summary
+    assert "(http://127.0.0.1:" in parent["dask-dashboard"].data
+    rows = parent["pipeline-outcomes"].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert sum(row["files"] for row in rows) >= 10
     assert (run.params.store / "results" / "map.nc").is_file()
 
 
@@ -349,7 +378,8 @@ def test_ui_shows_the_run_and_its_artifacts(
     run = deployed_run.flow_run
     user_data = tmp_path / "chromium-profile"
     with _api(server) as client:
-        summary = _run_artifacts(client, deployed_run)["pipeline-summary"]
+        summary = _run_artifacts(client, deployed_run)["embed-summary"]
+        parent_summary = _run_artifacts(client, deployed_run, parent_only=True)["pipeline-summary"]
     embed_run = next(sub for sub in deployed_run.subflow_runs if sub.id == summary.flow_run_id)
 
     # the flow-run page: name, state, deployment, work pool
@@ -379,3 +409,29 @@ def test_ui_shows_the_run_and_its_artifacts(
     )  # fmt: skip
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     print(f"screenshot of the flow-run page: {screenshot}")
+
+    # the parent run's summary page links the map over HTTP and shows it; the link opens it
+    url = f"{server.url}/artifacts/artifact/{parent_summary.id}"
+    dom = ""
+    for budget_ms in (10_000, 30_000, 60_000):
+        dom = _chromium(
+            chromium, user_data, f"--virtual-time-budget={budget_ms}", "--dump-dom", url
+        )
+        if "results/map.html" in dom:
+            break
+    hrefs = re.findall(r"""href=["']([^"']*results/map\.html)["']""", dom)
+    assert hrefs and hrefs[0].startswith("http://127.0.0.1:"), dom[:3000]
+    assert re.search(r"""<img[^>]+src=["'][^"']*results/map\.png""", dom), "no map image"
+    port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", hrefs[0]).group(1))
+    http = make_server(deployed_run.params.store, port=port)
+    http.verbose = False
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        expected = ["microscale texture map (image level)"]  # the page came over HTTP
+        text = _page_text(chromium, user_data, hrefs[0], expected)
+    finally:
+        http.shutdown()
+        http.server_close()
+    for word in expected:
+        assert word in text, f"{word!r} not on the map page {hrefs[0]}: {text[:2000]}"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,11 @@ def test_bad_options():
         normalize_intensity(np.eye(3), method="zscore")
     with pytest.raises(ValueError, match="'percentiles' parameter"):
         normalize_intensity(np.eye(3), method="percentile", percentiles=(50, 10))
+
+
+@pytest.mark.parametrize("paths", [["a.tif"], "a.tif", [Path("a.tif")], np.array(["a.tif"])])
+def test_paths_are_refused_with_how_to_read_them(paths):
+    from microscale.errors import DtypeError
+
+    with pytest.raises(DtypeError, match=r"file path \('a.tif'\).*microscale.read_micrograph"):
+        as_image_stack(paths)

@@ -131,6 +131,7 @@ def test_cli_run_passes_scale_options_to_the_pipeline(monkeypatch, tmp_path):
     monkeypatch.setattr(fp, "pipeline", fake_pipeline)
     archive = tmp_path / "archive"
     archive.mkdir()
+    tifffile.imwrite(archive / "a.tif", np.zeros((8, 8), np.uint8))  # passes the pre-check
     code = main(["run", str(archive), "--store", str(tmp_path / "st"), "--sketch-dim", "512",
                  "--sketch-seed", "3", "--landmarks", "800", "--max-dense", "5000",
                  "--block-size", "384", "--texture-precision", "bfloat16"])  # fmt: skip

@@ -1,0 +1,185 @@
+"""``microscale serve``: a small read-only HTTP server of a store's results.
+
+Browsers refuse ``file://`` links from a web page, so the Prefect UI cannot open a map on
+disk. :func:`make_server` serves a store's ``results/`` folder over HTTP with the standard
+library's :class:`http.server.SimpleHTTPRequestHandler`, restricted to what a user needs:
+
+- ``/``: an index of the results (the interactive map, the figures, the datasets), each
+  with its size and the time it was written;
+- ``/results/<file>``: a file of ``results/`` (``map.html``, the PNGs, ``map.nc``);
+- ``/results/<name>.zarr.zip``: a Zarr store of ``results/`` as one zip download.
+
+Nothing else: no other path of the store or the machine (``..``, symbolic links leading out
+of ``results/`` and folders are refused with 404), no directory listings, no method but
+GET and HEAD. Set the pipeline's ``results_url`` (``microscale run --results-url``) to the
+server's address and the Prefect artifacts link the map there
+(:func:`microscale.summary.result_link`).
+
+Examples
+--------
+>>> import tempfile, threading, urllib.request
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     (Path(tmp) / "results").mkdir()
+...     _ = (Path(tmp) / "results" / "map.html").write_text("<html>map</html>")
+...     server = make_server(tmp, port=0)
+...     thread = threading.Thread(target=server.serve_forever, daemon=True)
+...     thread.start()
+...     url = f"http://127.0.0.1:{server.server_address[1]}/results/map.html"
+...     with urllib.request.urlopen(url) as r:
+...         print(r.read().decode())
+...     server.shutdown()
+...     server.server_close()
+<html>map</html>
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import urllib.parse
+import zipfile
+from functools import partial
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from microscale.errors import StoreNotFoundError
+
+__all__ = ["ResultsHandler", "make_server", "serve_results"]
+
+RESULTS = "results"
+
+
+class ResultsHandler(SimpleHTTPRequestHandler):
+    """Serves the index, files under ``results/`` and zips of its Zarr stores; nothing else."""
+
+    server_version = "microscale-serve"
+
+    def __init__(self, *args: Any, store: Path, **kwargs: Any) -> None:
+        self.store = store
+        self.results = (store / RESULTS).resolve()
+        super().__init__(*args, directory=str(store), **kwargs)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._route(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._route(head=True)
+
+    def _route(self, *, head: bool) -> None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if path in ("/", "/index.html"):
+            self._send_bytes(self._index().encode(), "text/html; charset=utf-8", head=head)
+        elif path.endswith(".zarr.zip") and self._inside(path[: -len(".zip")], folder=True):
+            self._send_zip(Path(self.translate_path(path[: -len(".zip")])).resolve(), head=head)
+        elif self._inside(path, folder=False):
+            super().do_HEAD() if head else super().do_GET()
+        else:
+            self.send_error(
+                HTTPStatus.NOT_FOUND, "Not found: only the files of the store's results/ are served"
+            )
+
+    def _inside(self, url_path: str, *, folder: bool) -> bool:
+        """Whether the URL names a file (or a folder) that really lies in ``results/``."""
+        if not url_path.startswith(f"/{RESULTS}/"):
+            return False
+        local = Path(self.translate_path(url_path)).resolve()
+        if not local.is_relative_to(self.results):
+            return False
+        return local.is_dir() if folder else local.is_file()
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        self.send_error(HTTPStatus.NOT_FOUND, "No directory listings")
+        return None
+
+    # -- responses ----------------------------------------------------------------------
+
+    def _send_bytes(self, body: bytes, content_type: str, *, head: bool) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _send_zip(self, folder: Path, *, head: bool) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Disposition", f'attachment; filename="{folder.name}.zip"')
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if head:
+            return
+        with zipfile.ZipFile(self.wfile, "w", zipfile.ZIP_STORED) as zf:  # streamed
+            for file in sorted(folder.rglob("*")):
+                if file.is_file() and file.resolve().is_relative_to(self.results):
+                    zf.write(file, Path(folder.name) / file.relative_to(folder))
+
+    def _index(self) -> str:
+        rows = []
+        entries = sorted(self.results.iterdir()) if self.results.is_dir() else []
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            stat = entry.stat()
+            when = datetime.datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds")
+            href = f"/{RESULTS}/{urllib.parse.quote(entry.name)}"
+            if entry.is_dir():
+                if not entry.name.endswith(".zarr"):
+                    continue
+                href, size = href + ".zip", "Zarr store, as a zip"
+            else:
+                size = f"{stat.st_size:,} bytes"
+            rows.append(
+                f"<tr><td><a href='{href}'>{html.escape(entry.name)}</a></td>"
+                f"<td>{size}</td><td>{when}</td></tr>"
+            )
+        table = "\n".join(rows) or "<tr><td colspan=3>no results yet: run the pipeline</td></tr>"
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>microscale results of {html.escape(str(self.store))}</title></head><body>"
+            f"<h1>microscale results</h1><p>Store <code>{html.escape(str(self.store))}</code>"
+            "; each run re-writes these files.</p><table>"
+            "<tr><th>file</th><th>size</th><th>written</th></tr>"
+            f"{table}</table></body></html>"
+        )
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+        if getattr(self.server, "verbose", True):
+            super().log_message(format, *args)
+
+
+def make_server(
+    store: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000
+) -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) of the store's results; ``port=0`` picks a free one.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If ``store`` is not a folder.
+    """
+    root = Path(store).resolve()
+    if not root.is_dir():
+        raise StoreNotFoundError(
+            f"No store at {os.fspath(store)}: pass the folder given to `microscale run --store`."
+        )
+    return ThreadingHTTPServer((host, int(port)), partial(ResultsHandler, store=root))
+
+
+def serve_results(
+    store: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000
+) -> None:
+    """Serve the store's results until interrupted (Ctrl-C)."""
+    with make_server(store, host=host, port=port) as server:
+        h, p = server.server_address[:2]
+        print(f"serving the results of {store} at http://{h}:{p}/ (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
