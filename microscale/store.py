@@ -129,6 +129,7 @@ __all__ = [
     "array_chunks",
     "array_shape",
     "create_store",
+    "delete_array",
     "ensure_array",
     "ensure_distance_matrix",
     "ensure_features_array",
@@ -137,6 +138,7 @@ __all__ = [
     "open_store",
     "read_array",
     "read_manifest",
+    "read_row_selection",
     "read_rows",
     "read_tiles",
     "record_files",
@@ -1005,6 +1007,30 @@ def read_array(store: Store, name: str) -> np.ndarray:
     return _retry_transient(lambda: arr[...])
 
 
+def read_row_selection(store: Store, name: str, indices: ArrayLike) -> np.ndarray:
+    """The rows ``indices`` (any order, repeats allowed) of the array ``name``, as numpy.
+
+    Only the chunks that hold them are read (Zarr's orthogonal selection), each once.
+
+    Examples: ``read_row_selection(store, "image_features/cnn", [5, 2])`` is (2, d).
+    """
+    arr = _array(store, name)
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    n = arr.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise StoreError(f"Rows {idx.min()}..{idx.max()} are outside the {n} rows of {name!r}.")
+    if not idx.size:
+        return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+    order = np.argsort(idx, kind="stable")
+    uniq, inverse = np.unique(idx[order], return_inverse=True)
+    rows = _retry_transient(
+        lambda: arr.get_orthogonal_selection((uniq,) + (slice(None),) * (arr.ndim - 1))
+    )
+    out = np.empty((idx.size, *arr.shape[1:]), dtype=arr.dtype)
+    out[order] = rows[inverse]
+    return out
+
+
 # --------------------------------------------------------------------------- arrays
 
 
@@ -1017,6 +1043,7 @@ def ensure_array(
     dtype: DTypeLike,
     dimension_names: tuple[str, ...],
     attrs: Mapping[str, Any] | None = None,
+    fill_value: Any = None,
 ) -> bool:
     """Create the array ``name``, or grow an existing one to ``shape``.
 
@@ -1025,7 +1052,8 @@ def ensure_array(
     they identify what the array holds, e.g. the VGG layers), and may only grow. Growing
     keeps every chunk already written. The temporary chunk files of an existing array left
     by writers killed mid-write are removed. New arrays are uncompressed (texture vectors and
-    distances do not compress) with fill value NaN.
+    distances do not compress) with fill value NaN (``fill_value``, e.g. -1 for an integer
+    array, when given).
 
     Returns
     -------
@@ -1073,11 +1101,25 @@ def ensure_array(
         shape=tuple(shape),
         chunks=tuple(chunks),
         dtype=dtype,
-        fill_value=np.nan,
+        fill_value=np.nan if fill_value is None else fill_value,
         compressors=None,
         dimension_names=tuple(dimension_names),
         attributes=want,
     )
+    return True
+
+
+def delete_array(store: Store, name: str) -> bool:
+    """Delete the array ``name`` (driver-side, under the run lock); whether it existed.
+
+    For arrays whose settings changed (e.g. the landmarks of a store, the ``k`` of its
+    neighbours): they are recomputed from scratch by their stage.
+    """
+    if not has_array(store, name):
+        return False
+    parent, _, leaf = name.rpartition("/")
+    group = store.group[parent] if parent else store.group
+    del group[leaf]
     return True
 
 
