@@ -4,9 +4,10 @@ Outlier scores and the map's click-to-neighbours need only each row's ``k`` near
 rows. :func:`run_neighbors` finds them exactly without the (n, n) matrix, on disk or in
 memory: one task per block of ``b`` rows (:func:`compute_neighbor_block`) reads its rows,
 then streams every block of rows of the store past them through the same exact distance
-kernel as the full matrix (:func:`microscale.distance.block_sq_distances`; the block
-against itself as the full matrix's diagonal blocks are computed), keeping a running
-top-k per row (:func:`microscale.neighbors.merge_nearest`: ties go to the lower index,
+kernel as the full matrix (:func:`microscale.distance.block_sq_distances`, called on each
+block pair exactly as the full matrix calls it: the block against itself as a diagonal
+block, a block ``j < i`` as pair ``(j, i)`` transposed; so with the same block size and
+centre every distance is bitwise the full matrix's), keeping a running top-k per row (:func:`microscale.neighbors.merge_nearest`: ties go to the lower index,
 as on the full path). It writes ``neighbors/<d>/index`` (n, k) int64 and
 ``neighbors/<d>/distance`` (n, k) float64 in ``(b, k)`` chunks, then its record.
 
@@ -186,12 +187,19 @@ def compute_neighbor_block(
                 xi, None, center=center, x_sq_norms=ni, precision=precision, device=device,
                 keep_scratch=True,
             )  # fmt: skip
-        else:
+        elif c0 > a:  # as the full matrix computes block pair (i, j), i < j
             xj = read_rows(store, lv.rows, c0, c1, out=cols[: c1 - c0])
             d2 = block_sq_distances(
                 xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device,
                 keep_scratch=True,
             )  # fmt: skip
+        else:  # as the full matrix stores (j, i), j < i: pair (j, i), transposed
+            xj = read_rows(store, lv.rows, c0, c1, out=cols[: c1 - c0])
+            nj = row_sq_norms(xj, center=center, precision=precision, device=device)
+            d2 = block_sq_distances(
+                xj, xi, center=center, x_sq_norms=nj, precision=precision, device=device,
+                keep_scratch=True,
+            ).T  # fmt: skip
         dist = np.sqrt(d2, out=d2)
         if c0 == a:
             np.fill_diagonal(dist, np.inf)  # a row is not its own neighbour
