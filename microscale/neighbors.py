@@ -153,16 +153,18 @@ def merge_nearest(
     best_distances: np.ndarray,
     best_indices: np.ndarray,
     distances: np.ndarray,
-    start: int,
+    start: int = 0,
+    *,
+    indices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Merge a block of candidate columns into running k-nearest lists, ties by index.
+    """Merge candidates into running k-nearest lists: the k smallest (distance, index).
 
     The running lists hold, for each row, the ``k`` smallest (distance, index) pairs seen
     so far, in lexicographic order; the candidates are columns ``start .. start + c`` of
-    the same rows. Streaming the columns of a matrix block by block in increasing order
-    through this function gives, row by row, the first ``k`` entries of a stable argsort
-    of the whole row: the k nearest, ties to the lower index. NaN candidates are never
-    chosen; empty slots of the running lists are ``inf`` with index ``-1``.
+    the same rows (or have the column indices ``indices``). Whatever the order in which
+    the columns of a matrix are merged, the result is, row by row, the first ``k``
+    entries of a stable argsort of the whole row: the k nearest, ties to the lower index.
+    NaN candidates are never chosen; empty slots are ``inf`` with index ``-1``.
 
     Parameters
     ----------
@@ -170,8 +172,10 @@ def merge_nearest(
     best_indices : (r, k) int64 ndarray
     distances : (r, c) float ndarray
         The candidates' distances (``inf`` to exclude one, e.g. a row's own column).
-    start : int
+    start : int, optional
         Column index of the first candidate.
+    indices : (r, c) int ndarray, optional
+        The candidates' column indices, instead of ``start``: e.g. other running lists.
 
     Returns
     -------
@@ -189,12 +193,21 @@ def merge_nearest(
     """
     r, k = best_distances.shape
     c = distances.shape[1]
+    with np.errstate(invalid="ignore"):
+        hit = (distances <= best_distances[:, -1:]).any(axis=1)  # could enter some list
+    if not hit.all():  # most rows, once their lists are good: nothing to do
+        out_d, out_i = best_distances.copy(), best_indices.copy()
+        if hit.any():
+            sub = None if indices is None else np.asarray(indices)[hit]
+            out_d[hit], out_i[hit] = merge_nearest(
+                best_distances[hit], best_indices[hit], distances[hit], start, indices=sub
+            )
+        return out_d, out_i
     cat_d = np.concatenate([best_distances, np.asarray(distances, dtype=np.float64)], axis=1)
     np.copyto(cat_d, np.inf, where=np.isnan(cat_d))
-    cat_i = np.concatenate(
-        [best_indices, np.broadcast_to(np.arange(start, start + c, dtype=np.int64), (r, c))],
-        axis=1,
-    )
+    if indices is None:
+        indices = np.broadcast_to(np.arange(start, start + c, dtype=np.int64), (r, c))
+    cat_i = np.concatenate([best_indices, np.asarray(indices, dtype=np.int64)], axis=1)
     if c > 4 * k:  # cheap pre-selection: the k smallest values (any among equal ones)
         part = np.argpartition(cat_d, k - 1, axis=1)[:, :k]
         kth = np.take_along_axis(cat_d, part, axis=1).max(axis=1)

@@ -34,3 +34,15 @@ def test_knn_preservation_is_one_for_an_exact_map_and_low_for_a_shuffled_one():
     assert 0 < knn_preservation(idx, x[:, :2]) < 1  # a projection keeps some
     with pytest.raises(ValueError, match="for the same n"):
         knn_preservation(idx[:10], x)
+
+
+def test_merging_other_lists_in_any_order_gives_the_same_lists():
+    rng = np.random.default_rng(3)
+    D = rng.integers(0, 5, size=(6, 30)).astype(float)
+    cols = rng.permutation(30).reshape(5, 6)  # five lists of six columns, shuffled
+    best_d, best_i = np.full((6, 4), np.inf), np.full((6, 4), -1, dtype=np.int64)
+    for part in cols:
+        idx = np.broadcast_to(part, (6, 6))
+        best_d, best_i = merge_nearest(best_d, best_i, D[:, part], indices=idx)
+    want = np.argsort(D, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(best_i, want)

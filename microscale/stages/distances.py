@@ -184,6 +184,21 @@ class DistanceLevel:
         return f"{self.prefix}neighbors/{self.descriptor}/distance"
 
     @property
+    def partial_index(self) -> str:
+        """The (n, n_blocks, k) partial neighbour lists of the streamed k-NN (transient)."""
+        return f"{self.prefix}neighbors/{self.descriptor}/partial_index"
+
+    @property
+    def partial_distance(self) -> str:
+        """Their distances (transient)."""
+        return f"{self.prefix}neighbors/{self.descriptor}/partial_distance"
+
+    @property
+    def neighbor_pass_stage(self) -> str:
+        """The stage name of the streamed k-NN's pairs pass (transient records)."""
+        return f"{self.prefix}neighbor_pairs.{self.descriptor}"
+
+    @property
     def neighbor_stage(self) -> str:
         """The stage name of the streamed neighbours' completion records."""
         return f"{self.prefix}neighbors.{self.descriptor}"

@@ -2,25 +2,32 @@
 
 Outlier scores and the map's click-to-neighbours need only each row's ``k`` nearest other
 rows. :func:`run_neighbors` finds them exactly without the (n, n) matrix, on disk or in
-memory: one task per block of ``b`` rows (:func:`compute_neighbor_block`) reads its rows,
-then streams every block of rows of the store past them through the same exact distance
-kernel as the full matrix (:func:`microscale.distance.block_sq_distances`, called on each
-block pair exactly as the full matrix calls it: the block against itself as a diagonal
-block, a block ``j < i`` as pair ``(j, i)`` transposed; so with the same block size and
-centre every distance is bitwise the full matrix's), keeping a running top-k per row (:func:`microscale.neighbors.merge_nearest`: ties go to the lower index,
-as on the full path). It writes ``neighbors/<d>/index`` (n, k) int64 and
-``neighbors/<d>/distance`` (n, k) float64 in ``(b, k)`` chunks, then its record.
+memory, in two passes of Dask tasks over blocks of ``b`` rows:
 
-Cost: ``n^2`` pairs (each pair is met from both of its rows; the full matrix computes
-``n^2 / 2`` and writes them), ``n^2 d / b`` bytes of row reads, ``8 b (b + k)`` bytes of
-candidates per task; disk ``16 n k``.
+1. **Pairs** (:func:`compute_neighbor_pass`, one task per row block ``i``): the block
+   pairs ``(i, j)``, ``j >= i``, each through the same exact kernel as the full matrix
+   and called exactly as the full matrix calls it
+   (:func:`microscale.distance.block_sq_distances`: the block against itself as a
+   diagonal block, ``(i, j)`` with block ``i`` as ``X``), so that with the same block
+   size and centre every distance is bitwise the full matrix's. Each pair is computed
+   once and serves both sides: the ``k`` nearest of rows ``i`` among columns ``j`` and
+   of rows ``j`` among columns ``i`` (:func:`microscale.neighbors.merge_nearest`: ties go
+   to the lower index) are written as *partial lists*, ``(n, n_blocks, k)`` arrays in
+   ``(b, 1, k)`` chunks: the chunk ``(rows j, block i)`` is written by task ``i`` alone.
+2. **Lists** (:func:`compute_neighbor_block`, one task per row block): merges its rows'
+   partial lists (and the stored lists of rows that already had some) into the final
+   ``neighbors/<d>/index`` (n, k) int64 and ``neighbors/<d>/distance`` (n, k) float64,
+   ``(b, k)`` chunks, then its record.
 
-Growth: a record says which rows of the block it covers and against how many columns.
-When the archive has grown from ``n0`` to ``n`` rows, a block of old rows reads only
-the new rows ``n0:n`` and merges them into its stored lists (an old row is updated where
-a new image enters its top k), and new rows are computed against all ``n``. A stored
-chunk that a killed task wrote after its record (neighbours past the recorded columns)
-is recomputed whole.
+The partial lists (``16 n (n / b) k`` bytes) are deleted when the stage ends. Cost:
+``n^2 / 2`` pairs through the kernel, as the full matrix, but nothing of size ``n^2``
+written; ``n^2 d / (2 b)`` bytes of row reads; per task the memory of a full-matrix task.
+
+Growth: a record says which rows of a block it covers and against how many columns.
+When the archive has grown from ``n0`` to ``n`` rows, only the pairs that meet a new row
+are computed: an old row's list is updated where a new image enters its top k, a new
+row gets its k nearest among all ``n``. A stored list that a killed task wrote after its
+record (neighbours past the recorded columns) is recomputed whole.
 """
 
 from __future__ import annotations
@@ -63,7 +70,15 @@ from microscale.store import (
     write_block,
 )
 
-__all__ = ["NeighborBlock", "compute_neighbor_block", "plan_neighbor_blocks", "run_neighbors"]
+__all__ = [
+    "NeighborBlock",
+    "NeighborPass",
+    "compute_neighbor_block",
+    "compute_neighbor_pass",
+    "plan_neighbor_blocks",
+    "plan_neighbor_passes",
+    "run_neighbors",
+]
 
 
 @dataclass(frozen=True)
@@ -112,12 +127,20 @@ def _k_for(n: int, k: int) -> int:
     return min(int(k), n - 1)
 
 
+def _valid_lists(store: Store, lv: Any, unit: NeighborBlock) -> bool:
+    """Whether the stored lists of the unit's known rows are those of its record."""
+    idx = read_rows(store, lv.neighbor_index, unit.start, unit.known_stop)
+    dist = read_rows(store, lv.neighbor_distance, unit.start, unit.known_stop)
+    return bool((idx >= 0).all() and (idx < unit.known_cols).all() and np.isfinite(dist).all())
+
+
 def plan_neighbor_blocks(
     store: Root, *, descriptor: str = "cnn", k: int = DEFAULT_K, level: str = "image"
 ) -> list[NeighborBlock]:
-    """Row blocks whose neighbours are missing or stale (the archive grew), in order.
+    """Every row block with what its stored lists already cover, in order.
 
-    Needs ``neighbors/<d>/index`` to exist (its chunk is the block size).
+    A block is done when ``known_stop == stop`` and ``known_cols == n``. Needs
+    ``neighbors/<d>/index`` to exist (its chunk is the block size).
     """
     store = as_store(store)
     lv = distance_level(descriptor, level)
@@ -130,32 +153,97 @@ def plan_neighbor_blocks(
         unit = NeighborBlock(i, a, e, n, k, a, 0)
         rec = records.get(unit.key)
         if rec == unit.extent:
+            out.append(NeighborBlock(i, a, e, n, k, e, n))
             continue
         try:
             (r0, r1), (c0, c1), rk = rec["rows"], rec["cols"], rec["k"]
         except (TypeError, KeyError, ValueError):
             r0 = None
         if r0 == a and rk == k and c0 == 0 and a < r1 <= e and r1 <= c1 <= n:
-            unit = NeighborBlock(i, a, e, n, k, int(r1), int(c1))
+            known = NeighborBlock(i, a, e, n, k, int(r1), int(c1))
+            if _valid_lists(store, lv, known):  # else written past its record: redo it
+                unit = known
         out.append(unit)
     return out
 
 
-def compute_neighbor_block(
+def _done(block: NeighborBlock) -> bool:
+    return block.known_stop == block.stop and block.known_cols == block.n
+
+
+def _needs(rows: NeighborBlock, cols: NeighborBlock) -> bool:
+    """Whether some row of ``rows`` still needs the columns of ``cols``."""
+    return not _done(rows) and (rows.known_stop < rows.stop or cols.stop > rows.known_cols)
+
+
+@dataclass(frozen=True)
+class NeighborPass:
+    """One task of the pairs pass: block ``row`` against the blocks ``cols`` (``>= row``).
+
+    Attributes
+    ----------
+    row : NeighborBlock
+    cols : tuple of NeighborBlock
+        The blocks paired with ``row``, in order, from ``row`` itself on.
+    """
+
+    row: NeighborBlock
+    cols: tuple[NeighborBlock, ...]
+
+    @property
+    def key(self) -> str:
+        """Name of the completion record."""
+        return self.row.key
+
+    @property
+    def extent(self) -> dict[str, Any]:
+        """What the record says was covered."""
+        return {"n": self.row.n, "k": self.row.k, "cols": [c.index for c in self.cols]}
+
+
+def plan_neighbor_passes(blocks: list[NeighborBlock]) -> list[NeighborPass]:
+    """The pairs pass of ``blocks`` (from :func:`plan_neighbor_blocks`): the block pairs
+    ``(i, j)``, ``j >= i``, whose distances some row of either block still needs."""
+    out = []
+    for i, row in enumerate(blocks):
+        cols = tuple(
+            col for col in blocks[i:]
+            if _needs(row, col) or (col.index > row.index and _needs(col, row))
+        )  # fmt: skip
+        if cols:
+            out.append(NeighborPass(row, cols))
+    return out
+
+
+def _fresh(rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((rows, k), np.inf), np.full((rows, k), -1, dtype=np.int64)
+
+
+def _mask_known(dist: np.ndarray, block: NeighborBlock, col_start: int) -> np.ndarray:
+    """``dist`` (rows of ``block``, columns from ``col_start``) without what its known
+    rows already have: those rows keep only columns from ``block.known_cols`` on."""
+    known = block.known_stop - block.start
+    cut = block.known_cols - col_start
+    if known > 0 and cut > 0:
+        dist = dist.copy()
+        dist[:known, :cut] = np.inf
+    return dist
+
+
+def compute_neighbor_pass(
     root: Root,
-    unit: NeighborBlock,
+    unit: NeighborPass,
     *,
     descriptor: str = "cnn",
     precision: str = "mixed",
     device: str | None = None,
     level: str = "image",
-) -> NeighborBlock:
-    """The k nearest neighbours of one block of rows, streamed; written, then recorded.
+) -> NeighborPass:
+    """The pairs pass of one row block: partial k-nearest lists on both sides of each pair.
 
     See the module docstring. Peak memory, for ``b``-row blocks of ``d`` features of
-    ``s`` bytes: ``2 b d s`` (the block and one streamed block, reused buffers),
-    ``8 b^2`` (a distance block), ``16 b (b + k)`` (the candidates) and the kernel's
-    scratch: as a task of the full matrix, without its transposed copy.
+    ``s`` bytes: ``2 b d s`` (the block and one paired block, reused buffers), ``8 b^2``
+    (a distance block and a copy) and the kernel's scratch: a full-matrix task's.
     """
     from microscale.distance import block_sq_distances, row_sq_norms
 
@@ -165,48 +253,72 @@ def compute_neighbor_block(
     b = array_chunks(store, lv.neighbor_index)[0]
     width = array_shape(store, lv.rows)[1]
     dtype = feature_dtype(descriptor)
-    a, e, k = unit.start, unit.stop, unit.k
+    row, k = unit.row, unit.row.k
+    a, e = row.start, row.stop
     xi = read_rows(store, lv.rows, a, e, out=scratch.buffer("knn.rows", (b, width), dtype)[: e - a])
     ni = row_sq_norms(xi, center=center, precision=precision, device=device)
-    best_d = np.full((e - a, k), np.inf)
-    best_i = np.full((e - a, k), -1, dtype=np.int64)
-    known, cols0 = unit.known_stop - a, unit.known_cols
-    if known > 0:
-        old_i = read_rows(store, lv.neighbor_index, a, unit.known_stop)
-        old_d = read_rows(store, lv.neighbor_distance, a, unit.known_stop)
-        if (old_i < 0).any() or (old_i >= cols0).any() or not np.isfinite(old_d).all():
-            known, cols0 = 0, 0  # written past its record by a killed task: redo the block
-        else:
-            best_d[:known], best_i[:known] = old_d, old_i
-    cols = scratch.buffer("knn.cols", (b, width), dtype)
-    for c0, c1 in row_ranges(unit.n, b):
-        if known == e - a and c1 <= cols0:
-            continue  # every row already knows these columns
-        if c0 == a:  # the block against itself: exactly symmetric, zero diagonal
+    own_d, own_i = _fresh(e - a, k)
+    buf = scratch.buffer("knn.cols", (b, width), dtype)
+    for col in unit.cols:
+        c0, c1 = col.start, col.stop
+        if col.index == row.index:  # the block against itself: symmetric, zero diagonal
             d2 = block_sq_distances(
                 xi, None, center=center, x_sq_norms=ni, precision=precision, device=device,
                 keep_scratch=True,
             )  # fmt: skip
-        elif c0 > a:  # as the full matrix computes block pair (i, j), i < j
-            xj = read_rows(store, lv.rows, c0, c1, out=cols[: c1 - c0])
+        else:  # block pair (i, j), i < j, as the full matrix computes it
+            xj = read_rows(store, lv.rows, c0, c1, out=buf[: c1 - c0])
             d2 = block_sq_distances(
                 xi, xj, center=center, x_sq_norms=ni, precision=precision, device=device,
                 keep_scratch=True,
             )  # fmt: skip
-        else:  # as the full matrix stores (j, i), j < i: pair (j, i), transposed
-            xj = read_rows(store, lv.rows, c0, c1, out=cols[: c1 - c0])
-            nj = row_sq_norms(xj, center=center, precision=precision, device=device)
-            d2 = block_sq_distances(
-                xj, xi, center=center, x_sq_norms=nj, precision=precision, device=device,
-                keep_scratch=True,
-            ).T  # fmt: skip
         dist = np.sqrt(d2, out=d2)
-        if c0 == a:
+        if col.index == row.index:
             np.fill_diagonal(dist, np.inf)  # a row is not its own neighbour
-        if known > 0 and c0 < cols0:
-            dist[:known, : cols0 - c0] = np.inf  # known rows: only the new columns
-        best_d, best_i = merge_nearest(best_d, best_i, dist, c0)
-    # the index first: a chunk of indices past its record marks a task killed in between
+        if _needs(row, col):
+            own_d, own_i = merge_nearest(own_d, own_i, _mask_known(dist, row, c0), c0)
+        if col.index > row.index and _needs(col, row):
+            their_d, their_i = merge_nearest(*_fresh(c1 - c0, k), _mask_known(dist.T, col, a), a)
+            write_block(store, lv.partial_index, their_i[:, None], rows=(c0, c1),
+                        cols=(row.index, row.index + 1))  # fmt: skip
+            write_block(store, lv.partial_distance, their_d[:, None], rows=(c0, c1),
+                        cols=(row.index, row.index + 1))  # fmt: skip
+    if not _done(row):
+        write_block(store, lv.partial_index, own_i[:, None], rows=(a, e),
+                    cols=(row.index, row.index + 1))  # fmt: skip
+        write_block(store, lv.partial_distance, own_d[:, None], rows=(a, e),
+                    cols=(row.index, row.index + 1))  # fmt: skip
+    store.mark_done(lv.neighbor_pass_stage, unit.key, unit.extent)
+    return unit
+
+
+def compute_neighbor_block(
+    root: Root,
+    unit: NeighborBlock,
+    *,
+    descriptor: str = "cnn",
+    level: str = "image",
+) -> NeighborBlock:
+    """The final k nearest of one block of rows: its stored and partial lists, merged.
+
+    Reads the block's rows of the partial lists (``b * n_blocks * k`` entries; chunks no
+    pair wrote are empty) and, for rows that already had lists, those; writes the index
+    chunk, then the distances, then the record (a chunk of indices past its record marks
+    a task killed in between).
+    """
+    lv = distance_level(descriptor, level)
+    store = as_store(root)
+    a, e, k = unit.start, unit.stop, unit.k
+    best_d, best_i = _fresh(e - a, k)
+    if unit.known_stop > a:
+        best_i[: unit.known_stop - a] = read_rows(store, lv.neighbor_index, a, unit.known_stop)
+        best_d[: unit.known_stop - a] = read_rows(store, lv.neighbor_distance, a, unit.known_stop)
+    part_i = read_rows(store, lv.partial_index, a, e)  # (rows, blocks, k)
+    part_d = read_rows(store, lv.partial_distance, a, e)
+    r = e - a
+    best_d, best_i = merge_nearest(
+        best_d, best_i, part_d.reshape(r, -1), indices=part_i.reshape(r, -1)
+    )
     write_block(store, lv.neighbor_index, best_i, rows=(a, e))
     write_block(store, lv.neighbor_distance, best_d, rows=(a, e))
     store.mark_done(lv.neighbor_stage, unit.key, unit.extent)
@@ -227,6 +339,24 @@ def _ensure_arrays(store: Store, lv: Any, n: int, k: int, b: int, attrs: dict) -
         )  # fmt: skip
     if created:
         store.clear_done(lv.neighbor_stage)
+
+
+def _ensure_partials(store: Store, lv: Any, n: int, k: int, b: int, nb: int) -> None:
+    """The partial lists of this round: left by a killed run of the same round, or new."""
+    want = {"n": n, "k": k, "blocks": nb}
+    if has_array(store, lv.partial_index):
+        have = array_attrs(store, lv.partial_index)
+        if {key: have.get(key) for key in want} == want:
+            return
+        delete_array(store, lv.partial_index)  # another round's: the archive grew since
+        delete_array(store, lv.partial_distance)
+    store.clear_done(lv.neighbor_pass_stage)
+    for name, dtype, fill in ((lv.partial_index, np.int64, -1),
+                              (lv.partial_distance, np.float64, None)):  # fmt: skip
+        ensure_array(
+            store, name, shape=(n, nb, k), chunks=(b, 1, k), dtype=dtype,
+            dimension_names=(lv.level, "block", "rank"), attrs=want, fill_value=fill,
+        )  # fmt: skip
 
 
 def run_neighbors(
@@ -264,7 +394,7 @@ def run_neighbors(
     precision, device
         Passed to the kernel.
     on_done : callable, optional
-        ``on_done(done, total)``, in row blocks.
+        ``on_done(done, total)``, in block pairs of the pairs pass.
     lock : bool, optional
     level : {"image", "tile"}, optional
 
@@ -290,20 +420,27 @@ def run_neighbors(
         attrs = {"descriptor": descriptor, "precision": precision, "level": level,
                  "sketch": array_attrs(store, lv.rows).get("sketch")}  # fmt: skip
         _ensure_arrays(store, lv, n, k, b, attrs)
-        todo = plan_neighbor_blocks(store, descriptor=descriptor, k=k, level=level)
+        blocks = plan_neighbor_blocks(store, descriptor=descriptor, k=k, level=level)
+        todo = [u for u in blocks if not _done(u)]
+        passes = plan_neighbor_passes(blocks)
+        if todo:
+            _ensure_partials(store, lv, n, k, b, len(blocks))
+        pending = [p for p in passes if not store.is_done(lv.neighbor_pass_stage, p.key, p.extent)]
+        options = {"descriptor": descriptor, "level": level}
         try:
             run_units(
-                compute_neighbor_block,
-                root_path(root),
-                todo,
-                client=client,
-                on_done=on_done,
-                descriptor=descriptor,
-                precision=precision,
-                device=device,
-                level=level,
-            )
+                compute_neighbor_pass, root_path(root), pending, client=client,
+                on_done=on_done, sizes=[len(p.cols) for p in pending], precision=precision,
+                device=device, **options,
+            )  # fmt: skip
+            run_units(
+                compute_neighbor_block, root_path(root), todo, client=client, on_done=None,
+                **options,
+            )  # fmt: skip
         finally:
             release_scratch(client)
+        for name in (lv.partial_index, lv.partial_distance):  # all lists final: not needed
+            delete_array(store, name)
+        store.clear_done(lv.neighbor_pass_stage)
         total = len(row_ranges(n, b))
         return StageCounts(computed=len(todo), skipped=total - len(todo))

@@ -48,6 +48,7 @@ def test_streamed_neighbors_equal_the_full_matrix_path(tmp_path, block):
     counts = knn.run_neighbors(root, descriptor="ps", k=6, block_size=block, device="cpu")
     idx, d = stored_neighbors(root, descriptor="ps", k=6)
     assert counts.computed == len(range(0, 25, block))
+    assert not st.has_array(st.open_store(root), "neighbors/ps/partial_index")  # transient
     # each pair through the kernel as the full matrix computes it: the same bits, the
     # same order, ties (3, 11 and 17 seen from any image) to the lower index
     np.testing.assert_array_equal(idx, want_idx)
@@ -72,9 +73,14 @@ def test_a_grown_store_updates_old_rows_and_equals_a_fresh_one(tmp_path):
     before = stored_neighbors(root, descriptor="ps", k=4)[0]
     fill(st.open_store(root), new)
     _ready(root)
-    counts = knn.run_neighbors(root, descriptor="ps", k=4, device="cpu")
+    seen = []
+    counts = knn.run_neighbors(root, descriptor="ps", k=4, device="cpu",
+                               on_done=lambda done, total: seen.append(total))  # fmt: skip
     # every old block is updated (the new images may enter their lists), plus the new ones
     assert (counts.computed, counts.skipped) == (6, 0)
+    # only block pairs that meet a new row (18:27, blocks 3-5 of 5 rows) are computed:
+    # blocks 0-2 against 3-5, block 3 (new rows 18:20) against 3-5, 4 against 4-5, 5 itself
+    assert seen[-1] == 3 * 3 + 3 + 2 + 1 < 6 * 7 // 2
     idx, d = stored_neighbors(root, descriptor="ps", k=4)
     fresh = _ready(make(tmp_path / "fresh", old + new))
     knn.run_neighbors(fresh, descriptor="ps", k=4, block_size=5, device="cpu")
