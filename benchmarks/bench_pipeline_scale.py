@@ -423,7 +423,7 @@ def main() -> None:
     else:
         print("\n  rates (pairs through the kernel per second): " + "; ".join(
             f"N={r['n']}: landmarks {r['n'] * args.landmarks / r['times']['landmarks']:,.0f}, "
-            f"neighbours {r['n'] ** 2 / r['times']['neighbors']:,.0f}"
+            f"neighbours {r['n'] * (r['n'] - 1) / 2 / r['times']['neighbors']:,.0f}"
             for r in results))  # fmt: skip
         total = [sum(v for k, v in r["times"].items() if k != "write") for r in results]
         print("  post-feature pipeline (image features to map), s: " + ", ".join(

@@ -56,6 +56,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "UnsupportedFileSystemError",
     "UnsupportedFormatError",
     "WeightsError",
     "WeightsMismatchError",
@@ -141,6 +142,10 @@ class StoreExistsError(StoreError, FileExistsError):
 
 class StoreLockedError(StoreError, BlockingIOError):
     """Another process holds the store's run lock."""
+
+
+class UnsupportedFileSystemError(StoreError, OSError):
+    """The store's file system lacks what concurrent runs and workers need (flock)."""
 
 
 class IncompleteStageError(StoreError):

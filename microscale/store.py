@@ -27,6 +27,13 @@ A store is a directory ``ROOT``::
                                              image features of each group of images
         center/<d>          (feature,)       float64: the common centre of the distance kernel
         distances/<d>       (image, image)   float64, chunks (block, block)
+        landmarks/<d>       (landmark,)      int64: the rows chosen as landmarks ("landmarks"
+                                             distance mode), attrs how they were chosen
+        landmark_vectors/<d> (landmark, feature)  their rows, copied once
+        landmark_distances/<d> (image, landmark)  float64, chunks (block, m)
+        neighbors/<d>/index (image, rank)    int64, chunks (block, k): the k nearest other
+                                             images, nearest first (ties: lower index)
+        neighbors/<d>/distance (image, rank) float64: their distances
         embeddings/<d>/d<k> (image, k)       float64: the last MDS embedding in k dimensions
       images.jsonl                         manifest, an append-only log (one JSON line per
                                            update): content hash -> every path with that
@@ -110,12 +117,14 @@ from microscale.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    UnsupportedFileSystemError,
 )
 
 __all__ = [
     "DESCRIPTORS",
     "LEVELS",
     "FORMAT_VERSION",
+    "NO_FLOCK_ERRNOS",
     "GROUP_NAME",
     "IncompleteStageError",
     "Store",
@@ -135,6 +144,7 @@ __all__ = [
     "ensure_features_array",
     "has_array",
     "image_table",
+    "no_flock_message",
     "open_store",
     "read_array",
     "read_manifest",
@@ -250,6 +260,24 @@ def _check_name(value: str, what: str) -> str:
 
 
 # --------------------------------------------------------------------------- the lock
+
+#: errno values with which ``flock`` says the file system does not support it (NFS
+#: mounted without a lock manager, some FUSE and object-store file systems).
+NO_FLOCK_ERRNOS = frozenset(
+    {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+)
+
+
+def no_flock_message(root: Path, exc: OSError) -> str:
+    """What to do when the file system of a store refuses ``flock``."""
+    return (
+        f"The file system of the store {root} does not support flock ({exc.strerror or exc}), "
+        "which microscale needs to keep a second run off a store that one is using. Put the "
+        "store on a file system that supports it and renames files atomically: a local disk, "
+        "NFSv4 (or v3 with a lock manager; not mounted with 'nolock' or 'local_lock'), "
+        "Lustre mounted with '-o flock', GPFS or BeeGFS."
+    )
+
 
 # Locks held by this process: resolved root -> [pid, fd, depth]. flock is per open file, so
 # a second open in the same process would conflict with the first; re-entry reuses it.
@@ -447,6 +475,8 @@ class Store:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except OSError as exc:
+                if exc.errno in NO_FLOCK_ERRNOS:
+                    raise UnsupportedFileSystemError(no_flock_message(self.root, exc)) from exc
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
                 raise StoreLockedError(self._locked_message(path)) from None
