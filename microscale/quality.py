@@ -80,7 +80,7 @@ def sample_points(n: int, size: int, *, random_state: int | np.random.Generator 
     Examples
     --------
     >>> sample_points(10, 4, random_state=0).tolist()
-    [2, 3, 8, 9]
+    [2, 4, 5, 7]
     """
     n = check_positive_int(n, "n")
     size = check_positive_int(size, "size")

@@ -288,10 +288,11 @@ def embed(
 ) -> dict[str, Any]:
     """Metric MDS of the store's distance matrix, in each dimension of ``n_components``.
 
-    In the ``"full"`` distance mode (``distances="full"``, or None and ``n <=
-    max_dense``) every block pair of the matrix must be done, and there are two methods
-    (below). In the ``"landmarks"`` mode (``distances="landmarks"``, or None and ``n >
-    max_dense``) there is no matrix: the landmark distances
+    In the ``"full"`` distance mode (``distances="full"``, or None and either ``n <=
+    max_dense`` or a complete (n, n) matrix in the store) every block pair of the matrix
+    must be done, and there are two methods (below). In the ``"landmarks"`` mode
+    (``distances="landmarks"``, or None, ``n > max_dense`` and no complete matrix) there
+    is no matrix: the landmark distances
     (:func:`microscale.stages.landmarks.run_landmark_distances`) must be done, landmark MDS
     embeds the store's landmarks and places every other row against them (``landmarks``
     is then the stage's business: the store's own landmarks are used), and the stress is
@@ -392,6 +393,8 @@ def embed(
     with locked(store, lock):
         n = lv.n(store)
         mode = distance_mode(n, distances, max_dense=max_dense)
+        if distances is None and mode == "landmarks" and _complete_matrix(store, lv, n):
+            mode = "full"  # the distance stage was asked for the full matrix: use it
         if mode == "landmarks":
             return _embed_landmarks_mode(
                 store, lv, n, dims, save=save, level=level, stress_sample=stress_sample,
@@ -469,6 +472,13 @@ def _labels(store: Store, level: str) -> tuple[np.ndarray, np.ndarray]:
         ids = np.array([f"{ids[i]}@{r},{c}" for i, (r, c) in zip(img, origin, strict=True)])
         paths = np.array([str(paths[i]) for i in img])
     return ids, paths
+
+
+def _complete_matrix(store: Store, lv: DistanceLevel, n: int) -> bool:
+    """Whether the store holds the whole (n, n) matrix, every block pair recorded."""
+    if not has_array(store, lv.matrix) or array_shape(store, lv.matrix) != (n, n):
+        return False
+    return not plan_distance_blocks(store, descriptor=lv.descriptor, level=lv.level)
 
 
 def _embed_landmarks_mode(

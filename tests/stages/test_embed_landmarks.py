@@ -49,14 +49,20 @@ def test_the_sampled_stress_interval_holds_the_exact_stress(both):
     assert res["stress"][2] == pytest.approx(stress(D, res["embeddings"][2]), rel=1e-9)
 
 
-def test_the_mode_follows_max_dense_and_is_saved_with_the_embedding(both):
-    res = emb.embed(both, descriptor="ps", n_components=[2], device="cpu", max_dense=89,
-                    stress_sample=40)  # fmt: skip
-    assert res["distances"] == "landmarks"
-    attrs = st.array_attrs(st.open_store(both), "embeddings/ps/d2")
+def test_the_mode_follows_max_dense_and_is_saved_with_the_embedding(tmp_path, both):
+    root = make(tmp_path / "s", random_images(40, seed=2, max_tiles=1))
+    feat.run_features(root, descriptor="ps")
+    imf.image_features(root, descriptor="ps")
+    lm.run_landmark_distances(root, descriptor="ps", n_landmarks=12, device="cpu")
+    res = emb.embed(root, descriptor="ps", n_components=[2], device="cpu", max_dense=39,
+                    stress_sample=30)  # fmt: skip
+    assert res["distances"] == "landmarks"  # above max_dense, no matrix
+    attrs = st.array_attrs(st.open_store(root), "embeddings/ps/d2")
     assert attrs["stress_method"] == "sampled" and attrs["distances"] == "landmarks"
     assert attrs["stress_low"] <= attrs["stress"] <= attrs["stress_high"]
-    full = emb.embed(both, descriptor="ps", n_components=[2], device="cpu", save=False)
+    # a complete matrix (the distance stage was asked for it) is used whatever the size
+    full = emb.embed(both, descriptor="ps", n_components=[2], device="cpu", max_dense=89,
+                     save=False)  # fmt: skip
     assert (full["distances"], full["stress_method"]) == ("full", "exact")
 
 
