@@ -5,6 +5,10 @@
                                               [--max-dense 5000] [--landmarks 1000]
     python benchmarks/bench_pipeline_scale.py --sizes 1000,5000,20000   # the issue's target
     python benchmarks/bench_pipeline_scale.py --grid-task    # also rerun the 3-D task (6 min)
+    python benchmarks/bench_pipeline_scale.py --distances landmarks --sizes 10000,20000 \
+        --reference 20000                  # the 'landmarks' mode, exact stress at 20,000
+    python benchmarks/bench_pipeline_scale.py --distances landmarks --sizes 100000
+                                           # the issue's goal: N = 10^5 (a quiet box)
 
 For each N, in a fresh subprocess (so that each driver's peak memory is its own) with a
 fresh local Dask cluster of ``--workers`` worker processes (1 thread each):
@@ -20,6 +24,17 @@ fresh local Dask cluster of ``--workers`` worker processes (1 thread each):
    ``landmarks=`` / ``max_dense=`` options when this version of the pipeline has them,
    otherwise by reading the ``(N, m)`` landmark columns of the stored matrix block by
    block and calling :func:`microscale.landmark.landmark_mds` here (the output says which).
+
+With ``--distances landmarks`` stages 3-4 are the ``"landmarks"`` mode instead, which
+never builds the (N, N) matrix: ``landmarks`` (:func:`microscale.stages.landmarks.
+run_landmark_distances`: the landmark choice and the (N, m) distances), ``neighbors``
+(:func:`microscale.stages.knn.run_neighbors`: the exact ``k`` nearest neighbours,
+streamed), ``embed`` (landmark MDS from the stored columns and the stress estimated
+from ``--stress-sample`` images, with its 95 % interval) and ``knn kept`` (the k-NN
+preservation of the map, as the map reports it). With ``--reference N0`` the sizes up to
+``N0`` also get the exact stress of the same embedding over all ``N^2 / 2`` pairs,
+computed block by block from the vectors in memory with the same kernel (stored
+nowhere), beside the estimate and its interval.
 
 Printed: seconds per stage; peak RSS of the driver and of the busiest worker during each
 stage (sampled every 20 ms with psutil; "+" is the increase over the process's RSS before
@@ -176,6 +191,62 @@ def _warm() -> None:
     import microscale.pipeline  # noqa: F401
 
 
+def exact_stress(root: Path, X: np.ndarray, *, band: int = 2048) -> float:
+    """Kruskal stress-1 of ``X`` over every pair, the distances made band by band from the
+    stored image features (held in memory) with the pipeline's kernel; stored nowhere."""
+    from microscale import store as st
+    from microscale.distance import block_sq_distances, row_sq_norms
+    from microscale.metric_mds import stress_from_rows
+
+    F = st.read_rows(st.open_store(root, mode="r"), "image_features/cnn")
+    center = F.mean(axis=0, dtype=np.float64)
+    norms = row_sq_norms(F, center=center, device="cpu")
+
+    def rows(a: int, b: int) -> np.ndarray:
+        d2 = block_sq_distances(
+            F[a:b], F, center=center, x_sq_norms=norms[a:b], y_sq_norms=norms, device="cpu"
+        )
+        out = np.sqrt(d2, out=d2)
+        out[np.arange(b - a), np.arange(a, b)] = 0.0
+        return out
+
+    return stress_from_rows(rows, X, batch_size=band)
+
+
+def landmarks_mode(root: Path, args: argparse.Namespace, client, timed, result: dict) -> None:
+    """The 'landmarks' distance mode's stages, timed into ``result``."""
+    from microscale.neighbors import knn_preservation, stored_neighbors
+    from microscale.stages.embed import embed
+    from microscale.stages.knn import run_neighbors
+    from microscale.stages.landmarks import run_landmark_distances
+
+    b, n = args.block_size, args.one
+    timed("landmarks", lambda: run_landmark_distances(
+        root, client=client, block_size=b, n_landmarks=args.landmarks))  # fmt: skip
+    timed("neighbors", lambda: run_neighbors(root, client=client, block_size=b, k=args.k))
+    out = timed("embed", lambda: embed(
+        root, n_components=[3], init_from_previous=False, distances="landmarks",
+        stress_sample=args.stress_sample))  # fmt: skip
+    X = out["embeddings"][3]
+    idx, _ = stored_neighbors(root, k=args.k)
+    kept = timed("knn kept", lambda: knn_preservation(idx, X))
+    lo, hi = out["stress_interval"][3]
+    result["stress"] = [out["stress"][3], lo, hi, out["stress_pairs"]]
+    result["knn_kept"] = kept
+    result["embed"] = (
+        f"landmarks mode, m={out['n_landmarks']}: stress {out['stress'][3]:.4f} "
+        f"[{lo:.4f}, {hi:.4f}] from {out['stress_pairs']:,} pairs; k-NN kept {kept:.3f}"
+    )
+    if args.reference and n <= args.reference:
+        t = time.perf_counter()
+        exact = exact_stress(root, X)
+        result["exact_stress"] = exact
+        result["reference_s"] = time.perf_counter() - t
+        result["embed"] += (f"; exact over all {n * (n - 1) // 2:,} pairs {exact:.4f} "
+                            f"({'inside' if lo <= exact <= hi else 'OUTSIDE'} the interval, "
+                            f"{result['reference_s']:.0f} s)")  # fmt: skip
+
+
 def one_size(args: argparse.Namespace) -> dict:
     """Run the stages at one N (in this process) and return the measurements."""
     import resource
@@ -221,9 +292,14 @@ def one_size(args: argparse.Namespace) -> dict:
 
         timed("write", lambda: synthetic_store(root, X, features_chunk=min(1024, b)))
         timed("image features", lambda: pl.image_features(root, client=client))
-        timed("distances", lambda: pl.run_distances(root, client=client, block_size=b))
+        if args.distances == "landmarks":
+            landmarks_mode(root, args, client, timed, result)
+        else:
+            timed("distances", lambda: pl.run_distances(root, client=client, block_size=b))
         params = inspect.signature(pl.embed).parameters
-        if n <= args.max_dense:
+        if args.distances == "landmarks":
+            pass
+        elif n <= args.max_dense:
             out = timed("embed", lambda: pl.embed(root, n_components=[3], init_from_previous=False))
             result["embed"] = f"dense SMACOF (stress {out['stress'][3]:.4f})"
         elif "landmarks" in params:
@@ -276,6 +352,25 @@ def main() -> None:
     parser.add_argument("--landmarks", type=int, default=1000, help="landmarks above it")
     parser.add_argument("--store-dir", default=None, help="where to put the temporary stores")
     parser.add_argument("--grid-task", action="store_true", help="rerun bench_grid_task.py")
+    parser.add_argument(
+        "--distances",
+        choices=["full", "landmarks"],
+        default="full",
+        help="the distance mode (default full: the N x N matrix)",
+    )
+    parser.add_argument("--k", type=int, default=5, help="neighbours (landmarks mode)")
+    parser.add_argument(
+        "--stress-sample",
+        type=int,
+        default=2000,
+        help="images of the stress estimate (landmarks mode)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=0,
+        help="exact stress for the sizes up to this N (landmarks mode)",
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
@@ -283,14 +378,18 @@ def main() -> None:
         return
 
     sizes = [int(v) for v in args.sizes.split(",")]
-    print(f"# pipeline stages at N = {sizes}, d = {args.d}, block {args.block_size}, "
+    print(f"# pipeline stages ({args.distances} distances) at N = {sizes}, d = {args.d}, "
+          f"block {args.block_size}, "
           f"{args.workers} Dask worker processes x 1 thread; {platform.machine()}, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     results = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--d", str(args.d),
                "--block-size", str(args.block_size), "--workers", str(args.workers),
-               "--max-dense", str(args.max_dense), "--landmarks", str(args.landmarks)]  # fmt: skip
+               "--max-dense", str(args.max_dense), "--landmarks", str(args.landmarks),
+               "--distances", args.distances, "--k", str(args.k),
+               "--stress-sample", str(args.stress_sample),
+               "--reference", str(args.reference)]  # fmt: skip
         if args.store_dir:
             cmd += ["--store-dir", args.store_dir]
         t0 = time.perf_counter()
@@ -316,10 +415,19 @@ def main() -> None:
         cells = [f"{r['times'][s]:>9.1f} ({r['times'][s] / base['times'][s]:>6.1f}x)"
                  for s in stages]  # fmt: skip
         print(f"{r['n']:>7} {f:>6.0f} {f * f:>9.0f} " + " ".join(f"{c:>20}" for c in cells))
-    rates = [r["n"] * (r["n"] - 1) / 2 / r["times"]["distances"] for r in results]
-    print("\n  distances: " + ", ".join(
-        f"N={r['n']}: {p:,.0f} pairs/s = {p * 2 * r['d'] / 1e9:.1f} GFLOP/s"
-        for r, p in zip(results, rates, strict=True)))  # fmt: skip
+    if args.distances == "full":
+        rates = [r["n"] * (r["n"] - 1) / 2 / r["times"]["distances"] for r in results]
+        print("\n  distances: " + ", ".join(
+            f"N={r['n']}: {p:,.0f} pairs/s = {p * 2 * r['d'] / 1e9:.1f} GFLOP/s"
+            for r, p in zip(results, rates, strict=True)))  # fmt: skip
+    else:
+        print("\n  rates (pairs through the kernel per second): " + "; ".join(
+            f"N={r['n']}: landmarks {r['n'] * args.landmarks / r['times']['landmarks']:,.0f}, "
+            f"neighbours {r['n'] * (r['n'] - 1) / 2 / r['times']['neighbors']:,.0f}"
+            for r in results))  # fmt: skip
+        total = [sum(v for k, v in r["times"].items() if k != "write") for r in results]
+        print("  post-feature pipeline (image features to map), s: " + ", ".join(
+            f"N={r['n']}: {t:.0f}" for r, t in zip(results, total, strict=True)))  # fmt: skip
 
     print("\npeak RSS during each stage, GB: driver | busiest worker (+ increase over the "
           "stage's start)")  # fmt: skip

@@ -27,6 +27,8 @@ def embed_task(params: PipelineParams) -> tuple[list[Path], dict]:
         n_neighbors=params.n_neighbors,
         landmarks=params.landmarks,
         max_dense=params.max_dense,
+        distances=params.distances,
+        stress_sample=params.stress_sample,
     )
     files = write_map(ds, params.store, max_thumbnails=params.max_thumbnails)
     return files, map_summary(ds, files)

@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from microscale.ingest import MAX_TILES_PER_IMAGE
+from microscale.quality import DEFAULT_STRESS_SAMPLE
 from microscale.stages.embed import DEFAULT_LANDMARKS, DENSE_LIMIT
+from microscale.stages.landmarks import LANDMARK_METHOD
 
 
 class PipelineParams(BaseModel):
@@ -113,18 +115,36 @@ class PipelineParams(BaseModel):
         None,
         ge=2,
         description=(
-            "Embed by landmark MDS on this many random landmarks (stress still reported on "
-            "the full matrix). Empty: dense MDS up to max_dense images, then "
-            f"{DEFAULT_LANDMARKS} landmarks."
+            "Embed by landmark MDS on this many landmarks (in the full mode the stress is "
+            "still that of the full matrix; the landmarks mode chooses them once per store). "
+            f"Empty: dense MDS up to max_dense images, then {DEFAULT_LANDMARKS} landmarks."
         ),
     )
     max_dense: int = Field(
         DENSE_LIMIT,
         ge=2,
         description=(
-            "Most images embedded by dense MDS, which holds the n x n matrix (~33 bytes per "
-            "entry: 13 GB at 20,000); larger maps use landmark MDS."
+            "Most images with the full n x n distance matrix (8 bytes per entry on disk) and "
+            "dense MDS (~33 bytes per entry in memory: 3.3 GB at 10,000); larger maps use "
+            "the 'landmarks' distance mode and landmark MDS."
         ),
+    )
+    distances: Literal["full", "landmarks"] | None = Field(
+        None,
+        description=(
+            "full: the n x n distance matrix. landmarks: only the n x m distances to the "
+            "landmarks and each image's exact k nearest neighbours (n_neighbors), streamed; "
+            "the stress is then estimated from a sample. Empty: full up to max_dense images."
+        ),
+    )
+    landmark_method: Literal["random", "maxmin"] = Field(
+        LANDMARK_METHOD,
+        description="How the landmarks mode chooses its landmarks, once per store.",
+    )
+    stress_sample: int = Field(
+        DEFAULT_STRESS_SAMPLE,
+        ge=3,
+        description="Images sampled for the stress estimate of the landmarks mode.",
     )
 
     n_neighbors: int = Field(

@@ -133,7 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--max-dense",
         type=int,
-        help="largest map embedded by dense MDS; above it landmark MDS (default 20000)",
+        help="largest map with the full distance matrix and dense MDS; above it the "
+        "'landmarks' distance mode and landmark MDS (default 10000)",
+    )
+    r.add_argument(
+        "--distances",
+        choices=["full", "landmarks"],
+        help="the full n x n distance matrix, or only the n x m distances to the landmarks "
+        "and each image's exact k nearest neighbours (default: full up to --max-dense images)",
+    )
+    r.add_argument(
+        "--landmark-method",
+        choices=["random", "maxmin"],
+        help="how the 'landmarks' mode chooses its landmarks, once per store (default random)",
+    )
+    r.add_argument(
+        "--stress-sample",
+        type=int,
+        help="images sampled for the stress estimate of the 'landmarks' mode (default 2000)",
     )
     bar = r.add_mutually_exclusive_group()
     bar.add_argument(
@@ -470,6 +487,9 @@ def _run_locked(args: argparse.Namespace) -> int:
         "max_dense": args.max_dense,
         "crop_bottom": 0 if args.no_auto_crop else args.crop_bottom,
         "max_tiles_per_image": args.max_tiles_per_image,
+        "distances": args.distances,
+        "landmark_method": args.landmark_method,
+        "stress_sample": args.stress_sample,
     }
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
@@ -510,6 +530,17 @@ def _run_summary(result: dict, seconds: float) -> str:
     lines.append("Stress-1 by dimension:")
     for desc, curve in emb["stress"].items():
         lines.append(f"  {desc:>4}: " + "  ".join(f"{k}:{v:.3f}" for k, v in curve.items()))
+        interval = emb.get("stress_interval", {}).get(desc)
+        if interval:  # the 'landmarks' mode: estimated from a sample of pairs
+            lines.append(
+                f"        (estimated from {emb['stress_pairs'][desc]:,} pairs; 95% interval "
+                + "  ".join(f"{k}:{lo:.3f}-{hi:.3f}" for k, (lo, hi) in interval.items())
+                + ")"
+            )
+    if "knn_preservation" in emb:
+        lines.append(f"k-NN preservation by dimension (k = {emb.get('n_neighbors', 5)}):")
+        for desc, curve in emb["knn_preservation"].items():
+            lines.append(f"  {desc:>4}: " + "  ".join(f"{k}:{v:.3f}" for k, v in curve.items()))
     if "r2" in emb:
         lines.append(f"R^2 of linear maps to the ground truth at D*={emb['r2_dim']}:")
         for desc, r2 in emb["r2"].items():

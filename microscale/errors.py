@@ -21,6 +21,7 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
     |   |-- StoreExistsError (FileExistsError)
     |   |-- StoreLockedError (BlockingIOError)
     |   |-- StoreNotADirectoryError (NotADirectoryError)
+    |   |-- UnsupportedFileSystemError (OSError)     a file system without flock
     |   |-- IncompleteStageError
     |   `-- WeightsMismatchError                 a query's weights differ from the store's
     |-- RepositoryNotFoundError (FileNotFoundError)   a deployment without its checkout
@@ -65,6 +66,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotADirectoryError",
     "StoreNotFoundError",
+    "UnsupportedFileSystemError",
     "UnsupportedFormatError",
     "WeightsError",
     "WeightsMismatchError",
@@ -168,6 +170,10 @@ class StoreLockedError(StoreError, BlockingIOError):
 
 class StoreNotADirectoryError(StoreError, NotADirectoryError):
     """The store's path names something that is not a folder (a file, say)."""
+
+
+class UnsupportedFileSystemError(StoreError, OSError):
+    """The store's file system lacks what concurrent runs and workers need (flock)."""
 
 
 class IncompleteStageError(StoreError):

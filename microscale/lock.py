@@ -46,14 +46,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from microscale.errors import StoreLockedError
+from microscale.errors import StoreLockedError, UnsupportedFileSystemError
 
-__all__ = ["LOCK_NAME", "break_lock", "lock_holder", "store_lock"]
+__all__ = [
+    "LOCK_NAME",
+    "NO_FLOCK_ERRNOS",
+    "break_lock",
+    "lock_holder",
+    "no_flock_message",
+    "store_lock",
+]
 
 #: Name of the lock file in the store directory.
 LOCK_NAME = ".lock"
 
 _log = logging.getLogger(__name__)
+
+#: errno values with which ``flock`` says the file system does not support it (NFS
+#: mounted without a lock manager, some FUSE and object-store file systems).
+NO_FLOCK_ERRNOS = frozenset(
+    {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+)
+
+
+def no_flock_message(root: Path, exc: OSError) -> str:
+    """What to do when the file system of a store refuses ``flock``."""
+    return (
+        f"The file system of the store {root} does not support flock ({exc.strerror or exc}), "
+        "which microscale needs to keep a second run off a store that one is using. Put the "
+        "store on a file system that supports it and renames files atomically: a local disk, "
+        "NFSv4 (or v3 with a lock manager; not mounted with 'nolock' or 'local_lock'), "
+        "Lustre mounted with '-o flock', GPFS or BeeGFS."
+    )
+
 
 # Locks held by this process: resolved root -> [pid, fd, depth]. flock is per open file, so
 # a second open in the same process would conflict with the first; re-entry reuses it.
@@ -161,6 +186,8 @@ def store_lock(root: str | os.PathLike[str], *, blocking: bool = False) -> Itera
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
+            if exc.errno in NO_FLOCK_ERRNOS:
+                raise UnsupportedFileSystemError(no_flock_message(root, exc)) from exc
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             info = _read_info(fd)

@@ -56,20 +56,32 @@ def _neighborhood(
     *,
     level: str,
     n_neighbors: int,
+    modes: dict[str, str] | None = None,
 ) -> tuple[dict[str, tuple], dict[str, Any]]:
-    """Neighbours, outlier scores and clusters of every descriptor, as labelled variables."""
+    """Neighbours, outlier scores and clusters of every descriptor, as labelled variables.
+
+    The neighbours come from the full matrix, or in the ``"landmarks"`` distance mode
+    (``modes[d]``) from the streamed ``neighbors/<d>`` arrays: the same exact result.
+    """
     descriptors = list(embeddings)
     n = len(next(iter(embeddings[descriptors[0]].values())))
     k = min(int(n_neighbors), n - 1)
     idx = np.empty((len(descriptors), n, k), dtype=np.int64)
     dist = np.empty((len(descriptors), n, k), dtype=np.float64)
     labels = np.empty((len(descriptors), n), dtype=np.int64)
+    dims = sorted(next(iter(embeddings.values())))
+    kept = np.full((len(descriptors), len(dims)), np.nan)
     used = []
     for i, d in enumerate(descriptors):
-        idx[i], dist[i] = neighbors.nearest_neighbors(root, descriptor=d, level=level, k=k)
+        if (modes or {}).get(d) == "landmarks":
+            idx[i], dist[i] = neighbors.stored_neighbors(root, descriptor=d, level=level, k=k)
+        else:
+            idx[i], dist[i] = neighbors.nearest_neighbors(root, descriptor=d, level=level, k=k)
         dim = cluster_dimension(stresses[d])
         labels[i] = neighbors.clusters(embeddings[d][dim])
         used.append(dim)
+        for j, dk in enumerate(dims):
+            kept[i, j] = neighbors.knn_preservation(idx[i], embeddings[d][dk])
     where = f"{level}s"
     variables = {
         "neighbor": (
@@ -113,6 +125,16 @@ def _neighborhood(
             ("descriptor",),
             np.array(used, dtype=np.int64),
             {"long_name": "MDS dimension D* the clusters were found in"},
+        ),
+        "knn_preservation": (
+            ("descriptor", "n_components"),
+            kept,
+            {
+                "long_name": "k-NN preservation",
+                "description": f"fraction of each {level}'s {k} nearest neighbours by texture "
+                f"distance that are among its {k} nearest in the map, averaged; 1 is perfect",
+                "n_neighbors": k,
+            },
         ),
     }
     return variables, {"rank": np.arange(1, k + 1)}
@@ -188,6 +210,8 @@ def map_store(
     landmarks: int | None = None,
     max_dense: int = embed_stage.DENSE_LIMIT,
     dims: Sequence[int] | None = None,
+    distances: str | None = None,
+    stress_sample: int = embed_stage.DEFAULT_STRESS_SAMPLE,
 ) -> xr.Dataset:
     """Embed every descriptor's distance matrix and build the labelled map.
 
@@ -218,6 +242,14 @@ def map_store(
         recorded in the attributes ``mds_method`` and ``mds_landmarks`` (per descriptor).
     dims : sequence of int, optional
         The old name of ``n_components`` (a FutureWarning; removed in the next release).
+    distances : {"full", "landmarks"}, optional
+        The distance mode (default by size, ``max_dense``); recorded in the attribute
+        ``distances`` (per descriptor). In the ``"landmarks"`` mode the neighbours are
+        the stored streamed ones and the stress is estimated from ``stress_sample``
+        images: attributes ``stress_method`` ("exact" or "sampled"), ``stress_interval``
+        ({descriptor: {D*: [low, high]}}, 95 %) and ``stress_pairs``.
+    stress_sample : int, optional
+        See :func:`microscale.stages.embed.embed`.
 
     Returns
     -------
@@ -235,7 +267,8 @@ def map_store(
         ``neighbor`` (descriptor, image, rank) int64 positions along ``image``,
         ``neighbor_distance`` (descriptor, image, rank), ``outlier_score``
         (descriptor, image), ``cluster`` (descriptor, image) int64 (-1 noise) and
-        ``cluster_n_components`` (descriptor,).
+        ``cluster_n_components`` (descriptor,), ``knn_preservation`` (descriptor,
+        n_components; also the attribute of that name).
     """
     dims = renamed(n_components, dims, new_name="n_components", old_name="dims", caller="map_store")
     if dims is None:
@@ -245,7 +278,7 @@ def map_store(
     dims = sorted({int(k) for k in dims if 0 < k < n})
     if not dims:
         raise ValueError(f"The store holds {n} {level}(s): too few to embed; add images.")
-    embeddings, stresses, res, methods, unchanged = {}, {}, {}, {}, {}
+    embeddings, stresses, res, methods, unchanged, quality = {}, {}, {}, {}, {}, {}
     for d in descriptors:
         res = embed_stage.embed(
             root,
@@ -256,10 +289,13 @@ def map_store(
             level=level,
             landmarks=landmarks,
             max_dense=max_dense,
+            distances=distances,
+            stress_sample=stress_sample,
         )
         embeddings[d], stresses[d] = res["embeddings"], res["stress"]
         methods[d] = (res["method"], res["n_landmarks"])
         unchanged[d] = bool(res["unchanged"])
+        quality[d] = res
         if on_descriptor is not None:
             on_descriptor(d)
     paths = [str(p) for p in res["image_paths"]]
@@ -279,8 +315,9 @@ def map_store(
     if level == "tile":
         params["tile_origin_y"] = tiles["tile_origin"][:, 0]
         params["tile_origin_x"] = tiles["tile_origin"][:, 1]
+    modes = {d: r["distances"] for d, r in quality.items()}
     metrics, coords = _neighborhood(
-        root, embeddings, stresses, level=level, n_neighbors=n_neighbors
+        root, embeddings, stresses, level=level, n_neighbors=n_neighbors, modes=modes
     )
     if truth is not None:
         params.update(truth)
@@ -317,6 +354,22 @@ def map_store(
     attrs["mds_landmarks"] = json.dumps({d: m for d, (_, m) in methods.items()})
     # per descriptor: the embeddings are the stored ones, not recomputed (nothing new)
     attrs["mds_unchanged"] = json.dumps(unchanged)
+    attrs["distances"] = json.dumps(modes)
+    attrs["stress_method"] = json.dumps({d: r["stress_method"] for d, r in quality.items()})
+    sampled = {d: r for d, r in quality.items() if r["stress_method"] == "sampled"}
+    if sampled:
+        attrs["stress_interval"] = json.dumps(
+            {
+                d: {str(k): list(v) for k, v in r["stress_interval"].items()}
+                for d, r in sampled.items()
+            }
+        )
+        attrs["stress_pairs"] = json.dumps({d: r["stress_pairs"] for d, r in sampled.items()})
+    kept = metrics["knn_preservation"][1]
+    attrs["knn_preservation"] = json.dumps(
+        {d: {str(k): round(float(kept[i, j]), 4) for j, k in enumerate(dims)}
+         for i, d in enumerate(embeddings)}
+    )  # fmt: skip
     attrs["title"] = f"microscale texture map ({level} level)"
     attrs["level"] = level
     attrs["store"] = str(Path(root).resolve())

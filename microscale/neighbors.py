@@ -35,7 +35,16 @@ from microscale import store as _store
 from microscale._validation import check_one_of
 from microscale.store import LEVELS
 
-__all__ = ["DEFAULT_K", "clusters", "matrix_name", "nearest_neighbors", "outlier_scores"]
+__all__ = [
+    "DEFAULT_K",
+    "clusters",
+    "knn_preservation",
+    "matrix_name",
+    "merge_nearest",
+    "nearest_neighbors",
+    "outlier_scores",
+    "stored_neighbors",
+]
 
 #: Default number of neighbours kept per image (and the rank of the outlier score).
 DEFAULT_K = 5
@@ -138,6 +147,173 @@ def nearest_neighbors(
         band = np.array(_store.read_rows(st, name, start, stop), dtype=np.float64)
         indices[start:stop], distances[start:stop] = _band_neighbors(band, start, int(k))
     return indices, distances
+
+
+def merge_nearest(
+    best_distances: np.ndarray,
+    best_indices: np.ndarray,
+    distances: np.ndarray,
+    start: int = 0,
+    *,
+    indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge candidates into running k-nearest lists: the k smallest (distance, index).
+
+    The running lists hold, for each row, the ``k`` smallest (distance, index) pairs seen
+    so far, in lexicographic order; the candidates are columns ``start .. start + c`` of
+    the same rows (or have the column indices ``indices``). Whatever the order in which
+    the columns of a matrix are merged, the result is, row by row, the first ``k``
+    entries of a stable argsort of the whole row: the k nearest, ties to the lower index.
+    NaN candidates are never chosen; empty slots are ``inf`` with index ``-1``.
+
+    Parameters
+    ----------
+    best_distances : (r, k) float64 ndarray
+    best_indices : (r, k) int64 ndarray
+    distances : (r, c) float ndarray
+        The candidates' distances (``inf`` to exclude one, e.g. a row's own column).
+    start : int, optional
+        Column index of the first candidate.
+    indices : (r, c) int ndarray, optional
+        The candidates' column indices, instead of ``start``: e.g. other running lists.
+
+    Returns
+    -------
+    (r, k) float64 ndarray, (r, k) int64 ndarray
+        The merged lists, nearest first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d, i = np.full((1, 2), np.inf), np.full((1, 2), -1)
+    >>> d, i = merge_nearest(d, i, np.array([[3.0, 1.0, 1.0]]), 0)
+    >>> d, i = merge_nearest(d, i, np.array([[1.0, 0.5]]), 3)
+    >>> i.tolist(), d.tolist()
+    ([[4, 1]], [[0.5, 1.0]])
+    """
+    r, k = best_distances.shape
+    c = distances.shape[1]
+    with np.errstate(invalid="ignore"):
+        hit = (distances <= best_distances[:, -1:]).any(axis=1)  # could enter some list
+    if not hit.all():  # most rows, once their lists are good: nothing to do
+        out_d, out_i = best_distances.copy(), best_indices.copy()
+        if hit.any():
+            sub = None if indices is None else np.asarray(indices)[hit]
+            out_d[hit], out_i[hit] = merge_nearest(
+                best_distances[hit], best_indices[hit], distances[hit], start, indices=sub
+            )
+        return out_d, out_i
+    cat_d = np.concatenate([best_distances, np.asarray(distances, dtype=np.float64)], axis=1)
+    np.copyto(cat_d, np.inf, where=np.isnan(cat_d))
+    if indices is None:
+        indices = np.broadcast_to(np.arange(start, start + c, dtype=np.int64), (r, c))
+    cat_i = np.concatenate([best_indices, np.asarray(indices, dtype=np.int64)], axis=1)
+    if c > 4 * k:  # cheap pre-selection: the k smallest values (any among equal ones)
+        part = np.argpartition(cat_d, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(cat_d, part, axis=1).max(axis=1)
+        ties = (cat_d <= kth[:, None]).sum(axis=1) > k
+    else:
+        part = np.broadcast_to(np.arange(k + c), (r, k + c))
+        ties = np.ones(r, dtype=bool)
+    sel_d = np.take_along_axis(cat_d, part, axis=1)
+    sel_i = np.take_along_axis(cat_i, part, axis=1)
+    order = np.lexsort((sel_i, sel_d), axis=1)[:, :k]
+    out_d = np.take_along_axis(sel_d, order, axis=1)
+    out_i = np.take_along_axis(sel_i, order, axis=1)
+    for row in np.flatnonzero(ties):  # rows whose k-th value is shared: decide by index
+        if part.shape[1] == k + c:  # already the whole row
+            continue
+        cand = np.flatnonzero(cat_d[row] <= out_d[row, -1])
+        keep = cand[np.lexsort((cat_i[row, cand], cat_d[row, cand]))[:k]]
+        out_d[row], out_i[row] = cat_d[row, keep], cat_i[row, keep]
+    return out_d, out_i
+
+
+def stored_neighbors(
+    root: str | os.PathLike[str] | _store.Store,
+    *,
+    descriptor: str = "cnn",
+    level: str = "image",
+    k: int = DEFAULT_K,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other rows of every row, as the streamed neighbour stage stored them.
+
+    Reads ``neighbors/<descriptor>/index`` and ``.../distance`` (written by
+    :func:`microscale.stages.knn.run_neighbors` in the ``"landmarks"`` distance mode) and
+    keeps their first ``k`` columns: the same result as :func:`nearest_neighbors` on the
+    full matrix, ties to the lower index.
+
+    Returns
+    -------
+    indices : (n, k) int64 ndarray
+    distances : (n, k) float64 ndarray
+    """
+    check_one_of(level, "level", LEVELS)
+    st = root if isinstance(root, _store.Store) else _store.open_store(root, mode="r")
+    prefix = "" if level == "image" else "tile_"
+    name = f"{prefix}neighbors/{descriptor}"
+    if not _store.has_array(st, f"{name}/index"):
+        raise _store.StoreError(
+            f"The store {st.root} has no {name!r}; run the neighbour stage "
+            f"(run_neighbors(descriptor={descriptor!r}, level={level!r})) first."
+        )
+    idx = _store.read_array(st, f"{name}/index")
+    dist = _store.read_array(st, f"{name}/distance")
+    stored = idx.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= stored:
+        raise ValueError(
+            f"The 'k' parameter must be an int in [1, {stored}]: the store keeps {stored} "
+            f"neighbours per {level}. Got {k!r} instead; re-run the neighbour stage with a "
+            "larger k."
+        )
+    return idx[:, :k].astype(np.int64), dist[:, :k]
+
+
+def knn_preservation(indices: ArrayLike, embedding: ArrayLike) -> float:
+    """Fraction of each point's k nearest neighbours that are also its k nearest in a map.
+
+    The k-NN preservation of an embedding (Venna & Kaski's trustworthiness family): for
+    every point, the share of its ``k`` nearest neighbours in the original distances
+    (``indices``) that are among its ``k`` nearest in the embedding (exact, by a k-d
+    tree; ties there to the lower index), averaged over the points. 1 is perfect, about
+    ``k / n`` is chance.
+
+    Parameters
+    ----------
+    indices : (n, k) array_like of int
+        The true neighbours, e.g. from :func:`nearest_neighbors` or
+        :func:`stored_neighbors`.
+    embedding : (n, D) array_like
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.spatial.distance import cdist
+    >>> x = np.random.default_rng(0).normal(size=(30, 2))
+    >>> D = cdist(x, x); np.fill_diagonal(D, np.inf)
+    >>> knn_preservation(np.argsort(D, axis=1, kind="stable")[:, :3], x)
+    1.0
+    """
+    from scipy.spatial import cKDTree
+
+    idx = np.asarray(indices, dtype=np.int64)
+    x = np.asarray(embedding, dtype=np.float64)
+    if idx.ndim != 2 or x.ndim != 2 or len(idx) != len(x):
+        raise ValueError(
+            f"'indices' must be (n, k) and 'embedding' (n, D) for the same n. Got shapes "
+            f"{idx.shape} and {x.shape} instead."
+        )
+    n, k = idx.shape
+    _, near = cKDTree(x).query(x, k=min(k + 1, n))
+    near = np.asarray(near).reshape(n, -1)
+    is_self = near == np.arange(n)[:, None]  # itself: moved last (stable), then dropped
+    near = np.take_along_axis(near, np.argsort(is_self, axis=1, kind="stable"), axis=1)[:, :k]
+    hits = sum(int((near[:, [j]] == idx).any(axis=1).sum()) for j in range(near.shape[1]))
+    return hits / (n * k)
 
 
 def outlier_scores(distances: ArrayLike) -> np.ndarray:

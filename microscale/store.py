@@ -31,6 +31,13 @@ A store is a directory ``ROOT``::
                                              image features of each group of images
         center/<d>          (feature,)       float64: the common centre of the distance kernel
         distances/<d>       (image, image)   float64, chunks (block, block)
+        landmarks/<d>       (landmark,)      int64: the rows chosen as landmarks ("landmarks"
+                                             distance mode), attrs how they were chosen
+        landmark_vectors/<d> (landmark, feature)  their rows, copied once
+        landmark_distances/<d> (image, landmark)  float64, chunks (block, m)
+        neighbors/<d>/index (image, rank)    int64, chunks (block, k): the k nearest other
+                                             images, nearest first (ties: lower index)
+        neighbors/<d>/distance (image, rank) float64: their distances
         embeddings/<d>/d<k> (image, k)       float64: the last MDS embedding in k dimensions
       images.jsonl                         manifest, an append-only log (one JSON line per
                                            update): content hash -> every path with that
@@ -130,14 +137,16 @@ from microscale.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    UnsupportedFileSystemError,
 )
-from microscale.lock import store_lock
+from microscale.lock import NO_FLOCK_ERRNOS, no_flock_message, store_lock
 
 __all__ = [
     "CHECKSUM",
     "DESCRIPTORS",
     "LEVELS",
     "FORMAT_VERSION",
+    "NO_FLOCK_ERRNOS",
     "GROUP_NAME",
     "DamagedStoreError",
     "IncompleteStageError",
@@ -156,14 +165,17 @@ __all__ = [
     "chunk_checksum",
     "chunk_keys",
     "create_store",
+    "delete_array",
     "ensure_array",
     "ensure_distance_matrix",
     "ensure_features_array",
     "has_array",
     "image_table",
+    "no_flock_message",
     "open_store",
     "read_array",
     "read_manifest",
+    "read_row_selection",
     "read_rows",
     "read_tiles",
     "record_files",
@@ -1283,6 +1295,30 @@ def read_array(store: Store, name: str) -> np.ndarray:
     return _retry_transient(lambda: arr[...])
 
 
+def read_row_selection(store: Store, name: str, indices: ArrayLike) -> np.ndarray:
+    """The rows ``indices`` (any order, repeats allowed) of the array ``name``, as numpy.
+
+    Only the chunks that hold them are read (Zarr's orthogonal selection), each once.
+
+    Examples: ``read_row_selection(store, "image_features/cnn", [5, 2])`` is (2, d).
+    """
+    arr = _array(store, name)
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    n = arr.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise StoreError(f"Rows {idx.min()}..{idx.max()} are outside the {n} rows of {name!r}.")
+    if not idx.size:
+        return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+    order = np.argsort(idx, kind="stable")
+    uniq, inverse = np.unique(idx[order], return_inverse=True)
+    rows = _retry_transient(
+        lambda: arr.get_orthogonal_selection((uniq,) + (slice(None),) * (arr.ndim - 1))
+    )
+    out = np.empty((idx.size, *arr.shape[1:]), dtype=arr.dtype)
+    out[order] = rows[inverse]
+    return out
+
+
 # --------------------------------------------------------------------------- arrays
 
 
@@ -1295,6 +1331,7 @@ def ensure_array(
     dtype: DTypeLike,
     dimension_names: tuple[str, ...],
     attrs: Mapping[str, Any] | None = None,
+    fill_value: Any = None,
 ) -> bool:
     """Create the array ``name``, or grow an existing one to ``shape``.
 
@@ -1303,7 +1340,8 @@ def ensure_array(
     they identify what the array holds, e.g. the VGG layers), and may only grow. Growing
     keeps every chunk already written. The temporary chunk files of an existing array left
     by writers killed mid-write are removed. New arrays are uncompressed (texture vectors and
-    distances do not compress) with fill value NaN.
+    distances do not compress) with fill value NaN (``fill_value``, e.g. -1 for an integer
+    array, when given).
 
     Returns
     -------
@@ -1351,11 +1389,25 @@ def ensure_array(
         shape=tuple(shape),
         chunks=tuple(chunks),
         dtype=dtype,
-        fill_value=np.nan,
+        fill_value=np.nan if fill_value is None else fill_value,
         compressors=None,
         dimension_names=tuple(dimension_names),
         attributes=want,
     )
+    return True
+
+
+def delete_array(store: Store, name: str) -> bool:
+    """Delete the array ``name`` (driver-side, under the run lock); whether it existed.
+
+    For arrays whose settings changed (e.g. the landmarks of a store, the ``k`` of its
+    neighbours): they are recomputed from scratch by their stage.
+    """
+    if not has_array(store, name):
+        return False
+    parent, _, leaf = name.rpartition("/")
+    group = store.group[parent] if parent else store.group
+    del group[leaf]
     return True
 
 

@@ -35,7 +35,10 @@ def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
         ``n_images``, ``stress`` ({descriptor: {D*: stress}}), and when present
         ``map_unchanged`` (every embedding is the stored one: nothing was recomputed),
         ``interactive_map``, ``outliers`` (the 5 most unusual images per descriptor, with
-        their score), ``n_neighbors``, ``clusters``, ``r2_dim`` and ``r2``.
+        their score), ``n_neighbors``, ``clusters``, ``knn_preservation`` ({descriptor:
+        {D*: fraction}}), ``stress_interval`` ({descriptor: {D*: (low, high)}}) and
+        ``stress_pairs`` for stresses estimated from a sample (the ``"landmarks"``
+        distance mode), ``r2_dim`` and ``r2``.
     """
     stress = {
         str(d): {
@@ -47,6 +50,17 @@ def map_summary(ds: xr.Dataset, files: list[Path]) -> dict[str, Any]:
     summary: dict[str, Any] = {"n_images": int(ds.sizes["image"]), "stress": stress}
     if "mds_unchanged" in ds.attrs:
         summary["map_unchanged"] = all(json.loads(ds.attrs["mds_unchanged"]).values())
+    if "stress_interval" in ds.attrs:
+        summary["stress_interval"] = {
+            d: {int(k): (round(lo, 4), round(hi, 4)) for k, (lo, hi) in curve.items()}
+            for d, curve in json.loads(ds.attrs["stress_interval"]).items()
+        }
+        summary["stress_pairs"] = json.loads(ds.attrs["stress_pairs"])
+    if "knn_preservation" in ds.attrs:
+        summary["knn_preservation"] = {
+            d: {int(k): v for k, v in curve.items()}
+            for d, curve in json.loads(ds.attrs["knn_preservation"]).items()
+        }
     html = [f for f in files if f.suffix == ".html"]
     if html:
         summary["interactive_map"] = str(html[0].resolve())
@@ -160,11 +174,26 @@ def summary_markdown(
     best = {
         d: min(c.items(), key=lambda kv: abs(kv[1] - 0.05)) for d, c in summary["stress"].items()
     }
+
     unchanged = "no new images: map unchanged\n\n" if summary.get("map_unchanged") else ""
+
+    def line(d: str, k: int, s: float) -> str:
+        text = f"- {d}: stress {s} at D*={k}"
+        interval = summary.get("stress_interval", {}).get(d, {}).get(k)
+        if interval:
+            text += (
+                f" (estimated from {summary['stress_pairs'][d]:,} sampled pairs, 95 % "
+                f"interval {interval[0]}-{interval[1]})"
+            )
+        kept = summary.get("knn_preservation", {}).get(d, {}).get(k)
+        if kept is not None:
+            text += f"; k-NN preservation {kept}"
+        return text
+
     return (
         f"# microscale map of {summary['n_images']} images\n\n"
         + unchanged
-        + "\n".join(f"- {d}: stress {s} at D*={k}" for d, (k, s) in best.items())
+        + "\n".join(line(d, k, s) for d, (k, s) in best.items())
         + r2
         + interactive
         + outliers

@@ -5,6 +5,11 @@
 :func:`microscale.distance.block_sq_distances` and writing chunks ``(i, j)`` and
 ``(j, i)``. :class:`DistanceLevel` says where a level's rows, matrix, centre, records and
 embeddings live in the store.
+
+That is the ``"full"`` mode. Above ``max_dense`` rows the stage runs in the
+``"landmarks"`` mode instead (:func:`distance_mode`): the (n, m) distances to ``m``
+landmarks (:mod:`microscale.stages.landmarks`) and each row's exact ``k`` nearest
+neighbours, streamed (:mod:`microscale.stages.knn`); the (n, n) matrix is never built.
 """
 
 from __future__ import annotations
@@ -57,16 +62,24 @@ __all__ = [
     "AUTO_BLOCK_SIZES",
     "BLOCK_MEMORY_FRACTION",
     "DEFAULT_PAIRS_PER_TASK",
+    "DISTANCE_MODES",
     "DistanceLevel",
+    "MAX_DENSE",
     "READ_AHEAD",
     "auto_block_size",
     "compute_distance_block",
     "compute_distance_blocks",
     "distance_level",
+    "distance_mode",
     "distance_task_bytes",
+    "ensure_center",
     "image_sums_total",
     "plan_distance_blocks",
+    "release_scratch",
+    "require_rows",
+    "rows_per_block",
     "run_distances",
+    "task_memory",
 ]
 
 _log = logging.getLogger(__name__)
@@ -87,6 +100,16 @@ BLOCK_MEMORY_FRACTION = 0.5
 #: on 2 cores it made a task 1.3-1.6x slower (benchmarks/bench_distances.py).
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
+#: What the distance stage computes: the whole (n, n) matrix, or only the (n, m) block of
+#: distances to ``m`` landmarks and each row's ``k`` nearest neighbours.
+DISTANCE_MODES: tuple[str, ...] = ("full", "landmarks")
+#: Most rows for which ``distances=None`` builds the full matrix (and ``embed`` runs dense
+#: MDS): 10,000. At that size the matrix is 0.8 GB on disk and dense MDS holds about 33
+#: bytes per entry, 3.3 GB in the driver, well inside a budget of 8 GB per process; the
+#: budget is reached near 15,000 rows (7.4 GB), and at 10^5 rows the matrix alone would
+#: be 80 GB of disk. Above it the stage computes ``N (m + k)`` numbers instead of ``N^2``
+#: (docs/scaling.md).
+MAX_DENSE = 10_000
 
 # --------------------------------------------------------------------------- distances
 
@@ -132,6 +155,56 @@ class DistanceLevel:
         """The ``k``-dimensional embedding."""
         return f"{self.prefix}embeddings/{self.descriptor}/d{k}"
 
+    @property
+    def landmarks(self) -> str:
+        """The (m,) row indices of the landmarks (landmarks mode)."""
+        return f"{self.prefix}landmarks/{self.descriptor}"
+
+    @property
+    def landmark_vectors(self) -> str:
+        """The (m, d) rows of the landmarks, copied once when they are chosen."""
+        return f"{self.prefix}landmark_vectors/{self.descriptor}"
+
+    @property
+    def landmark_matrix(self) -> str:
+        """The (n, m) distances from every row to the landmarks."""
+        return f"{self.prefix}landmark_distances/{self.descriptor}"
+
+    @property
+    def landmark_stage(self) -> str:
+        """The stage name of the landmark distances' completion records."""
+        return f"{self.prefix}landmark_distances.{self.descriptor}"
+
+    @property
+    def neighbor_index(self) -> str:
+        """The (n, k) indices of each row's nearest other rows, nearest first."""
+        return f"{self.prefix}neighbors/{self.descriptor}/index"
+
+    @property
+    def neighbor_distance(self) -> str:
+        """The (n, k) distances to them."""
+        return f"{self.prefix}neighbors/{self.descriptor}/distance"
+
+    @property
+    def partial_index(self) -> str:
+        """The (n, n_blocks, k) partial neighbour lists of the streamed k-NN (transient)."""
+        return f"{self.prefix}neighbors/{self.descriptor}/partial_index"
+
+    @property
+    def partial_distance(self) -> str:
+        """Their distances (transient)."""
+        return f"{self.prefix}neighbors/{self.descriptor}/partial_distance"
+
+    @property
+    def neighbor_pass_stage(self) -> str:
+        """The stage name of the streamed k-NN's pairs pass (transient records)."""
+        return f"{self.prefix}neighbor_pairs.{self.descriptor}"
+
+    @property
+    def neighbor_stage(self) -> str:
+        """The stage name of the streamed neighbours' completion records."""
+        return f"{self.prefix}neighbors.{self.descriptor}"
+
     def n(self, store: Store) -> int:
         """Rows of the level in ``store``: its images or its tiles."""
         return store.n_images if self.level == "image" else store.n_tiles
@@ -141,6 +214,20 @@ def distance_level(descriptor: str, level: str) -> DistanceLevel:
     """The :class:`DistanceLevel` of ``descriptor`` at ``level``, both validated."""
     level = check_one_of(level, "level", LEVELS)
     return DistanceLevel(level, check_descriptor(descriptor))
+
+
+def distance_mode(n: int, distances: str | None = None, *, max_dense: int = MAX_DENSE) -> str:
+    """The distance mode of a map of ``n`` rows: ``distances``, or by size when None.
+
+    Examples
+    --------
+    >>> distance_mode(5000), distance_mode(50_000), distance_mode(10, "landmarks")
+    ('full', 'landmarks', 'landmarks')
+    """
+    max_dense = check_positive_int(max_dense, "max_dense")
+    if distances is None:
+        return "full" if n <= max_dense else "landmarks"
+    return check_one_of(distances, "distances", DISTANCE_MODES)
 
 
 def distance_task_bytes(block_size: int, n_features: int, itemsize: int = 4) -> int:
@@ -168,6 +255,12 @@ def _task_memory(client: Any) -> float:
     if budgets:
         return min(budgets)
     return float(psutil.virtual_memory().available)
+
+
+def task_memory(client: Any) -> float:
+    """Bytes one task slot may use: the smallest Dask worker's memory limit per thread, or
+    the available memory here without a client."""
+    return _task_memory(client)
 
 
 def auto_block_size(n_features: int, memory: float, *, itemsize: int = 4) -> int:
@@ -228,6 +321,33 @@ def _block_size(
         name, b, distance_task_bytes(b, d, itemsize) / 1e9, memory / 1e9,
     )  # fmt: skip
     return b
+
+
+def rows_per_block(
+    store: Store,
+    name: str,
+    rows: str,
+    itemsize: int,
+    block_size: int | None,
+    *,
+    client: Any = None,
+) -> int:
+    """Rows per chunk of a row-blocked result ``name`` computed from the rows ``rows``.
+
+    The stored chunk when ``name`` exists (``block_size`` must then be None or equal to
+    it); else ``block_size``; else :func:`auto_block_size` for a task slot's memory.
+    """
+    if has_array(store, name):
+        stored = array_chunks(store, name)[0]
+        if block_size is not None and block_size != stored:
+            raise StoreError(
+                f"{name!r} in {store.root} is stored in blocks of {stored}; pass "
+                f"block_size={stored} (or None), or delete {name!r} to recompute it."
+            )
+        return stored
+    if block_size is not None:
+        return check_positive_int(block_size, "block_size")
+    return auto_block_size(array_shape(store, rows)[1], _task_memory(client), itemsize=itemsize)
 
 
 def plan_distance_blocks(
@@ -345,6 +465,32 @@ def _ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nd
         )
     write_array(store, name, center, attrs={"n_images": n})
     return center
+
+
+def require_rows(store: Store, descriptor: str, level: str = "image") -> None:
+    """Raise IncompleteStageError unless the rows the distances are made of are all done."""
+    if level == "tile":
+        require_features(store, descriptor)
+    elif not has_array(store, f"image_feature_sums/{descriptor}"):
+        raise IncompleteStageError(
+            f"The store {store.root} has no image features for {descriptor!r}; run "
+            f"image_features(descriptor={descriptor!r}) first."
+        )
+    if level == "image":
+        require_done(
+            store,
+            plan_image_groups(store, descriptor=descriptor),
+            f"image_features.{descriptor}",
+            f"image_features(descriptor={descriptor!r})",
+        )
+
+
+def ensure_center(store: Store, descriptor: str, level: str = "image") -> np.ndarray:
+    """The distance kernel's centre for the current rows, computed and stored when stale.
+
+    The mean of the image features (see ``run_distances``); driver-side, under the lock.
+    """
+    return _ensure_center(store, descriptor, level)
 
 
 def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
@@ -566,7 +712,7 @@ def compute_distance_block(
     )[0]
 
 
-def _release_scratch(client: Any) -> None:
+def release_scratch(client: Any) -> None:
     """Free the block buffers the stage's tasks kept (:mod:`microscale.scratch`), everywhere."""
     scratch.release()
     if client is None:
@@ -646,20 +792,7 @@ def run_distances(
     per_task = check_positive_int(pairs_per_task, "pairs_per_task")
     store = as_store(root)
     with locked(store, lock):
-        if level == "tile":
-            require_features(store, descriptor)
-        elif not has_array(store, f"image_feature_sums/{descriptor}"):
-            raise IncompleteStageError(
-                f"The store {store.root} has no image features for {descriptor!r}; run "
-                f"image_features(descriptor={descriptor!r}) first."
-            )
-        if level == "image":
-            require_done(
-                store,
-                plan_image_groups(store, descriptor=descriptor),
-                f"image_features.{descriptor}",
-                f"image_features(descriptor={descriptor!r})",
-            )
+        require_rows(store, descriptor, level)
         n = lv.n(store)
         b = _block_size(store, descriptor, block_size, level, client=client)
         created = ensure_distance_matrix(
@@ -698,5 +831,5 @@ def run_distances(
                 level=level,
             )
         finally:
-            _release_scratch(client)
+            release_scratch(client)
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))

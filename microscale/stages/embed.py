@@ -2,7 +2,11 @@
 
 :func:`embed` runs in one process: dense MDS of the whole matrix up to
 :data:`DENSE_LIMIT` rows, beyond that landmark MDS that reads the matrix in row bands and
-reports the stress of the full matrix.
+reports the stress of the full matrix. In the ``"landmarks"`` distance mode (the default
+above ``max_dense`` rows, :func:`microscale.stages.distances.distance_mode`) there is no
+matrix: landmark MDS reads the stored (n, m) landmark distances, and the stress is
+estimated from a sample of pairs, with its confidence interval
+(:func:`microscale.quality.sampled_stress`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from microscale._validation import check_positive_int, renamed
 from microscale.errors import IncompleteStageError
+from microscale.quality import DEFAULT_STRESS_SAMPLE
 from microscale.stages._runner import (
     Root,
     as_store,
@@ -23,7 +28,14 @@ from microscale.stages._runner import (
     require_intact,
     row_ranges,
 )
-from microscale.stages.distances import DistanceLevel, distance_level, plan_distance_blocks
+from microscale.stages.distances import (
+    MAX_DENSE,
+    DistanceLevel,
+    distance_level,
+    distance_mode,
+    plan_distance_blocks,
+)
+from microscale.stages.landmarks import DEFAULT_LANDMARKS, plan_landmark_blocks
 from microscale.store import (
     Store,
     array_attrs,
@@ -32,23 +44,24 @@ from microscale.store import (
     has_array,
     image_table,
     read_array,
+    read_row_selection,
     read_rows,
     tile_table,
     write_array,
 )
 
-__all__ = ["DEFAULT_LANDMARKS", "DENSE_LIMIT", "embed", "embedding_inputs"]
+__all__ = ["DEFAULT_LANDMARKS", "DEFAULT_STRESS_SAMPLE", "DENSE_LIMIT", "embed", "embedding_inputs"]
 
 _log = logging.getLogger(__name__)
 
 #: Most rows :func:`embed` gives to dense MDS; larger maps use landmark MDS. Dense MDS
 #: holds the (n, n) float64 matrix read from the store and its working copies (a validated
 #: float64 copy, float32 and float64 device copies, SMACOF's work matrices): measured peak
-#: 33 bytes per entry on the CPU (n = 3,000, dimensions 1-3), so 13 GB at n = 20,000 --
-#: what a 24 GB box holds next to its workers -- and 30 GB at n = 30,000, which it does not.
-DENSE_LIMIT = 20_000
-#: Landmarks of landmark MDS by default (see :func:`embed`).
-DEFAULT_LANDMARKS = 1000
+#: 33 bytes per entry on the CPU (n = 3,000, dimensions 1-3), so 3.3 GB at n = 10,000,
+#: 7.4 GB at 15,000 (a budget of 8 GB per process) and 13 GB at 20,000. The same limit
+#: (:data:`microscale.stages.distances.MAX_DENSE`) switches the distance stage to its
+#: ``"landmarks"`` mode.
+DENSE_LIMIT = MAX_DENSE
 
 # --------------------------------------------------------------------------- embedding
 
@@ -240,6 +253,53 @@ def _embed_landmark(
     return embeddings, stresses, starts
 
 
+def _embed_on_landmarks(
+    store: Store,
+    lv: DistanceLevel,
+    dims: list[int],
+    *,
+    init_from_previous: bool,
+    max_iter: int,
+    eps: float,
+    random_state: int | None,
+    device: str | None,
+    stress_sample: int,
+) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str], dict[str, Any]]:
+    """Landmark MDS from the stored (n, m) columns; the stress from a sample of pairs."""
+    from microscale.distance import pairwise_distances
+    from microscale.landmark import landmark_mds
+    from microscale.quality import sample_points, sampled_stress
+
+    n = lv.n(store)
+    idx = read_array(store, lv.landmarks).astype(np.int64)
+    cols = read_rows(store, lv.landmark_matrix)  # (n, m): 0.8 GB at n = 10^5, m = 1000
+    D_landmarks = cols[idx]
+    D_landmarks = (D_landmarks + D_landmarks.T) / 2  # each entry came from its row's block
+    np.fill_diagonal(D_landmarks, 0.0)
+    embeddings: dict[int, np.ndarray] = {}
+    starts: dict[int, str] = {}
+    for k in dims:
+        X = landmark_mds(
+            D_landmarks, cols, k, landmarks=idx, max_iter=max_iter, eps=eps,
+            random_state=random_state, device=device,
+        )  # fmt: skip
+        previous = _previous_embedding(store, lv, k, n) if init_from_previous else None
+        if previous is not None:
+            X = _align(X, previous)
+        embeddings[k], starts[k] = X, "landmark"
+    del cols
+    sample = sample_points(n, stress_sample, random_state=random_state)
+    D_sample = pairwise_distances(read_row_selection(store, lv.rows, sample), device=device)
+    estimates = sampled_stress(D_sample, [embeddings[k][sample] for k in dims])
+    stresses = {k: e.stress for k, e in zip(dims, estimates, strict=True)}
+    quality = {
+        "stress_interval": {k: (e.low, e.high) for k, e in zip(dims, estimates, strict=True)},
+        "stress_pairs": estimates[0].n_pairs if estimates else 0,
+        "stress_confidence": estimates[0].confidence if estimates else None,
+    }
+    return embeddings, stresses, starts, quality
+
+
 def embed(
     root: Root,
     *,
@@ -257,10 +317,25 @@ def embed(
     landmarks: int | None = None,
     max_dense: int = DENSE_LIMIT,
     dims: Iterable[int] | None = None,
+    distances: str | None = None,
+    stress_sample: int = DEFAULT_STRESS_SAMPLE,
 ) -> dict[str, Any]:
     """Metric MDS of the store's distance matrix, in each dimension of ``n_components``.
 
-    Every block pair of the matrix must be done. Two methods:
+    In the ``"full"`` distance mode (``distances="full"``, or None and either ``n <=
+    max_dense`` or a complete (n, n) matrix in the store) every block pair of the matrix
+    must be done, and there are two methods (below). In the ``"landmarks"`` mode
+    (``distances="landmarks"``, or None, ``n > max_dense`` and no complete matrix) there
+    is no matrix: the landmark distances
+    (:func:`microscale.stages.landmarks.run_landmark_distances`) must be done, landmark MDS
+    embeds the store's landmarks and places every other row against them (``landmarks``
+    is then the stage's business: the store's own landmarks are used), and the stress is
+    **estimated**: ``stress_sample`` rows are drawn at random (seeded by
+    ``random_state``), the exact distances among them computed with the distance kernel,
+    and :func:`microscale.quality.sampled_stress` gives Kruskal's stress-1 over their
+    pairs with a 95 % confidence interval (``stress_interval``).
+
+    The two methods of the full mode:
 
     **Dense** (``n <= max_dense`` and ``landmarks`` None): reads the whole (n, n) matrix
     and runs :func:`microscale.metric_mds.mds` from classical MDS. When the store holds an
@@ -319,20 +394,28 @@ def embed(
         landmarks gave a full-matrix stress within 1 % of dense MDS in dimensions 2, 3
         and 10 (500: within 3 %).
     max_dense : int, optional
-        Largest ``n`` embedded densely (default :data:`DENSE_LIMIT`, 20,000: the dense
+        Largest ``n`` embedded densely (default :data:`DENSE_LIMIT`, 10,000: the dense
         matrix and its working copies take about 33 bytes per entry, 13 GB).
     dims : iterable of int, optional
         The old name of ``n_components`` (a FutureWarning; removed in the next release).
+    distances : {"full", "landmarks"}, optional
+        The distance mode the store was computed in; default by size (``max_dense``).
+    stress_sample : int, optional
+        Rows sampled for the stress estimate of the landmarks mode (default 2000:
+        about 2 million pairs).
 
     Returns
     -------
     dict
         ``descriptor``; ``level``; ``n_images``; ``image_ids`` and ``image_paths`` (n,)
         str; ``embeddings`` {k: (n, k) float64}; ``stress`` {k: Kruskal stress-1 of the
-        full matrix}; ``start`` {k: "classical", "previous" or "landmark"}; ``method``
-        ("dense" or "landmark"); ``n_landmarks`` (int, or None for dense); ``unchanged``
-        (bool: every embedding was the stored one, not recomputed). Build the
-        labelled result with :func:`microscale.results.build_dataset`.
+        full matrix, or its estimate}; ``start`` {k: "classical", "previous" or
+        "landmark"}; ``method`` ("dense" or "landmark"); ``n_landmarks`` (int, or None for
+        dense); ``distances`` ("full" or "landmarks"); ``stress_method`` ("exact" or
+        "sampled"); with "sampled", ``stress_interval`` {k: (low, high)},
+        ``stress_pairs`` and ``stress_confidence``; ``unchanged`` (bool: every embedding
+        was the stored one, not recomputed). Build the labelled result with
+        :func:`microscale.results.build_dataset`.
 
     Raises
     ------
@@ -352,8 +435,18 @@ def embed(
         landmarks = check_positive_int(landmarks, "landmarks")
     store = as_store(root)
     name = lv.matrix
+    stress_sample = check_positive_int(stress_sample, "stress_sample")
     with locked(store, lock):
         n = lv.n(store)
+        mode = distance_mode(n, distances, max_dense=max_dense)
+        if distances is None and mode == "landmarks" and _complete_matrix(store, lv, n):
+            mode = "full"  # the distance stage was asked for the full matrix: use it
+        if mode == "landmarks":
+            return _embed_landmarks_mode(
+                store, lv, n, dims, save=save, level=level, stress_sample=stress_sample,
+                init_from_previous=init_from_previous, max_iter=max_iter, eps=eps,
+                random_state=random_state, device=device,
+            )  # fmt: skip
         if not has_array(store, name) or array_shape(store, name) != (n, n):
             raise IncompleteStageError(
                 f"The store {store.root} has no complete {name} for its {n} {level}s; run "
@@ -412,27 +505,9 @@ def embed(
         for into, new in zip((embeddings, stresses, starts), found, strict=True):
             into.update(new)
         if save:
-            for k in todo:
-                write_array(
-                    store,
-                    lv.embedding(k),
-                    embeddings[k],
-                    attrs={
-                        "n_images": n,
-                        "stress": stresses[k],
-                        "start": starts[k],
-                        "method": method,
-                        "n_landmarks": m,
-                        "inputs": inputs,
-                    },
-                )
-        table = image_table(store)
-        ids, paths = table["image_id"], table["image_path"]
-        if level == "tile":  # one row per tile: "<image path>@<row>,<col>"
-            tiles = tile_table(store)
-            img, origin = tiles["tile_image"], tiles["tile_origin"]
-            ids = np.array([f"{ids[i]}@{r},{c}" for i, (r, c) in zip(img, origin, strict=True)])
-            paths = np.array([str(paths[i]) for i in img])
+            _save(store, lv, todo, embeddings, stresses, starts, n=n, method=method, m=m,
+                  extra={k: {"inputs": inputs} for k in todo})  # fmt: skip
+        ids, paths = _labels(store, level)
     return {
         "descriptor": descriptor,
         "level": level,
@@ -445,4 +520,97 @@ def embed(
         "method": method,
         "n_landmarks": m,
         "unchanged": not todo,
+        "distances": "full",
+        "stress_method": "exact",
+    }
+
+
+def _save(store: Store, lv: DistanceLevel, dims: list[int], embeddings: dict, stresses: dict,
+          starts: dict, *, n: int, method: str, m: int | None,
+          extra: dict[int, dict] | None = None) -> None:  # fmt: skip
+    for k in dims:
+        attrs = {"n_images": n, "stress": stresses[k], "start": starts[k], "method": method,
+                 "n_landmarks": m, **(extra or {}).get(k, {})}  # fmt: skip
+        write_array(store, lv.embedding(k), embeddings[k], attrs=attrs)
+
+
+def _labels(store: Store, level: str) -> tuple[np.ndarray, np.ndarray]:
+    table = image_table(store)
+    ids, paths = table["image_id"], table["image_path"]
+    if level == "tile":  # one row per tile: "<image path>@<row>,<col>"
+        tiles = tile_table(store)
+        img, origin = tiles["tile_image"], tiles["tile_origin"]
+        ids = np.array([f"{ids[i]}@{r},{c}" for i, (r, c) in zip(img, origin, strict=True)])
+        paths = np.array([str(paths[i]) for i in img])
+    return ids, paths
+
+
+def _complete_matrix(store: Store, lv: DistanceLevel, n: int) -> bool:
+    """Whether the store holds the whole (n, n) matrix, every block pair recorded."""
+    if not has_array(store, lv.matrix) or array_shape(store, lv.matrix) != (n, n):
+        return False
+    return not plan_distance_blocks(store, descriptor=lv.descriptor, level=lv.level)
+
+
+def _embed_landmarks_mode(
+    store: Store,
+    lv: DistanceLevel,
+    n: int,
+    dims: list[int] | None,
+    *,
+    save: bool,
+    level: str,
+    stress_sample: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`embed` in the ``"landmarks"`` distance mode (under the caller's lock)."""
+    how = f"run_landmark_distances(descriptor={lv.descriptor!r}, level={level!r})"
+    name = lv.landmark_matrix
+    if not has_array(store, name) or array_shape(store, name)[0] != n:
+        raise IncompleteStageError(
+            f"The store {store.root} has no complete {name} for its {n} {level}s; run {how} "
+            "first (the distance stage in the 'landmarks' mode)."
+        )
+    b = array_chunks(store, name)[0]
+    require_done(
+        store,
+        plan_landmark_blocks(store, descriptor=lv.descriptor, block_size=b, level=level),
+        lv.landmark_stage,
+        how,
+    )
+    m = array_shape(store, name)[1]
+    dims = list(range(1, min(10, n - 1) + 1)) if dims is None else [int(k) for k in dims]
+    if dims and max(dims) >= m:
+        raise ValueError(
+            f"Landmark MDS embeds in fewer dimensions than it has landmarks; got dims up to "
+            f"{max(dims)} with the store's {m} landmarks. Choose more landmarks (delete "
+            f"{lv.landmarks!r}) or fewer dimensions."
+        )
+    embeddings, stresses, starts, quality = _embed_on_landmarks(
+        store, lv, dims, stress_sample=stress_sample, **options
+    )
+    if save:
+        extra = {
+            k: {"stress_low": lo, "stress_high": hi, "stress_method": "sampled",
+                "stress_pairs": quality["stress_pairs"], "distances": "landmarks"}
+            for k, (lo, hi) in quality["stress_interval"].items()
+        }  # fmt: skip
+        _save(store, lv, dims, embeddings, stresses, starts, n=n, method="landmark", m=m,
+              extra=extra)  # fmt: skip
+    ids, paths = _labels(store, level)
+    return {
+        "descriptor": lv.descriptor,
+        "level": level,
+        "n_images": n,
+        "image_ids": ids,
+        "image_paths": paths,
+        "embeddings": embeddings,
+        "stress": stresses,
+        "start": starts,
+        "method": "landmark",
+        "n_landmarks": m,
+        "distances": "landmarks",
+        "stress_method": "sampled",
+        "unchanged": False,
+        **quality,
     }
