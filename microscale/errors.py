@@ -23,6 +23,7 @@ refines, so ``except MicroscaleError`` catches all of them while ``except ValueE
     |   |-- StoreNotADirectoryError (NotADirectoryError)
     |   |-- UnsupportedFileSystemError (OSError)     a file system without flock
     |   |-- IncompleteStageError
+    |   |-- DamagedStoreError                    chunks that differ from their records
     |   `-- WeightsMismatchError                 a query's weights differ from the store's
     |-- RepositoryNotFoundError (FileNotFoundError)   a deployment without its checkout
     |-- ClusterError (RuntimeError)              a Dask cluster that cannot be used as asked

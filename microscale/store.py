@@ -137,7 +137,6 @@ from microscale.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
-    UnsupportedFileSystemError,
 )
 from microscale.lock import NO_FLOCK_ERRNOS, no_flock_message, store_lock
 
