@@ -359,7 +359,7 @@ def _sq_norms(raw: torch.Tensor, centre: _Centre, work: torch.dtype) -> torch.Te
             with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
                 np.subtract(raw_np[i], c_np, out=row, casting="same_kind")
             r64[:] = row
-            out[i] = np.dot(r64, r64)
+            out[i] = np.einsum("i,i->", r64, r64)  # (np.dot: OpenBLAS, 5x slower here)
         return torch.from_numpy(out)
     out_t = torch.empty(n, dtype=torch.float64, device=raw.device)
     for s in range(0, n, _GPU_ROWS):
