@@ -9,11 +9,26 @@ from flows.params import PipelineParams
 from microscale.cluster import cluster_client
 from microscale.stages import features as tile_stage
 from microscale.stages import image_features as image_stage
+from microscale.stages.features import DEFAULT_BATCH_SIZE
+
+
+def texture_setting(params: PipelineParams) -> tuple[int, bool | None]:
+    """Batch size and memory format of the forward pass: the user's ``batch_size``, else
+    this machine's calibration for the tile size (``microscale calibrate``), else 8."""
+    if params.batch_size is not None:
+        return params.batch_size, None
+    from microscale.calibration import read_calibration
+
+    found = read_calibration(device=params.device, image_size=params.tile_size)
+    if found is None:
+        return DEFAULT_BATCH_SIZE, None
+    return found.batch_size, found.channels_last
 
 
 @task(name="tile-features")
 def tile_features(params: PipelineParams, descriptor: str, address: str | None) -> dict:
     """Submit the missing feature batches of one descriptor and wait for them."""
+    batch_size, channels_last = texture_setting(params)
     with cluster_client(address=address, allow_insecure=params.allow_insecure_dask) as client:
         counts = tile_stage.run_features(
             params.store,
@@ -21,7 +36,8 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
             client=client,
             weights=params.weights,
             device=params.device,
-            batch_size=params.batch_size,
+            batch_size=batch_size,
+            channels_last=channels_last,
             sketch_dim=params.sketch_dim,
             sketch_seed=params.sketch_seed,
             precision=params.texture_precision,

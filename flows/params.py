@@ -79,7 +79,14 @@ class PipelineParams(BaseModel):
         description="Backbone: vgg19-normalized, vgg19-imagenet, random[:SEED], or a path.",
     )
     device: str | None = Field(None, description="Torch device; empty: GPU if present.")
-    batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Tiles per forward pass. Empty: this machine's calibration (microscale "
+            "calibrate), else 8."
+        ),
+    )
     texture_precision: Literal["float32", "bfloat16"] = Field(
         "float32",
         description=(

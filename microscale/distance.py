@@ -55,9 +55,10 @@ The first term is the float32 rounding of the centred rows (a deterministic boun
 rounded difference is within ``2**-24 (|xc| + |yc|)`` of the exact one). The second is the
 float32 GEMM, with the error model ``gamma32(d) = C * 2**-24 * min(1024, d) / sqrt(d)``:
 rounding errors accumulate along each panel and average out across the float64 sum of
-``d / 1024`` panels. ``C = 0.5`` is three times the largest constant measured (0.17,
-over about 3,000 pairs with ``F`` just below ``F1`` at d = 20,000 to 305,888, and 0.13
-for single-panel sums at d = 1,000; summands mostly of one sign, the worst case). The
+``d / 1024`` panels. ``C = 0.5`` is 1.5 times the largest constant measured (0.17
+over about 3,000 pairs with ``F`` just below ``F1`` at d = 20,000 to 305,888, 0.13 for
+single-panel sums at d = 1,000, and 0.33 on near-duplicates far from the centre, every
+summand of one sign, the worst case: "Panel width" below). The
 model is statistical, not a worst-case bound: that one, ``d * 2**-24 = 0.02`` for a
 length-``d`` float32 sum, would be useless. ``F1(d) = 5e-7 / gamma32(d)``, capped at 32,
 keeps the sum of both terms at most 7.3e-7 (at ``d = 305,888``: ``F1 = 9.1``, at most
@@ -66,16 +67,39 @@ accumulation over ``d``) and ``F2(d) = 5e-7 / gamma64(d)``: at most 2.5e-7. Step
 accurate to float64 rounding. Squared distances are clipped at 0 (step 3 leaves nothing
 to clip in practice), so no distance is negative or NaN.
 
+Panel width
+-----------
+Why 1024 columns and not wider: a wider panel does not make the GEMM faster (on one
+core, ``torch.bmm`` of 1024 x 1024 products ran at 95 GFLOP/s for panels of 1024, 2048,
+8192 and 16384 columns alike, within 5 %, as fast as one ``torch.mm`` over 16,384
+columns), it only saves float64 panel sums, which cost 3 % of the kernel's CPU time at
+1024 columns once done in numpy; and it lowers ``F1``, sending more pairs to step 2.
+The error model with its linear factor ``min(P, d)`` is pessimistic for wide panels:
+remeasured on near-duplicates far from the centre (every summand of one sign; 256 x 256
+pairs at d = 20,000, 100,000 and 305,888), ``gamma * sqrt(d) / u`` grows from 240-340
+at ``P = 1024`` to 380-520 at 4096 and 1040-1330 at 16,384, close to ``sqrt(1024 P)``
+(constants 0.18-0.33), not to ``P``. The largest constant for ``P = 1024`` is 0.33,
+not the 0.17 measured on milder data: ``C = 0.5`` keeps a margin of 1.5 on it, and the
+bound as a whole (at most 7.3e-7 against 1e-6) one of 2.2. With the linear model kept,
+``P = 2048`` gives ``F1 = 4.6`` and ``P = 4096`` gives 2.3 at ``d = 305,888``: on
+texture-like data the pairs then recomputed in float64 made the kernel 1.0x and 0.38x
+as fast as with 1024 columns. The widest panel that keeps the bound without costing
+fallbacks is therefore 1024.
+
 Speed
 -----
-Measured on a 2-core AVX-512 CPU (float32 GEMM 185-194 GFLOP/s, float64 92-95), n = 2000
+Measured on a 2-core AVX-512 CPU (float32 GEMM 185-201 GFLOP/s, float64 92-95), n = 2000
 texture-like vectors of d = 305,888: 200,000 pairs/s, 67 % of the float32 GEMM peak
 (scipy's ``cdist``: 4,000 pairs/s; ``precision="float64"``: 106,000 pairs/s). The cost is
-the float32 GEMM, a diagonal block at 0.62 of a full one, plus centring each row once per
-block pair and the panel sums. Pairs that need step 2 add a float64 GEMM on their rows
-and columns (half the float32 speed); pairs in step 3 cost ``d`` memory-bound operations
-each (about 3,000 pairs/s at ``d = 305,888``): throughput degrades gracefully when much
-of the data is made of tight clusters far from the common mean.
+the float32 GEMM, a diagonal block at 0.56-0.62 of a full one, plus centring each row
+once per block pair, the panel sums and the row norms. Where the CPU time went outside
+the GEMM on one thread (n = 2048, ``benchmarks/profile_distances.py``), before and after
+the panel sums moved from torch to numpy: panel sums 29 % -> 3 %, centring 4 %, row norms
+3 %, the driver (mean, square roots, copies) 3 %; the GEMM itself 87 % after. Pairs that
+need step 2 add a float64 GEMM on their rows and columns (half the float32 speed); pairs
+in step 3 cost ``d`` memory-bound operations each (about 3,000 pairs/s at
+``d = 305,888``): throughput degrades gracefully when much of the data is made of tight
+clusters far from the common mean.
 
 References
 ----------
@@ -326,11 +350,16 @@ def _sq_norms(raw: torch.Tensor, centre: _Centre, work: torch.dtype) -> torch.Te
     c = centre.for_rows(raw.dtype, work)
     if _numpy_path(raw.device):
         out = np.empty(n, dtype=np.float64)
-        row = torch.empty(d, dtype=work)
-        for i in range(n):
-            _centre_into(row, raw[i], c)
-            r64 = row.numpy().astype(np.float64, copy=False)
-            out[i] = np.einsum("i,i->", r64, r64)
+        raw_np, c_np = raw.numpy(), c.numpy()
+        np_work = np.float32 if work == torch.float32 else np.float64
+
+        row = np.empty(d, dtype=np_work)
+        r64 = np.empty(d, dtype=np.float64)
+        for i in range(n):  # one row at a time: no (n, d) float64 copy
+            with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
+                np.subtract(raw_np[i], c_np, out=row, casting="same_kind")
+            r64[:] = row
+            out[i] = np.einsum("i,i->", r64, r64)  # (np.dot: OpenBLAS, 5x slower here)
         return torch.from_numpy(out)
     out_t = torch.empty(n, dtype=torch.float64, device=raw.device)
     for s in range(0, n, _GPU_ROWS):
@@ -366,8 +395,10 @@ def _prepare(
 def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ws: _Workspace) -> None:
     """``out += a @ b.T`` in float64; float32 operands in panels of _PANEL32 columns.
 
-    The panels go through one batched GEMM (``torch.bmm``) and one float64 sum, rather
-    than one small GEMM each.
+    The panels go through one batched GEMM (``torch.bmm``) into float32 partial products,
+    which are then added to `out` in float64. On the CPU that sum is numpy's: torch's
+    ``sum(dim=0, dtype=float64)`` over the panels ran 10 times slower (263 ms against
+    27 ms for 16 panels of 1024 x 1024) and took 29 % of the kernel's time.
     """
     if a.dtype == torch.float64:
         out.addmm_(a, b.T)
@@ -380,7 +411,13 @@ def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ws: _Worksp
         b_p = b[:, :full].view(rb, n_panels, _PANEL32).transpose(0, 1)
         partial = ws.get("partial", (n_panels, ra, rb), torch.float32)
         torch.bmm(a_p, b_p.transpose(1, 2), out=partial)
-        out += partial.sum(dim=0, dtype=torch.float64)
+        if _numpy_path(out.device):
+            total = ws.get("panel_sum", (ra, rb), torch.float64).numpy()
+            np.sum(partial.numpy(), axis=0, dtype=np.float64, out=total)
+            out_np = out.numpy()
+            np.add(out_np, total, out=out_np)
+        else:
+            out += partial.sum(dim=0, dtype=torch.float64)
     if full < w:
         out += a[:, full:] @ b[:, full:].T
 

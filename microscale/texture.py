@@ -268,6 +268,7 @@ def texture_vectors(
     device: str | torch.device | None = None,
     batch_size: int = 8,
     precision: str = "float32",
+    channels_last: bool | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Gram texture vectors of grey images, (n, H, W) -> (n, n_features) float32.
@@ -310,6 +311,11 @@ def texture_vectors(
         faster on a CPU with AVX-512 BF16, with distances off by about 0.3-0.6 % of
         the median distance (1-4 % relative for near-duplicates; module docstring).
         Vectors of the two precisions should not be mixed in one map.
+    channels_last : bool, optional
+        Run the convolutions on channels-last (NHWC) tensors. ``None`` (default): only
+        with ``precision="bfloat16"``. In float32 it sums in another order (distances
+        within about 1e-7 relative) and is faster on some CPUs;
+        :mod:`microscale.calibration` measures which.
     progress : bool, optional
         Show a progress bar.
 
@@ -362,7 +368,8 @@ def texture_vectors(
                 "Pass normalize='minmax', 'percentile' or 'dtype'."
             )
     dev = resolve_device(device)
-    model = resolve_model(weights, layers, dev, channels_last=bf16)
+    nhwc = bf16 if channels_last is None else bool(channels_last)
+    model = resolve_model(weights, layers, dev, channels_last=nhwc)
     n = len(stack)
     out = np.empty((n, n_features(layers, weights=weights)), dtype=np.float32)
     starts = range(0, n, batch_size)
@@ -380,7 +387,7 @@ def texture_vectors(
                     batch, method=normalize, percentiles=percentiles, bit_depth=bit_depth
                 )
             x = model.preprocess(torch.from_numpy(np.ascontiguousarray(grey)).to(dev))
-            if bf16:
+            if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, bf16):
                 feats = model(x)

@@ -55,6 +55,7 @@ from microscale.store import (
 from microscale.weights import DEFAULT_LAYERS, DEFAULT_WEIGHTS
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "SKETCHED_DESCRIPTORS",
     "SKETCH_BLOCK",
     "compute_feature_batch",
@@ -72,6 +73,9 @@ SKETCHED_DESCRIPTORS: tuple[str, ...] = ("cnn",)
 #: Rows of the implicit projection matrix drawn at a time by a sketch (the default of
 #: :func:`microscale.sketch.sketch`); recorded with the sketch, as part of its identity.
 SKETCH_BLOCK = 16384
+#: Tiles per forward pass when neither the caller nor a calibration says
+#: (:mod:`microscale.calibration`).
+DEFAULT_BATCH_SIZE = 8
 
 # --------------------------------------------------------------------------- features
 
@@ -259,6 +263,7 @@ def compute_feature_batch(
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
     precision: str = "float32",
+    channels_last: bool | None = None,
 ) -> Batch:
     """Compute one feature batch, write its chunk of ``features/<descriptor>``, mark it done.
 
@@ -302,6 +307,9 @@ def compute_feature_batch(
         Seed of the sketch's projection.
     precision : {"float32", "bfloat16"}, optional
         Of the texture vectors (``"cnn"`` only): :func:`microscale.texture.texture_vectors`.
+    channels_last : bool, optional
+        Memory format of the forward pass (:func:`~microscale.texture.texture_vectors`);
+        None: as `precision` implies.
 
     Returns
     -------
@@ -364,6 +372,7 @@ def compute_feature_batch(
                     device=device,
                     batch_size=size,
                     precision=precision,
+                    channels_last=channels_last,
                 )
 
             vectors = _with_oom_retry(compute, batch_size, oom_hook)
@@ -397,6 +406,7 @@ def run_features(
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
     precision: str = "float32",
+    channels_last: bool | None = None,
 ) -> StageCounts:
     """Compute the missing feature batches of every committed tile.
 
@@ -452,6 +462,9 @@ def run_features(
         faster on a CPU with AVX-512 BF16; distances off by ~0.5 % of the median
         distance, see :mod:`microscale.texture`). Recorded as the array's
         ``"precision"`` attribute (absent for float32) and fixed per store.
+    channels_last : bool, optional
+        Memory format of the forward pass; None: as `precision` implies. The pipeline
+        passes the one :mod:`microscale.calibration` measured fastest, with its batch size.
 
     Returns
     -------
@@ -520,6 +533,7 @@ def run_features(
                 device=device,
                 batch_size=batch_size,
                 precision=precision,
+                channels_last=channels_last,
             )
         run_units(
             compute_feature_batch, root_path(root), todo, client=client, on_done=on_done, **kwargs
