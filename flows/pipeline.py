@@ -11,6 +11,7 @@ from flows.features import features
 from flows.ingest import ingest
 from flows.params import PipelineParams
 from microscale.cluster import cluster_client, describe_cluster
+from microscale.errors import DamagedStoreError
 from microscale.lock import store_lock
 
 
@@ -39,9 +40,20 @@ def pipeline(params: PipelineParams) -> dict:
                 "dask-dashboard", params.store, client.dashboard_link, "Dask dashboard",
                 "The Dask cluster's dashboard while this run computes (task stream, workers)",
             )  # fmt: skip
-            counts = ingest(params, dask_address=address)
-            feats = features(params, dask_address=address)
-            dists = distances(params, dask_address=address)
+            counts = None
+            for attempt in (1, 2):
+                try:
+                    done = ingest(params, dask_address=address)
+                    counts = counts or done  # what this run found, not the healing pass's
+                    feats = features(params, dask_address=address)
+                    dists = distances(params, dask_address=address)
+                    break
+                except DamagedStoreError as exc:
+                    # a stage found damaged inputs (their records are dropped): one more
+                    # pass recomputes exactly those units, tiles included, then goes on
+                    if attempt == 2:
+                        raise
+                    logger.warning("%s -- computing those units again", exc)
         result = embed(params)
         # the run a user opens from the deployment carries the results too, not only the subflows
         _progress.markdown(
