@@ -8,7 +8,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.params import PipelineParams
 
 from microscale.errors import MicroscaleError
 
@@ -468,21 +471,13 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # The cheap checks first (one line, exit 2), then the lock, both before Prefect's server
-    # or Dask start: a second run on the store is refused at once. Every process the run
-    # starts ends with it (microscale.reaper).
+    # The cheap checks first (the parameters, the archive, the store: one line, exit 2),
+    # then the lock, all before Prefect's server or Dask start: a second run on the store is
+    # refused at once. Every process the run starts ends with it (microscale.reaper).
+    from flows.params import PipelineParams
     from microscale.lock import store_lock
     from microscale.preflight import check_run_inputs
     from microscale.reaper import reaped_children, stop_on_signals
-
-    check_run_inputs(args.archive, args.store)
-    with stop_on_signals(), store_lock(args.store), reaped_children():
-        return _run_locked(args)
-
-
-def _run_locked(args: argparse.Namespace) -> int:
-    from flows.params import PipelineParams
-    from microscale.preflight import check_run_inputs
 
     archive = args.archive
     if archive is None:
@@ -516,6 +511,15 @@ def _run_locked(args: argparse.Namespace) -> int:
     params = PipelineParams(
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
     )
+    check_run_inputs(args.archive, args.store)  # None (the demo): only the store's path
+    with stop_on_signals(), store_lock(args.store), reaped_children():
+        return _run_locked(args, params)
+
+
+def _run_locked(args: argparse.Namespace, params: PipelineParams) -> int:
+    from microscale.preflight import check_run_inputs
+
+    archive = params.archive
     if args.archive is None and not archive.exists():
         from microscale.demo import write_demo_archive
 

@@ -18,11 +18,13 @@ from microscale import cli
 )
 def test_run_options_reach_the_pipeline_parameters(monkeypatch, tmp_path, argv, crop, cap):
     import flows.pipeline
+    from microscale.demo import write_demo_archive
 
     seen = {}
     monkeypatch.setattr(flows.pipeline, "pipeline", lambda params: seen.setdefault("p", params))
     monkeypatch.setattr(cli, "_run_summary", lambda result, seconds: "")
-    assert cli.main(["run", str(tmp_path), "--store", str(tmp_path / "s"), *argv]) == 0
+    write_demo_archive(tmp_path / "a", n=9, size=32)  # images: the pre-run check passes
+    assert cli.main(["run", str(tmp_path / "a"), "--store", str(tmp_path / "s"), *argv]) == 0
     assert (seen["p"].crop_bottom, seen["p"].max_tiles_per_image) == (crop, cap)
 
 

@@ -12,6 +12,7 @@ from microscale.stages.landmarks import LANDMARK_METHOD
 def test_cli_run_passes_the_distance_mode_to_the_pipeline(monkeypatch, tmp_path):
     import flows.pipeline as fp
     from microscale.cli import main
+    from microscale.demo import write_demo_archive
 
     seen = {}
 
@@ -22,6 +23,7 @@ def test_cli_run_passes_the_distance_mode_to_the_pipeline(monkeypatch, tmp_path)
     monkeypatch.setattr(fp, "pipeline", fake_pipeline)
     archive = tmp_path / "archive"
     archive.mkdir()
+    write_demo_archive(archive, n=9, size=32)  # images: the pre-run check passes
     code = main(["run", str(archive), "--store", str(tmp_path / "st"), "--distances",
                  "landmarks", "--landmark-method", "maxmin", "--stress-sample", "500"])  # fmt: skip
     assert code == 2

@@ -418,6 +418,7 @@ def test_flow_publishes_the_neighbours(archive_store, query):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows._progress import artifact_key
     from flows.similar import SimilarParams
     from flows.similar import similar as similar_flow
 
@@ -427,7 +428,9 @@ def test_flow_publishes_the_neighbours(archive_store, query):
         out = similar_flow(params)
         with get_client(sync_client=True) as client:
             (artifact,) = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["similar-neighbours"]))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[artifact_key("similar-neighbours", store)])
+                )
             )
     res = search.similar(query, store, k=4, descriptor="ps", device="cpu")
     assert [r["path"] for r in out["neighbours"]] == list(res.paths)

@@ -34,7 +34,7 @@ def test_flow_parameters_reach_the_library(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(features_flow, "cluster_client", lambda **kw: nullcontext(None))
-    monkeypatch.setattr(features_flow._progress, "progress", lambda *a: None)
+    monkeypatch.setattr(features_flow._progress, "progress", lambda *a, **k: None)
     monkeypatch.setattr(
         features_flow.tile_stage, "run_features", lambda root, **kw: seen.update(kw) or _counts()
     )
