@@ -27,28 +27,7 @@ from microscale.io import (
     sniff_format,
 )
 from microscale.testing.hostile import lying_png
-
-RNG = np.random.default_rng(1234)
-
-
-def _random(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return RNG.integers(0, 2, shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return RNG.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-    return RNG.standard_normal(shape).astype(dtype)
-
-
-def _bt601(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    return np.rint(0.299 * r + 0.587 * g + 0.114 * b).astype(rgb.dtype)
-
-
-def _save_pil(arr: np.ndarray, path: Path, fmt: str, **kw: object) -> Path:
-    Image.fromarray(arr).save(path, format=fmt, **kw)
-    return path
+from tests.io.helpers import RNG, bt601, random_array, save_pil
 
 
 def _pil_decode(path: Path) -> np.ndarray:
@@ -98,8 +77,8 @@ def test_sniff_format_by_magic_bytes(tmp_path: Path, head: bytes, expected: str 
 
 
 def test_sniff_ignores_extension_and_read_follows_the_bytes(tmp_path: Path) -> None:
-    arr = _random((9, 11), np.uint8)
-    png_named_tif = _save_pil(arr, tmp_path / "really_a_png.tif", "PNG")
+    arr = random_array((9, 11), np.uint8)
+    png_named_tif = save_pil(arr, tmp_path / "really_a_png.tif", "PNG")
     assert sniff_format(png_named_tif) == "png"
     m = read_micrograph(png_named_tif)
     assert m.metadata["format"] == "png"
@@ -142,7 +121,7 @@ def test_error_classes_refine_builtins() -> None:
 )
 @pytest.mark.parametrize("bigtiff", [False, True])
 def test_tiff_round_trip_keeps_native_dtype(tmp_path: Path, dtype: type, bigtiff: bool) -> None:
-    arr = _random((13, 17), dtype)
+    arr = random_array((13, 17), dtype)
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, arr, photometric="minisblack", bigtiff=bigtiff)
     m = read_micrograph(path)
@@ -156,7 +135,7 @@ def test_tiff_round_trip_keeps_native_dtype(tmp_path: Path, dtype: type, bigtiff
 
 
 def test_big_endian_tiff_comes_back_native(tmp_path: Path) -> None:
-    arr = _random((8, 9), np.uint16)
+    arr = random_array((8, 9), np.uint16)
     path = tmp_path / "be.tif"
     tifffile.imwrite(path, arr, byteorder=">", photometric="minisblack")
     assert path.read_bytes()[:2] == b"MM"
@@ -185,7 +164,7 @@ def test_packed_12_bit_tiff(tmp_path: Path) -> None:
 
 
 def test_minis_white_is_inverted_like_pillow(tmp_path: Path) -> None:
-    arr = _random((10, 12), np.uint8)
+    arr = random_array((10, 12), np.uint8)
     path = tmp_path / "white.tif"
     tifffile.imwrite(path, arr, photometric="miniswhite")
     m = read_micrograph(path)
@@ -196,7 +175,7 @@ def test_minis_white_is_inverted_like_pillow(tmp_path: Path) -> None:
 
 def test_bilevel_tiff_from_tifffile_default(tmp_path: Path) -> None:
     # tifffile writes bool as MINISWHITE by default; 1 then means black.
-    arr = _random((9, 10), np.bool_)
+    arr = random_array((9, 10), np.bool_)
     path = tmp_path / "bits.tif"
     tifffile.imwrite(path, arr)
     m = read_micrograph(path)
@@ -205,8 +184,8 @@ def test_bilevel_tiff_from_tifffile_default(tmp_path: Path) -> None:
 
 
 def test_tiff_rgb_and_rgba_luminance(tmp_path: Path) -> None:
-    rgb = _random((11, 14, 3), np.uint8)
-    alpha = _random((11, 14, 1), np.uint8)
+    rgb = random_array((11, 14, 3), np.uint8)
+    alpha = random_array((11, 14, 1), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     tifffile.imwrite(
         tmp_path / "rgba.tif",
@@ -216,7 +195,7 @@ def test_tiff_rgb_and_rgba_luminance(tmp_path: Path) -> None:
     )
     m_rgb = read_micrograph(tmp_path / "rgb.tif")
     m_rgba = read_micrograph(tmp_path / "rgba.tif")
-    np.testing.assert_array_equal(m_rgb.data, _bt601(rgb))
+    np.testing.assert_array_equal(m_rgb.data, bt601(rgb))
     np.testing.assert_array_equal(m_rgba.data, m_rgb.data)  # alpha dropped
     assert m_rgb.data.dtype == np.uint8
     assert m_rgba.metadata["channel_policy"] == "RGB -> luminance (BT.601), alpha dropped"
@@ -224,9 +203,9 @@ def test_tiff_rgb_and_rgba_luminance(tmp_path: Path) -> None:
 
 
 def test_tiff_rgb_uint16_and_float(tmp_path: Path) -> None:
-    rgb16 = _random((6, 7, 3), np.uint16)
+    rgb16 = random_array((6, 7, 3), np.uint16)
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
-    np.testing.assert_array_equal(read_micrograph(tmp_path / "rgb16.tif").data, _bt601(rgb16))
+    np.testing.assert_array_equal(read_micrograph(tmp_path / "rgb16.tif").data, bt601(rgb16))
     rgbf = RNG.random((6, 7, 3)).astype(np.float32)
     tifffile.imwrite(tmp_path / "rgbf.tif", rgbf, photometric="rgb")
     data = read_micrograph(tmp_path / "rgbf.tif").data
@@ -236,25 +215,25 @@ def test_tiff_rgb_uint16_and_float(tmp_path: Path) -> None:
 
 
 def test_tiff_palette(tmp_path: Path) -> None:
-    index = _random((8, 9), np.uint8)
+    index = random_array((8, 9), np.uint8)
     # an 8-bit palette stored as TIFF's 16-bit colour map (entries x 257)
     palette8 = RNG.integers(0, 256, (3, 256)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "p8.tif", index, photometric="palette", colormap=palette8 * 257)
     m = read_micrograph(tmp_path / "p8.tif")
     expected_rgb = np.moveaxis(palette8[:, index], 0, -1).astype(np.uint8)
     assert m.data.dtype == np.uint8
-    np.testing.assert_array_equal(m.data, _bt601(expected_rgb))
+    np.testing.assert_array_equal(m.data, bt601(expected_rgb))
     assert m.metadata["channel_policy"].startswith("palette")
     # a genuinely 16-bit colour map gives uint16 luminance
     palette16 = RNG.integers(0, 65536, (3, 256)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "p16.tif", index, photometric="palette", colormap=palette16)
     m16 = read_micrograph(tmp_path / "p16.tif")
     assert m16.data.dtype == np.uint16
-    np.testing.assert_array_equal(m16.data, _bt601(np.moveaxis(palette16[:, index], 0, -1)))
+    np.testing.assert_array_equal(m16.data, bt601(np.moveaxis(palette16[:, index], 0, -1)))
 
 
 def test_extra_samples_minisblack_keep_channel_0(tmp_path: Path) -> None:
-    arr = _random((7, 8, 5), np.uint16)
+    arr = random_array((7, 8, 5), np.uint16)
     path = tmp_path / "samples.tif"
     tifffile.imwrite(path, arr, photometric="minisblack", planarconfig="contig")
     m = read_micrograph(path)
@@ -263,7 +242,7 @@ def test_extra_samples_minisblack_keep_channel_0(tmp_path: Path) -> None:
 
 
 def test_multi_page_tiff_selection(tmp_path: Path) -> None:
-    stack = _random((4, 9, 10), np.uint16)
+    stack = random_array((4, 9, 10), np.uint16)
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, stack, photometric="minisblack")
     assert count_pages(path) == 4
@@ -277,7 +256,7 @@ def test_multi_page_tiff_selection(tmp_path: Path) -> None:
 
 
 def test_appended_series_are_pages_in_file_order(tmp_path: Path) -> None:
-    a, b = _random((5, 6), np.uint8), _random((7, 3), np.uint8)
+    a, b = random_array((5, 6), np.uint8), random_array((7, 3), np.uint8)
     path = tmp_path / "two.tif"
     tifffile.imwrite(path, a)
     tifffile.imwrite(path, b, append=True)
@@ -287,7 +266,7 @@ def test_appended_series_are_pages_in_file_order(tmp_path: Path) -> None:
 
 
 def test_bigtiff_multi_page(tmp_path: Path) -> None:
-    stack = _random((3, 6, 7), np.float32)
+    stack = random_array((3, 6, 7), np.float32)
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, stack, bigtiff=True, photometric="minisblack")
     assert path.read_bytes()[:4] == b"II+\x00"
@@ -296,7 +275,7 @@ def test_bigtiff_multi_page(tmp_path: Path) -> None:
 
 
 def test_ome_channels_keep_channel_0_and_pages_run_over_time(tmp_path: Path) -> None:
-    data = _random((2, 5, 6, 7), np.uint8)  # T, C, Y, X
+    data = random_array((2, 5, 6, 7), np.uint8)  # T, C, Y, X
     path = tmp_path / "cells.ome.tif"
     tifffile.imwrite(
         path,
@@ -316,7 +295,7 @@ def test_ome_channels_keep_channel_0_and_pages_run_over_time(tmp_path: Path) -> 
 
 
 def test_imagej_hyperstack_pages_and_pixel_size(tmp_path: Path) -> None:
-    data = _random((2, 3, 5, 6), np.uint16)  # Z, C, Y, X
+    data = random_array((2, 3, 5, 6), np.uint16)  # Z, C, Y, X
     path = tmp_path / "ij.tif"
     tifffile.imwrite(
         path,
@@ -340,8 +319,8 @@ def test_imagej_hyperstack_pages_and_pixel_size(tmp_path: Path) -> None:
     [("PNG", np.uint8), ("PNG", np.uint16), ("PNG", np.bool_), ("BMP", np.uint8)],
 )
 def test_pillow_round_trip(tmp_path: Path, fmt: str, dtype: type) -> None:
-    arr = _random((12, 15), dtype)
-    path = _save_pil(arr, tmp_path / f"a.{fmt.lower()}", fmt)
+    arr = random_array((12, 15), dtype)
+    path = save_pil(arr, tmp_path / f"a.{fmt.lower()}", fmt)
     m = read_micrograph(path)
     assert m.data.dtype == arr.dtype
     np.testing.assert_array_equal(m.data, arr)
@@ -350,21 +329,21 @@ def test_pillow_round_trip(tmp_path: Path, fmt: str, dtype: type) -> None:
 
 
 def test_jpeg_equals_pillows_decoding(tmp_path: Path) -> None:
-    grey = _random((16, 24), np.uint8)
-    path = _save_pil(grey, tmp_path / "g.jpg", "JPEG", quality=90)
+    grey = random_array((16, 24), np.uint8)
+    path = save_pil(grey, tmp_path / "g.jpg", "JPEG", quality=90)
     m = read_micrograph(path)
     assert m.data.dtype == np.uint8 and m.metadata["format"] == "jpeg"
     np.testing.assert_array_equal(m.data, _pil_decode(path))
-    rgb = _random((16, 24, 3), np.uint8)
-    path_rgb = _save_pil(rgb, tmp_path / "c.jpg", "JPEG", quality=90)
-    np.testing.assert_array_equal(read_micrograph(path_rgb).data, _bt601(_pil_decode(path_rgb)))
+    rgb = random_array((16, 24, 3), np.uint8)
+    path_rgb = save_pil(rgb, tmp_path / "c.jpg", "JPEG", quality=90)
+    np.testing.assert_array_equal(read_micrograph(path_rgb).data, bt601(_pil_decode(path_rgb)))
 
 
 def test_png_rgb_luminance_matches_hand_formula_and_pillow(tmp_path: Path) -> None:
-    rgb = _random((20, 21, 3), np.uint8)
-    path = _save_pil(rgb, tmp_path / "rgb.png", "PNG")
+    rgb = random_array((20, 21, 3), np.uint8)
+    path = save_pil(rgb, tmp_path / "rgb.png", "PNG")
     m = read_micrograph(path)
-    np.testing.assert_array_equal(m.data, _bt601(rgb))
+    np.testing.assert_array_equal(m.data, bt601(rgb))
     with Image.open(path) as im:
         pillow_l = np.asarray(im.convert("L")).astype(int)
     assert np.abs(m.data.astype(int) - pillow_l).max() <= 1  # Pillow rounds in fixed point
@@ -373,28 +352,28 @@ def test_png_rgb_luminance_matches_hand_formula_and_pillow(tmp_path: Path) -> No
 
 
 def test_png_rgba_drops_alpha(tmp_path: Path) -> None:
-    rgb = _random((10, 11, 3), np.uint8)
-    alpha = _random((10, 11, 1), np.uint8)
-    path = _save_pil(np.concatenate([rgb, alpha], -1), tmp_path / "rgba.png", "PNG")
+    rgb = random_array((10, 11, 3), np.uint8)
+    alpha = random_array((10, 11, 1), np.uint8)
+    path = save_pil(np.concatenate([rgb, alpha], -1), tmp_path / "rgba.png", "PNG")
     m = read_micrograph(path)
-    np.testing.assert_array_equal(m.data, _bt601(rgb))
+    np.testing.assert_array_equal(m.data, bt601(rgb))
     assert "alpha dropped" in m.metadata["channel_policy"]
 
 
 def test_png_16_bit_colour_keeps_16_bits(tmp_path: Path) -> None:
     imagecodecs = pytest.importorskip("imagecodecs")
-    rgb = _random((6, 7, 3), np.uint16)
+    rgb = random_array((6, 7, 3), np.uint16)
     (tmp_path / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb))
     m = read_micrograph(tmp_path / "rgb16.png")
     assert m.data.dtype == np.uint16 and m.metadata["bit_depth"] == 16
-    np.testing.assert_array_equal(m.data, _bt601(rgb))
-    la = _random((6, 7, 2), np.uint16)
+    np.testing.assert_array_equal(m.data, bt601(rgb))
+    la = random_array((6, 7, 2), np.uint16)
     (tmp_path / "la16.png").write_bytes(imagecodecs.png_encode(la))
     np.testing.assert_array_equal(read_micrograph(tmp_path / "la16.png").data, la[..., 0])
 
 
 def test_png_grey_alpha_keeps_grey(tmp_path: Path) -> None:
-    la = _random((10, 11, 2), np.uint8)
+    la = random_array((10, 11, 2), np.uint8)
     path = tmp_path / "la.png"
     Image.fromarray(la, mode="LA").save(path)
     np.testing.assert_array_equal(read_micrograph(path).data, la[..., 0])
@@ -402,7 +381,7 @@ def test_png_grey_alpha_keeps_grey(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("transparency", [False, True])
 def test_png_palette_goes_through_rgb(tmp_path: Path, transparency: bool) -> None:
-    rgb = _random((12, 13, 3), np.uint8)
+    rgb = random_array((12, 13, 3), np.uint8)
     im = Image.fromarray(rgb).convert("P")
     if transparency:
         im.info["transparency"] = 0
@@ -412,12 +391,12 @@ def test_png_palette_goes_through_rgb(tmp_path: Path, transparency: bool) -> Non
         assert reopened.mode == "P"
         palette_rgb = np.asarray(reopened.convert("RGB"))
     m = read_micrograph(path)
-    np.testing.assert_array_equal(m.data, _bt601(palette_rgb))
+    np.testing.assert_array_equal(m.data, bt601(palette_rgb))
     assert m.metadata["channel_policy"].startswith("palette -> RGB -> luminance")
 
 
 def test_pillow_files_have_one_page(tmp_path: Path) -> None:
-    path = _save_pil(_random((5, 5), np.uint8), tmp_path / "a.png", "PNG")
+    path = save_pil(random_array((5, 5), np.uint8), tmp_path / "a.png", "PNG")
     assert count_pages(path) == 1
     with pytest.raises(ValueError, match=r"Page 1 .*a\.png.*1 page"):
         read_micrograph(path, page=1)
@@ -425,7 +404,7 @@ def test_pillow_files_have_one_page(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keep", [0.5, "no_iend"])
 def test_truncated_png_raises_decode_error(tmp_path: Path, keep: float | str) -> None:
-    data = _png_bytes(_random((40, 40), np.uint8))
+    data = _png_bytes(random_array((40, 40), np.uint8))
     cut = len(data) - 12 if keep == "no_iend" else int(len(data) * keep)
     path = tmp_path / "cut.png"
     path.write_bytes(data[:cut])
@@ -434,7 +413,7 @@ def test_truncated_png_raises_decode_error(tmp_path: Path, keep: float | str) ->
 
 
 def test_corrupt_png_checksum_raises_decode_error(tmp_path: Path) -> None:
-    data = bytearray(_png_bytes(_random((20, 20), np.uint8)))
+    data = bytearray(_png_bytes(random_array((20, 20), np.uint8)))
     idat = data.index(b"IDAT")
     data[idat + 10] ^= 0xFF  # flip bits inside the compressed pixels
     path = tmp_path / "flip.png"
@@ -444,7 +423,7 @@ def test_corrupt_png_checksum_raises_decode_error(tmp_path: Path) -> None:
 
 
 def test_truncated_jpeg_raises_decode_error(tmp_path: Path) -> None:
-    path = _save_pil(_random((32, 32, 3), np.uint8), tmp_path / "x.jpg", "JPEG")
+    path = save_pil(random_array((32, 32, 3), np.uint8), tmp_path / "x.jpg", "JPEG")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DecodeError, match=r"x\.jpg.*JPEG signature.*truncated"):
@@ -452,7 +431,7 @@ def test_truncated_jpeg_raises_decode_error(tmp_path: Path) -> None:
 
 
 def test_truncated_bmp_raises_decode_error(tmp_path: Path) -> None:
-    path = _save_pil(_random((32, 32), np.uint8), tmp_path / "x.bmp", "BMP")
+    path = save_pil(random_array((32, 32), np.uint8), tmp_path / "x.bmp", "BMP")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DecodeError, match=r"x\.bmp.*BMP signature"):
@@ -465,7 +444,7 @@ def test_truncated_tiff_raises_decode_error(tmp_path: Path, compression: str | N
         pytest.importorskip("imagecodecs")
     path = tmp_path / "cut.tif"
     tifffile.imwrite(
-        path, _random((64, 64), np.uint16), compression=compression, photometric="minisblack"
+        path, random_array((64, 64), np.uint16), compression=compression, photometric="minisblack"
     )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 300])
@@ -512,9 +491,9 @@ def test_huge_tiff_header_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 def test_max_pixels_is_a_limit_that_can_be_raised(tmp_path: Path) -> None:
-    arr = _random((10, 20), np.uint8)
+    arr = random_array((10, 20), np.uint8)
     for path in (
-        _save_pil(arr, tmp_path / "a.png", "PNG"),
+        save_pil(arr, tmp_path / "a.png", "PNG"),
         tmp_path / "a.tif",
     ):
         if path.suffix == ".tif":
@@ -534,7 +513,7 @@ def test_max_pixels_is_a_limit_that_can_be_raised(tmp_path: Path) -> None:
     ],
 )
 def test_read_micrograph_validates_options(tmp_path: Path, kwargs: dict, match: str) -> None:
-    path = _save_pil(_random((4, 4), np.uint8), tmp_path / "a.png", "PNG")
+    path = save_pil(random_array((4, 4), np.uint8), tmp_path / "a.png", "PNG")
     with pytest.raises(ValueError, match=match):
         read_micrograph(path, **kwargs)
 

@@ -17,24 +17,7 @@ from microscale.io import (
     read_micrograph,
     sniff_format,
 )
-
-RNG = np.random.default_rng(1234)
-
-
-def _random(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return RNG.integers(0, 2, shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return RNG.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-    return RNG.standard_normal(shape).astype(dtype)
-
-
-def _bt601(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    return np.rint(0.299 * r + 0.587 * g + 0.114 * b).astype(rgb.dtype)
-
+from tests.io.helpers import bt601, random_array
 
 _DM_TYPES = {  # numpy dtype -> (DM image DataType, DM tag element type)
     np.dtype(np.int16): (1, 2),
@@ -126,7 +109,7 @@ def test_dm_without_rosettasciio_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "a.dm3"
-    path.write_bytes(_dm3_bytes(_random((4, 5), np.uint16), scale=1.0, units="nm"))
+    path.write_bytes(_dm3_bytes(random_array((4, 5), np.uint16), scale=1.0, units="nm"))
     assert sniff_format(path) == "dm"
     monkeypatch.setitem(sys.modules, "rsciio", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"a\.dm3.*pip install 'microscale\[em\]'"):
@@ -137,13 +120,13 @@ def test_dm_without_rosettasciio_says_what_to_install(
 
 def test_dm_reading_with_rosettasciio(tmp_path: Path) -> None:
     pytest.importorskip("rsciio")
-    image = _random((6, 9), np.uint16)
+    image = random_array((6, 9), np.uint16)
     path = tmp_path / "a.dm3"
     path.write_bytes(_dm3_bytes(image, scale=0.25, units="nm"))
     m = read_micrograph(path)
     np.testing.assert_array_equal(m.data, image)
     assert m.pixel_size_nm == pytest.approx(0.25)
-    stack = _random((3, 4, 5), np.float32)
+    stack = random_array((3, 4, 5), np.float32)
     path3 = tmp_path / "s.dm3"
     path3.write_bytes(_dm3_bytes(stack, scale=2.0, units="µm"))
     assert count_pages(path3) == 3
@@ -158,9 +141,9 @@ def test_dm_frames_and_calibration_from_reader_output(
     path = tmp_path / "fake.dm4"
     path.write_bytes(struct.pack(">IQI", 4, 100, 1) + b"\x00" * 100)
     spectrum = np.arange(10.0)
-    stack = _random((2, 4, 5), np.int16)
+    stack = random_array((2, 4, 5), np.int16)
     rgba = np.zeros((3, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
-    rgb = _random((3, 4, 3), np.uint8)
+    rgb = random_array((3, 4, 3), np.uint8)
     rgba["R"], rgba["G"], rgba["B"] = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     signals = [
         {"data": spectrum, "axes": _axes(spectrum.shape, 0.1, "eV", 0)},
@@ -174,7 +157,7 @@ def test_dm_frames_and_calibration_from_reader_output(
     assert m1.pixel_size_nm == pytest.approx(500.0)
     assert m1.metadata["pixel_size_source"] == "DM calibration"
     m2 = read_micrograph(path, page=2)
-    np.testing.assert_array_equal(m2.data, _bt601(rgb))
+    np.testing.assert_array_equal(m2.data, bt601(rgb))
     assert m2.pixel_size_nm is None
     with pytest.raises(ImageTooLargeError, match=r"fake\.dm4.*4x5"):
         read_micrograph(path, page=0, max_pixels=19)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
 
 from microscale.io import (
     Micrograph,
@@ -18,24 +17,7 @@ from microscale.io import (
     read_micrograph,
 )
 from microscale.io import metadata as meta
-
-RNG = np.random.default_rng(1234)
-
-
-def _random(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return RNG.integers(0, 2, shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return RNG.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-    return RNG.standard_normal(shape).astype(dtype)
-
-
-def _save_pil(arr: np.ndarray, path: Path, fmt: str, **kw: object) -> Path:
-    Image.fromarray(arr).save(path, format=fmt, **kw)
-    return path
-
+from tests.io.helpers import random_array, save_pil
 
 _FEI_HEADER = (
     "[User]\r\nDate=03/14/2019\r\nTime=10:21:03 AM\r\n"
@@ -44,7 +26,6 @@ _FEI_HEADER = (
     "[Scan]\r\nPixelWidth=1.953125e-09\r\nPixelHeight=1.953125e-09\r\nHorFieldsize=6.25e-08\r\n"
     "[Image]\r\nResolutionX=32\r\nResolutionY=40\r\n"
 )
-
 
 _ZEISS_HEADER = (
     "0\r\n0\r\n"
@@ -71,7 +52,7 @@ def test_resolution_tag_pixel_size(
 ) -> None:
     path = tmp_path / "res.tif"
     tifffile.imwrite(
-        path, _random((6, 6), np.uint16), resolution=(per_unit, per_unit), resolutionunit=unit
+        path, random_array((6, 6), np.uint16), resolution=(per_unit, per_unit), resolutionunit=unit
     )
     m = read_micrograph(path)
     assert m.pixel_size_nm == pytest.approx(expected_nm, rel=1e-6)
@@ -91,14 +72,16 @@ def test_screen_dpi_and_unitless_resolution_are_not_calibrations(
     tmp_path: Path, resolution: tuple[float, float], unit: str | None
 ) -> None:
     path = tmp_path / "dpi.tif"
-    tifffile.imwrite(path, _random((6, 6), np.uint8), resolution=resolution, resolutionunit=unit)
+    tifffile.imwrite(
+        path, random_array((6, 6), np.uint8), resolution=resolution, resolutionunit=unit
+    )
     m = read_micrograph(path)
     assert m.pixel_size_nm is None
     assert m.metadata["pixel_size_source"] is None
 
 
 def test_png_written_with_dpi_has_no_pixel_size(tmp_path: Path) -> None:
-    path = _save_pil(_random((6, 6), np.uint8), tmp_path / "a.png", "PNG", dpi=(300, 300))
+    path = save_pil(random_array((6, 6), np.uint8), tmp_path / "a.png", "PNG", dpi=(300, 300))
     assert read_micrograph(path).pixel_size_nm is None
 
 
@@ -110,7 +93,7 @@ def test_ome_pixel_size_units(tmp_path: Path, size: float, unit: str, expected: 
     path = tmp_path / "a.ome.tif"
     tifffile.imwrite(
         path,
-        _random((5, 6), np.uint8),
+        random_array((5, 6), np.uint8),
         ome=True,
         metadata={"PhysicalSizeX": size, "PhysicalSizeXUnit": unit},
     )
@@ -136,7 +119,11 @@ def test_ome_pixel_size_unit_defaults_to_micrometre() -> None:
 def test_imagej_units(tmp_path: Path, unit: str, expected: float) -> None:
     path = tmp_path / "ij.tif"
     tifffile.imwrite(
-        path, _random((5, 6), np.uint8), imagej=True, resolution=(20, 20), metadata={"unit": unit}
+        path,
+        random_array((5, 6), np.uint8),
+        imagej=True,
+        resolution=(20, 20),
+        metadata={"unit": unit},
     )
     m = read_micrograph(path)
     assert m.pixel_size_nm == pytest.approx(expected)
@@ -145,13 +132,13 @@ def test_imagej_units(tmp_path: Path, unit: str, expected: float) -> None:
 
 def test_imagej_without_unit_has_no_pixel_size(tmp_path: Path) -> None:
     path = tmp_path / "ij.tif"
-    tifffile.imwrite(path, _random((5, 6), np.uint8), imagej=True, resolution=(20, 20))
+    tifffile.imwrite(path, random_array((5, 6), np.uint8), imagej=True, resolution=(20, 20))
     assert read_micrograph(path).pixel_size_nm is None
 
 
 @pytest.mark.parametrize("tag", [34680, 34682])
 def test_fei_tag_pixel_size_and_info_bar(tmp_path: Path, tag: int) -> None:
-    arr = _random((48, 32), np.uint8)  # 40 image rows + an 8-row data bar
+    arr = random_array((48, 32), np.uint8)  # 40 image rows + an 8-row data bar
     path = tmp_path / "fei.tif"
     tifffile.imwrite(
         path,
@@ -181,7 +168,9 @@ def test_fei_parser_on_tifffile_dicts() -> None:
 def test_zeiss_tag_pixel_size(tmp_path: Path) -> None:
     path = tmp_path / "zeiss.tif"
     payload = _ZEISS_HEADER.encode("latin-1")  # Zeiss writes the micro sign in Latin-1
-    tifffile.imwrite(path, _random((6, 8), np.uint16), extratags=[(34118, "B", 0, payload, True)])
+    tifffile.imwrite(
+        path, random_array((6, 8), np.uint16), extratags=[(34118, "B", 0, payload, True)]
+    )
     m = read_micrograph(path)
     assert m.pixel_size_nm == pytest.approx(1250.0)
     assert m.metadata["pixel_size_source"] == "Zeiss AP_IMAGE_PIXEL_SIZE"
@@ -220,7 +209,7 @@ def test_pixel_size_precedence_ome_over_resolution(tmp_path: Path) -> None:
     path = tmp_path / "both.ome.tif"
     tifffile.imwrite(
         path,
-        _random((5, 6), np.uint8),
+        random_array((5, 6), np.uint8),
         ome=True,
         resolution=(1e7 / 9.0, 1e7 / 9.0),
         resolutionunit="CENTIMETER",
@@ -236,7 +225,7 @@ def test_pixel_size_precedence_ome_over_resolution(tmp_path: Path) -> None:
 
 def test_micrograph_is_frozen_and_metadata_json_serialisable(tmp_path: Path) -> None:
     path = tmp_path / "a.tif"
-    tifffile.imwrite(path, _random((4, 5), np.uint8))
+    tifffile.imwrite(path, random_array((4, 5), np.uint8))
     m = read_micrograph(path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.page = 3  # type: ignore[misc]

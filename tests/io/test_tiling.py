@@ -13,18 +13,7 @@ from microscale.io import (
     resample,
     tile,
 )
-
-RNG = np.random.default_rng(1234)
-
-
-def _random(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return RNG.integers(0, 2, shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return RNG.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-    return RNG.standard_normal(shape).astype(dtype)
+from tests.io.helpers import random_array
 
 
 def _coverage(shape: tuple[int, int], origins: np.ndarray, s: int) -> np.ndarray:
@@ -70,7 +59,7 @@ def test_crop_rejects_colour() -> None:
 
 
 def test_resample_shapes_and_dtype() -> None:
-    image = _random((40, 60), np.uint8)
+    image = random_array((40, 60), np.uint8)
     down = resample(image, pixel_size_nm=1.0, target_nm=2.0)
     assert down.shape == (20, 30) and down.dtype == np.float64
     up = resample(image, pixel_size_nm=3.0, target_nm=1.0)
@@ -130,7 +119,7 @@ def test_tile_exact_multiple_has_no_overlap() -> None:
 
 
 def test_tile_last_tile_is_flush_with_the_edge() -> None:
-    image = _random((10, 13), np.uint16)
+    image = random_array((10, 13), np.uint16)
     tiles, origins = tile(image, tile_size=4)
     assert sorted({int(r) for r in origins[:, 0]}) == [0, 4, 6]
     assert sorted({int(c) for c in origins[:, 1]}) == [0, 4, 8, 9]
@@ -141,7 +130,7 @@ def test_tile_last_tile_is_flush_with_the_edge() -> None:
 
 
 def test_tile_stride_overlap() -> None:
-    image = _random((9, 9), np.float32)
+    image = random_array((9, 9), np.float32)
     tiles, origins = tile(image, tile_size=4, stride=2)
     assert sorted({int(r) for r in origins[:, 0]}) == [0, 2, 4, 5]
     assert len(tiles) == 16
@@ -149,7 +138,7 @@ def test_tile_stride_overlap() -> None:
 
 
 def test_tile_pads_a_short_side_by_reflection() -> None:
-    image = _random((5, 11), np.uint8)  # 5 >= 0.5 * 8: padded to 8 rows
+    image = random_array((5, 11), np.uint8)  # 5 >= 0.5 * 8: padded to 8 rows
     tiles, origins = tile(image, tile_size=8)
     assert origins.tolist() == [[0, 0], [0, 3]]
     padded = np.pad(image, ((0, 3), (0, 0)), mode="reflect")
@@ -161,7 +150,7 @@ def test_tile_pads_a_short_side_by_reflection() -> None:
 
 
 def test_tile_pads_both_sides_of_a_small_image() -> None:
-    image = _random((4, 6), np.int16)
+    image = random_array((4, 6), np.int16)
     tiles, origins = tile(image, tile_size=8, min_fraction=0.5)
     assert origins.tolist() == [[0, 0]]
     np.testing.assert_array_equal(tiles[0], np.pad(image, ((0, 4), (0, 2)), mode="reflect"))

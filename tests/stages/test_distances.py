@@ -7,7 +7,6 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from microscale import store as st
-from microscale.metric_mds import mds_with_info
 from microscale.stages import _runner as runner
 from microscale.stages import distances as dist
 from microscale.stages import embed as emb
@@ -16,29 +15,7 @@ from microscale.stages import image_features as imf
 from microscale.testing.stores import fill as _fill
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-
-def _fit(D, n_components, **kwargs):
-    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
-    fit = mds_with_info(D, n_components, **kwargs)
-    if isinstance(n_components, int):
-        return fit.embeddings[n_components], fit.info[n_components]
-    return fit.embeddings, fit.info
-
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
-
-
-def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features):
-    counts = {
-        "features": feat.run_features(root, descriptor=descriptor, client=client, **features),
-        "images": imf.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
-        "distances": dist.run_distances(
-            root, descriptor=descriptor, client=client, block_size=block_size
-        ),
-    }
-    return counts
-
+from tests.stages.helpers import ONE_LAYER, all_stages, fit
 
 # --------------------------------------------------------------------------- distances
 
@@ -46,7 +23,7 @@ def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features)
 def test_out_of_core_distances_equal_cdist(tmp_path):
     images = _images(23, seed=9)  # 23 images in blocks of 5: a partial last block
     root = _make(tmp_path / "s", images)
-    counts = _all_stages(root)
+    counts = all_stages(root)
     assert counts["distances"] == runner.StageCounts(computed=15, skipped=0)
     store = st.open_store(root)
     F = st.read_rows(store, "image_features/ps")
@@ -60,7 +37,7 @@ def test_out_of_core_distances_equal_cdist(tmp_path):
 def test_float32_texture_distances_equal_cdist(tmp_path, fake_weights):
     images = _images(12, seed=10, max_tiles=2)
     root = _make(tmp_path / "s", images)
-    _all_stages(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
+    all_stages(root, descriptor="cnn", weights=fake_weights, layers=ONE_LAYER, device="cpu")
     store = st.open_store(root)
     F = st.read_rows(store, "image_features/cnn").astype(np.float64)
     D = st.read_rows(store, "distances/cnn")
@@ -71,13 +48,13 @@ def test_float32_texture_distances_equal_cdist(tmp_path, fake_weights):
 def test_growing_archive_computes_only_new_work(tmp_path):
     old, new = _images(13, seed=11), _images(10, seed=12)
     root = _make(tmp_path / "grown", old)
-    _all_stages(root)
+    all_stages(root)
     first = emb.embed(root, descriptor="ps", n_components=[2])
     n_old_tiles = st.open_store(root).n_tiles
     _fill(st.open_store(root), new)
     n_tiles = st.open_store(root).n_tiles
 
-    counts = _all_stages(root)
+    counts = all_stages(root)
     chunks = lambda n: -(-n // 5)  # noqa: E731
     stale = int(n_old_tiles % 5 != 0)  # the old partial feature chunk grew
     assert counts["features"].computed == chunks(n_tiles) - chunks(n_old_tiles) + stale
@@ -89,7 +66,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
     assert counts["distances"] == runner.StageCounts(computed=12, skipped=3)
 
     clean = _make(tmp_path / "clean", old + new)
-    _all_stages(clean)
+    all_stages(clean)
     a, b = st.open_store(root), st.open_store(clean)
     for name in ("features/ps", "image_features/ps"):
         np.testing.assert_array_equal(st.read_rows(a, name), st.read_rows(b, name))
@@ -100,7 +77,7 @@ def test_growing_archive_computes_only_new_work(tmp_path):
 
     grown = emb.embed(root, descriptor="ps", n_components=[2])
     D = st.read_rows(a, "distances/ps")
-    fresh = _fit(D, 2, device="cpu")[1].stress
+    fresh = fit(D, 2, device="cpu")[1].stress
     assert grown["stress"][2] <= fresh + 1e-12
     # Rotated onto the previous map: the old points stay close to where they were.
     moved = np.linalg.norm(grown["embeddings"][2][:13] - first["embeddings"][2], axis=1)

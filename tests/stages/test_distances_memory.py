@@ -15,8 +15,7 @@ from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
+from tests.stages.helpers import ONE_LAYER
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])

@@ -5,34 +5,13 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from microscale import store as st
-from microscale.metric_mds import mds_with_info
 from microscale.stages import distances as dist
 from microscale.stages import embed as emb
 from microscale.stages import features as feat
-from microscale.stages import image_features as imf
 from microscale.testing.stores import fill as _fill
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-
-def _fit(D, n_components, **kwargs):
-    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
-    fit = mds_with_info(D, n_components, **kwargs)
-    if isinstance(n_components, int):
-        return fit.embeddings[n_components], fit.info[n_components]
-    return fit.embeddings, fit.info
-
-
-def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features):
-    counts = {
-        "features": feat.run_features(root, descriptor=descriptor, client=client, **features),
-        "images": imf.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
-        "distances": dist.run_distances(
-            root, descriptor=descriptor, client=client, block_size=block_size
-        ),
-    }
-    return counts
-
+from tests.stages.helpers import all_stages, fit
 
 # --------------------------------------------------------------------------- embedding
 
@@ -40,10 +19,10 @@ def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features)
 def test_embed_matches_mds_and_is_stored(tmp_path):
     images = _images(12, seed=18)
     root = _make(tmp_path / "s", images)
-    _all_stages(root)
+    all_stages(root)
     result = emb.embed(root, descriptor="ps", n_components=[1, 2, 3])
     D = st.read_rows(st.open_store(root), "distances/ps")
-    expected, infos = _fit(D, [1, 2, 3], random_state=0)
+    expected, infos = fit(D, [1, 2, 3], random_state=0)
     for k in (1, 2, 3):
         assert result["stress"][k] == pytest.approx(infos[k].stress, rel=1e-9)
         np.testing.assert_allclose(cdist(result["embeddings"][k], result["embeddings"][k]),

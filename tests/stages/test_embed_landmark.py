@@ -4,21 +4,14 @@ import numpy as np
 import pytest
 
 from microscale import store as st
-from microscale.metric_mds import mds_with_info, stress
+from microscale.metric_mds import stress
 from microscale.stages import distances as dist
 from microscale.stages import embed as emb
 from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.testing.stores import S
 from microscale.testing.stores import make as _make
-
-
-def _fit(D, n_components, **kwargs):
-    """(embedding, info) of one dimension, or ({k: X}, {k: info}) of several."""
-    fit = mds_with_info(D, n_components, **kwargs)
-    if isinstance(n_components, int):
-        return fit.embeddings[n_components], fit.info[n_components]
-    return fit.embeddings, fit.info
+from tests.stages.helpers import fit
 
 
 def _stripes(n, seed):
@@ -90,7 +83,7 @@ def test_dense_path_is_unchanged(stripes_store):
     D = st.read_rows(st.open_store(stripes_store), "distances/ps")
     res = emb.embed(stripes_store, descriptor="ps", n_components=[1, 2], device="cpu", max_dense=80,
                    init_from_previous=False, save=False)  # fmt: skip
-    expected, infos = _fit(D, [1, 2], random_state=0, device="cpu")
+    expected, infos = fit(D, [1, 2], random_state=0, device="cpu")
     assert res["method"] == "dense" and res["n_landmarks"] is None
     for k in (1, 2):
         np.testing.assert_array_equal(res["embeddings"][k], expected[k])  # bit for bit

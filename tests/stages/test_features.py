@@ -14,18 +14,7 @@ from microscale.testing.stores import S
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
 from microscale.texture import texture_vectors
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
-
-
-def _weighted_means(features, images):
-    out, start = [], 0
-    for tiles, weights in images:
-        f = features[start : start + len(tiles)].astype(np.float64)
-        out.append(weights @ f / weights.sum())
-        start += len(tiles)
-    return np.array(out)
-
+from tests.stages.helpers import ONE_LAYER, weighted_means
 
 # --------------------------------------------------------------------------- features
 
@@ -116,7 +105,7 @@ def test_constant_tiles(tmp_path, fake_weights):
     features = st.read_rows(store, "features/cnn")
     assert np.isfinite(features).all()
     np.testing.assert_allclose(
-        st.read_rows(store, "image_features/cnn"), _weighted_means(features, images), rtol=1e-6
+        st.read_rows(store, "image_features/cnn"), weighted_means(features, images), rtol=1e-6
     )
 
     bad = _make(tmp_path / "bad", [(flat, np.array([1.0]))])

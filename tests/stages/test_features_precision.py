@@ -11,8 +11,7 @@ from microscale.stages import image_features as imf
 from microscale.store import StoreError
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
+from tests.stages.helpers import ONE_LAYER
 
 
 def test_pipeline_runs_the_random_backbone_and_records_its_identity(tmp_path):

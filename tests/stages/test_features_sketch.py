@@ -18,8 +18,8 @@ from microscale.testing.stores import S
 from microscale.testing.stores import fill as _fill
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
+from tests.stages.helpers import ONE_LAYER
 
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
 K = 256  # sketch length: 2080 / 256 ~ 8x smaller
 
 

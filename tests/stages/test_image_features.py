@@ -8,16 +8,7 @@ from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-
-def _weighted_means(features, images):
-    out, start = [], 0
-    for tiles, weights in images:
-        f = features[start : start + len(tiles)].astype(np.float64)
-        out.append(weights @ f / weights.sum())
-        start += len(tiles)
-    return np.array(out)
-
+from tests.stages.helpers import weighted_means
 
 # --------------------------------------------------------------------------- image features
 
@@ -30,7 +21,7 @@ def test_image_features_are_pixel_weighted_means(tmp_path):
     assert counts == runner.StageCounts(computed=3, skipped=0)
     store = st.open_store(root)
     tiles = st.read_rows(store, "features/ps")
-    expected = _weighted_means(tiles, images)
+    expected = weighted_means(tiles, images)
     np.testing.assert_allclose(st.read_rows(store, "image_features/ps"), expected, rtol=1e-13)
     sums = st.read_array(store, "image_feature_sums/ps").sum(axis=0)
     np.testing.assert_allclose(sums, expected.sum(axis=0), rtol=1e-12)

@@ -7,8 +7,7 @@ from microscale.stages import features as feat
 from microscale.stages import image_features as imf
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
+from tests.stages.helpers import ONE_LAYER
 
 
 def test_image_feature_chunks_divide_the_groups_and_older_stores_keep_theirs(

@@ -17,20 +17,7 @@ from microscale.stages import image_features as imf
 from microscale.store import IncompleteStageError, StoreError
 from microscale.testing.stores import make as _make
 from microscale.testing.stores import random_images as _images
-
-ONE_LAYER = ("conv1_1",)  # 2080 features: fast fake-weights tests
-
-
-def _all_stages(root, *, descriptor="ps", block_size=5, client=None, **features):
-    counts = {
-        "features": feat.run_features(root, descriptor=descriptor, client=client, **features),
-        "images": imf.image_features(root, descriptor=descriptor, client=client, images_per_task=4),
-        "distances": dist.run_distances(
-            root, descriptor=descriptor, client=client, block_size=block_size
-        ),
-    }
-    return counts
-
+from tests.stages.helpers import ONE_LAYER, all_stages
 
 _SIZES: list[int] = []
 
@@ -86,7 +73,7 @@ def test_dask_path_equals_sequential(tmp_path):
     images = _images(17, seed=16)
     sequential = _make(tmp_path / "seq", images)
     parallel = _make(tmp_path / "par", images)
-    _all_stages(sequential)
+    all_stages(sequential)
     progress = []
     with cluster_client(processes=False, n_workers=2, threads_per_worker=1) as client:
         feat.run_features(parallel, descriptor="ps", client=client)
@@ -109,9 +96,9 @@ def test_worker_processes_open_the_store_themselves(tmp_path):
     images = _images(7, seed=19)
     sequential = _make(tmp_path / "seq", images)
     parallel = _make(tmp_path / "par", images)
-    _all_stages(sequential)
+    all_stages(sequential)
     with cluster_client(processes=True, n_workers=1, threads_per_worker=1) as client:
-        _all_stages(parallel, client=client)
+        all_stages(parallel, client=client)
     a, b = st.open_store(sequential), st.open_store(parallel)
     np.testing.assert_array_equal(st.read_rows(a, "distances/ps"), st.read_rows(b, "distances/ps"))
 
