@@ -79,6 +79,7 @@ __all__ = [
     "require_rows",
     "rows_per_block",
     "run_distances",
+    "run_kernel_units",
     "task_memory",
 ]
 
@@ -723,6 +724,35 @@ def release_scratch(client: Any) -> None:
         _log.warning("could not release the scratch buffers of the Dask workers: %s", exc)
 
 
+def run_kernel_units(
+    compute: Callable[..., Any],
+    root: Root,
+    groups: Sequence[Sequence[Any]],
+    *,
+    client: Any,
+    on_done: Progress | None,
+    **options: Any,
+) -> None:
+    """Run groups of block units of the distance kernel, then free their scratch buffers.
+
+    :func:`run_units` with one unit per group member for the progress counts; the threads'
+    block buffers (:mod:`microscale.scratch`) are released on the driver and on every
+    worker when the stage ends, also on failure (:func:`release_scratch`).
+    """
+    try:
+        run_units(
+            compute,
+            root_path(root),
+            groups,
+            client=client,
+            on_done=on_done,
+            sizes=[len(g) for g in groups],
+            **options,
+        )
+    finally:
+        release_scratch(client)
+
+
 def run_distances(
     root: Root,
     *,
@@ -817,19 +847,8 @@ def run_distances(
         _ensure_center(store, descriptor, level)
         nb = len(row_ranges(n, b))
         groups = _group_pairs(todo, per_task)
-        try:
-            run_units(
-                compute_distance_blocks,
-                root_path(root),
-                groups,
-                client=client,
-                on_done=on_done,
-                sizes=[len(g) for g in groups],
-                descriptor=descriptor,
-                precision=precision,
-                device=device,
-                level=level,
-            )
-        finally:
-            release_scratch(client)
+        run_kernel_units(
+            compute_distance_blocks, root, groups, client=client, on_done=on_done,
+            descriptor=descriptor, precision=precision, device=device, level=level,
+        )  # fmt: skip
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))

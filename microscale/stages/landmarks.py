@@ -36,16 +36,14 @@ from microscale.stages._runner import (
     StageCounts,
     as_store,
     locked,
-    root_path,
     row_ranges,
-    run_units,
 )
 from microscale.stages.distances import (
     distance_level,
     ensure_center,
-    release_scratch,
     require_rows,
     rows_per_block,
+    run_kernel_units,
 )
 from microscale.stages.features import feature_dtype
 from microscale.store import (
@@ -337,20 +335,9 @@ def run_landmark_distances(
             store.clear_done(lv.landmark_stage)
         todo = plan_landmark_blocks(store, descriptor=descriptor, block_size=b, level=level)
         groups = [list(todo[i : i + BLOCKS_PER_TASK]) for i in range(0, len(todo), BLOCKS_PER_TASK)]
-        try:
-            run_units(
-                compute_landmark_blocks,
-                root_path(root),
-                groups,
-                client=client,
-                on_done=on_done,
-                sizes=[len(g) for g in groups],
-                descriptor=descriptor,
-                precision=precision,
-                device=device,
-                level=level,
-            )
-        finally:
-            release_scratch(client)
+        run_kernel_units(
+            compute_landmark_blocks, root, groups, client=client, on_done=on_done,
+            descriptor=descriptor, precision=precision, device=device, level=level,
+        )  # fmt: skip
         total = len(row_ranges(n, b))
         return StageCounts(computed=len(todo), skipped=total - len(todo))
