@@ -15,6 +15,7 @@ neighbours, streamed (:mod:`microscale.stages.knn`); the (n, n) matrix is never 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from microscale.stages._runner import (
     row_ranges,
     run_units,
 )
+from microscale.stages.block_plan import block_ranges, group_pairs, plan_block_reads
 from microscale.stages.features import feature_dtype, require_features
 from microscale.stages.image_features import image_features, plan_image_groups
 from microscale.store import (
@@ -85,7 +87,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Block pairs per distance task (they share their row block, read once).
+#: Block pairs per distance task: consecutive pairs share a block, read once
+#: (:mod:`microscale.stages.block_plan`).
 DEFAULT_PAIRS_PER_TASK = 4
 #: Block sizes ``block_size=None`` chooses from, largest first: 1024 is the kernel's
 #: measured optimum, and its rate falls with the block (67 / 63 / 53 % of the GEMM peak at
@@ -400,14 +403,9 @@ def _heal_rows(store: Store, lv: DistanceLevel, todo: Sequence[BlockPair], *, cl
 
 
 def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPair]]:
-    """Consecutive pairs of one row block, at most ``per_task`` per group."""
-    groups: list[list[BlockPair]] = []
-    for pair in pairs:
-        if groups and groups[-1][0].i == pair.i and len(groups[-1]) < per_task:
-            groups[-1].append(pair)
-        else:
-            groups.append([pair])
-    return groups
+    """The tasks: runs of at most ``per_task`` pairs in which consecutive pairs share a
+    block (:func:`microscale.stages.block_plan.group_pairs`)."""
+    return group_pairs(pairs, per_task)
 
 
 def _image_sums_done(store: Store, descriptor: str) -> bool:
@@ -496,14 +494,8 @@ def ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nda
 
 def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     """The row ranges :func:`compute_distance_blocks` reads, in the order it needs them."""
-    reads, last = [], None
-    for pair in pairs:
-        if pair.i != last:
-            reads.append(pair.rows)
-            last = pair.i
-        if pair.i != pair.j:
-            reads.append(pair.cols)
-    return reads
+    ranges = block_ranges(pairs)
+    return [ranges[k] for step in plan_block_reads(pairs) for k in step.read]
 
 
 def _read_ahead(device: str | None) -> int:
@@ -603,8 +595,11 @@ def compute_distance_blocks(
     called with the centre stored by the driver (``Yb=None`` on the diagonal, which gives
     an exactly symmetric block with a zero diagonal), the square root is written to chunk
     ``(i, j)`` and its transpose to chunk ``(j, i)`` (so the matrix is exactly
-    symmetric), and then the record is written. Consecutive pairs of one row block read
-    it, and compute its row norms, once.
+    symmetric), and then the record is written. A block that consecutive pairs share is
+    read, and its row norms computed, once: the task keeps it
+    (:func:`microscale.stages.block_plan.plan_block_reads`; :func:`run_distances` orders
+    the pairs so that consecutive pairs always share one). The rows are read straight
+    from the chunk files into the task's buffers (:func:`microscale.store.read_rows`).
 
     Peak memory of a task, for blocks of ``b`` images of ``d`` features (``s`` bytes per
     feature: 4 for ``cnn``, 8 for ``ps``)::
@@ -655,39 +650,26 @@ def compute_distance_blocks(
         dtype=feature_dtype(descriptor),
         ahead=_read_ahead(device),
     )
+    norms = functools.partial(row_sq_norms, center=center, precision=precision, device=device)
     with reader:
-        cached: tuple[int, np.ndarray, np.ndarray] | None = None
-        for pair in pairs:
-            if cached is None or cached[0] != pair.i:
-                if cached is not None:  # the previous row block's buffer, before the next
-                    reader.give_back(cached[1])
-                    cached = None
-                xi = reader.take()
-                ni = row_sq_norms(xi, center=center, precision=precision, device=device)
-                cached = (pair.i, xi, ni)
-            _, xi, ni = cached
-            if pair.i == pair.j:
-                d2 = block_sq_distances(
-                    xi,
-                    None,
-                    center=center,
-                    x_sq_norms=ni,
-                    precision=precision,
-                    device=device,
-                    keep_scratch=True,
-                )
-            else:
-                xj = reader.take()
-                d2 = block_sq_distances(
-                    xi,
-                    xj,
-                    center=center,
-                    x_sq_norms=ni,
-                    precision=precision,
-                    device=device,
-                    keep_scratch=True,
-                )
-                reader.give_back(xj)
+        held: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # block -> (rows, their norms)
+        for pair, step in zip(pairs, plan_block_reads(pairs), strict=True):
+            for k in step.drop:  # before the reads: the reader's buffers are few
+                reader.give_back(held.pop(k)[0])
+            for k in step.read:
+                block = reader.take()
+                held[k] = (block, norms(block))
+            (xi, ni), (xj, nj) = held[pair.i], held[pair.j]
+            d2 = block_sq_distances(
+                xi,
+                None if pair.i == pair.j else xj,
+                center=center,
+                x_sq_norms=ni,
+                y_sq_norms=None if pair.i == pair.j else nj,
+                precision=precision,
+                device=device,
+                keep_scratch=True,
+            )
             dist = np.sqrt(d2, out=d2)
             write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
             if pair.i != pair.j:
