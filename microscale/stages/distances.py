@@ -98,10 +98,13 @@ AUTO_BLOCK_SIZES: tuple[int, ...] = (1024, 768, 512, 384, 256, 128, 64)
 #: available memory without a client) that ``block_size=None`` lets one distance task use:
 #: Dask pauses a worker at 80 % and the rest of the process needs room too.
 BLOCK_MEMORY_FRACTION = 0.5
-#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none;
-#: None: 1 when the kernel runs on a GPU, else 0). Each costs one more block in memory
-#: (``b * d * s`` bytes). On a CPU the read competes with the GEMM for the same cores:
-#: on 2 cores it made a task 1.3-1.6x slower (benchmarks/bench_distances.py).
+#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
+#: Each costs one more block in memory (``b * d * s`` bytes). None: :func:`run_distances`
+#: reads one ahead when a third block fits in a task slot's share of memory
+#: (:data:`BLOCK_MEMORY_FRACTION`, as for the block size), else none. The reads are
+#: ``readinto`` calls on the chunk files (:func:`microscale.store.read_rows`): one copy,
+#: outside the GIL, so on a CPU they overlap the GEMM; through Zarr (several copies and
+#: threads) reading ahead made a task 1.3-1.6x slower on 2 cores.
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: What the distance stage computes: the whole (n, n) matrix, or only the (n, m) block of
@@ -234,16 +237,19 @@ def distance_mode(n: int, distances: str | None = None, *, max_dense: int = MAX_
     return check_one_of(distances, "distances", DISTANCE_MODES)
 
 
-def distance_task_bytes(block_size: int, n_features: int, itemsize: int = 4) -> int:
+def distance_task_bytes(
+    block_size: int, n_features: int, itemsize: int = 4, *, blocks: int = 2
+) -> int:
     """Peak memory of one distance task, in bytes (see :func:`compute_distance_blocks`).
 
-    Two row blocks, the distance block and its transpose, and the kernel's working memory,
-    measured on the CPU as about 0.64 GB at 1024 rows and 0.17 GB at 256 (scratch and
-    threaded BLAS buffers): 3.2 GB at ``block_size = 1024`` for full texture vectors
-    (305,888 float32), 50 MB for 2048-long sketches.
+    ``blocks`` row blocks (two, and one more read ahead), the distance block and its
+    transpose, and the kernel's working memory, measured on the CPU as about 0.64 GB at
+    1024 rows and 0.17 GB at 256 (scratch and threaded BLAS buffers): 3.2 GB at
+    ``block_size = 1024`` for full texture vectors (305,888 float32), 50 MB for 2048-long
+    sketches.
     """
     b, d = int(block_size), int(n_features)
-    return 2 * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
+    return blocks * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
 
 
 def _task_memory(client: Any) -> float:
@@ -498,6 +504,15 @@ def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     return [ranges[k] for step in plan_block_reads(pairs) for k in step.read]
 
 
+def _stage_read_ahead(store: Store, lv: DistanceLevel, block_size: int, *, client: Any) -> int:
+    """Blocks the stage's tasks read ahead: :data:`READ_AHEAD`, or 1 if a third fits."""
+    if READ_AHEAD is not None:
+        return READ_AHEAD
+    d = array_shape(store, lv.rows)[1]
+    need = distance_task_bytes(block_size, d, feature_dtype(lv.descriptor).itemsize, blocks=3)
+    return int(need <= BLOCK_MEMORY_FRACTION * _task_memory(client))
+
+
 def _read_ahead(device: str | None) -> int:
     if READ_AHEAD is not None:
         return READ_AHEAD
@@ -587,6 +602,7 @@ def compute_distance_blocks(
     precision: str = "mixed",
     device: str | None = None,
     level: str = "image",
+    read_ahead: int | None = None,
 ) -> list[BlockPair]:
     """Compute block pairs of the distance matrix, write them, mark each done.
 
@@ -615,8 +631,8 @@ def compute_distance_blocks(
     included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
     (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
     task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
-    at once, plus :data:`READ_AHEAD` block(s) being read in a thread while the kernel
-    runs (1 on a GPU, 0 on a CPU by default). On a GPU the blocks are also copied to device memory.
+    at once, plus ``read_ahead`` block(s) being read in a thread while the kernel runs
+    (:data:`READ_AHEAD`). On a GPU the blocks are also copied to device memory.
     The block buffers and the kernel's scratch are the thread's :mod:`microscale.scratch`
     buffers: the next task of the stage on that thread reuses them instead of faulting in
     fresh memory, and :func:`run_distances` releases them on every worker at the end.
@@ -631,6 +647,9 @@ def compute_distance_blocks(
         Passed to the kernel.
     device : str, optional
         Torch device; default the worker's GPU when it has one.
+    read_ahead : int, optional
+        Blocks to read ahead in a thread (:func:`run_distances` passes what fits). None:
+        :data:`READ_AHEAD`, else 1 on a GPU and 0 on a CPU.
 
     Returns
     -------
@@ -648,7 +667,7 @@ def compute_distance_blocks(
         _block_reads(pairs),
         width=array_shape(store, feats)[1],
         dtype=feature_dtype(descriptor),
-        ahead=_read_ahead(device),
+        ahead=_read_ahead(device) if read_ahead is None else read_ahead,
     )
     norms = functools.partial(row_sq_norms, center=center, precision=precision, device=device)
     with reader:
@@ -765,8 +784,10 @@ def run_distances(
        within the kernel's bound, 1e-6 relative, for every pair);
     2. creates or grows ``distances/<d>`` in ``(block_size, block_size)`` chunks;
     3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
-       submits them in groups of up to ``pairs_per_task`` pairs of one row block (one
-       Dask task per group: :func:`compute_distance_blocks`);
+       submits them in groups of up to ``pairs_per_task`` consecutive pairs of an order in
+       which consecutive pairs share a block (one Dask task per group:
+       :func:`compute_distance_blocks`; :mod:`microscale.stages.block_plan`), reading one
+       block ahead where memory allows (:data:`READ_AHEAD`);
     4. releases the buffers the tasks kept between them (:mod:`microscale.scratch`), on
        every worker, even when the stage fails.
 
@@ -785,7 +806,7 @@ def run_distances(
         optimum) whose task fits in half of a task slot's memory (the smallest Dask
         worker's ``memory_limit`` per thread; the available memory without a client).
     pairs_per_task : int, optional
-        Block pairs per task (they share the row block).
+        Block pairs per task (a block two consecutive pairs share is read once).
     precision : {"mixed", "float64"}, optional
         Kernel precision; recorded with the matrix.
     device : str, optional
@@ -832,5 +853,6 @@ def run_distances(
         run_kernel_units(
             compute_distance_blocks, root, groups, client=client, on_done=on_done,
             descriptor=descriptor, precision=precision, device=device, level=level,
+            read_ahead=_stage_read_ahead(store, lv, b, client=client),
         )  # fmt: skip
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))

@@ -98,3 +98,27 @@ def test_a_stage_killed_mid_task_resumes_to_the_same_matrix(tmp_path, monkeypatc
     counts = dist.run_distances(tmp_path / "s", block_size=8, pairs_per_task=4)
     assert counts == runner.StageCounts(computed=12, skipped=3)
     np.testing.assert_array_equal(st.read_rows(store, "distances/cnn"), reference)
+
+
+def test_tasks_read_a_block_ahead_when_a_third_block_fits(tmp_path, monkeypatch):
+    X = _rows(24, 40)
+    _feature_store(tmp_path / "s", X)
+    asked = []
+    compute = dist.compute_distance_blocks
+
+    def spy(root, pairs, **kwargs):
+        asked.append(kwargs["read_ahead"])
+        return compute(root, pairs, **kwargs)
+
+    monkeypatch.setattr(dist, "compute_distance_blocks", spy)
+    third = dist.distance_task_bytes(8, 40, 4, blocks=3) / dist.BLOCK_MEMORY_FRACTION
+    for memory, setting, want in [(third, None, 1), (third - 1, None, 0), (third, 0, 0),
+                                  (third - 1, 2, 2)]:  # fmt: skip
+        monkeypatch.setattr(dist, "_task_memory", lambda client, m=memory: m)
+        monkeypatch.setattr(dist, "READ_AHEAD", setting)
+        st.open_store(tmp_path / "s").clear_done("distances.cnn")
+        asked.clear()
+        dist.run_distances(tmp_path / "s", block_size=8, pairs_per_task=2)
+        assert asked == [want] * 3
+    D = st.read_rows(st.open_store(tmp_path / "s"), "distances/cnn")
+    np.testing.assert_array_equal(D, pairwise_distances(X, block_size=8, device="cpu"))
