@@ -279,6 +279,7 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
         pl.image_features(root)
         t_image = time.perf_counter() - t
         size = bytes_on_disk(root)
+        rates = ooc.read_rates(root, "image_features/cnn", rows=b)
         runs = [("image", "new"), ("tile", "new")]
         runs += [("image", "before")] if baseline is not None else []
         runs += [("image", "no-ahead")] if args.no_read_ahead else []
@@ -348,6 +349,9 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
             f"{t_store:.1f} s (best of {args.rounds}), {t_store / t_mem:.2f}x the best "
             f"in-memory time ({t_mem:.1f} s); tiles {best['tile', 'new']:.1f} s"
         )
+        print(f"a block of {b} rows of image_features/cnn into a warm buffer (best of 5, "
+              "GB/s wall / per CPU second): "
+              + ", ".join(f"{k} {w:.2f} / {c:.2f}" for k, (w, c) in rates.items()))  # fmt: skip
         if ("image", "before") in best:
             before = best["image", "before"]
             print(

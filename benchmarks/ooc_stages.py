@@ -137,3 +137,23 @@ def zarr_reads() -> Iterator[None]:
         yield
     finally:
         st._read_plain_rows = saved
+
+
+def read_rates(root: Path, name: str, rows: int = 1024, rounds: int = 5) -> dict[str, tuple]:
+    """Best GB/s (wall, and per CPU second) reading ``rows`` rows of ``name`` into a warm
+    buffer: straight from the chunk files (today's ``read_rows``) and through Zarr,
+    interleaved, each from the page cache (both read the same rows first)."""
+    store = st.open_store(root)
+    n = st.array_shape(store, name)[0]
+    rows = min(rows, n)
+    out = st.read_rows(store, name, 0, rows)  # warm: touched, and the files cached
+    best: dict[str, tuple[float, float]] = {"direct": (0.0, 0.0), "zarr": (0.0, 0.0)}
+    for r in range(rounds):
+        for how in ("direct", "zarr") if r % 2 == 0 else ("zarr", "direct"):
+            with zarr_reads() if how == "zarr" else contextlib.nullcontext():
+                t, c = time.perf_counter(), time.process_time()
+                st.read_rows(store, name, 0, rows, out=out)
+                wall, cpu = time.perf_counter() - t, time.process_time() - c
+            gb = out.nbytes / 1e9
+            best[how] = (max(best[how][0], gb / wall), max(best[how][1], gb / max(cpu, 1e-9)))
+    return best

@@ -150,6 +150,9 @@ def profile_store(args: argparse.Namespace) -> None:
         imf.image_features(root, descriptor="cnn")
     if store.n_images != n or st.array_shape(store, "features/cnn")[1] != d:
         raise SystemExit(f"{root} holds another n or d: delete it or pass its own --n/--d")
+    rates = ooc.read_rates(root, "image_features/cnn")
+    print("1024 rows of image_features/cnn into a warm buffer, best of 5, GB/s wall / per CPU s: "
+          + ", ".join(f"{k} {w:.2f} / {c:.2f}" for k, (w, c) in rates.items()))  # fmt: skip
     modules = {"today": dist}
     if args.no_read_ahead:
         modules["today, not reading ahead"] = dist
