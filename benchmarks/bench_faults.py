@@ -189,11 +189,12 @@ def all_stages(root: Path, d: str, block: int) -> dict[str, float]:
 
 def kill_driver_features(base: Path, work: Path, d: str, block: int, clean_t: dict) -> dict:
     root = copy_store(base, work / "kill_driver_features")
-    n = len(pl.plan_feature_batches(root, descriptor=d))
-    k = max(1, n // 2)
+    todo = pl.plan_feature_batches(root, descriptor=d)
+    k = max(1, len(todo) // 2)
+    tiles = sum(b.stop - b.start for b in todo[:k])  # on_done counts tiles: k batches' worth
     t0 = time.perf_counter()
     killed_at = run_and_kill(
-        DIE_AFTER.format(k=k)
+        DIE_AFTER.format(k=tiles)
         + f"pipeline.run_features({str(root)!r}, descriptor={d!r}, on_done=die_after)\n"
     )
     detected = wait_until_lock_free(root) - killed_at
@@ -213,7 +214,7 @@ def kill_driver_features(base: Path, work: Path, d: str, block: int, clean_t: di
         "recover_s": recover,
         "faulty_s": lost + recover,
         "clean_s": clean_t["features"],
-        "note": f"SIGKILL after {k}/{n} batches (faulty total includes the killed "
+        "note": f"SIGKILL after {k}/{len(todo)} batches (faulty total includes the killed "
         "driver's interpreter start, ~0.3 s)",
     }
 
@@ -274,8 +275,11 @@ def kill_worker_features(base: Path, work: Path, d: str, block: int, delay: floa
                     return
                 time.sleep(0.02)
 
-        def on_done(done: int, total: int) -> None:
-            if done == 2 and not killed:
+        calls: list[int] = []
+
+        def on_done(done: int, total: int) -> None:  # the third report: with "ps" (no
+            calls.append(done)  # counts within batches) the second batch's end
+            if len(calls) == 3 and not killed:
                 for address, keys in client.processing().items():
                     if keys:
                         pid = client.run(os.getpid, workers=[address])[address]

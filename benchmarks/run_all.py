@@ -36,6 +36,7 @@ BENCHMARKS = {
     "grid_task": "the paper's 3-D task at N = 1000",
     "incremental": "growing archive: only the new work",
     "faults": "killed workers and resumed runs",
+    "progress": "features with and without progress within batches (Dask events) (1 min)",
 }
 
 

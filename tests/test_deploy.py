@@ -310,7 +310,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
             assert float(artifacts[key].data) == pytest.approx(100.0), key
     # progress in counts: the descriptions say n/N of what
     assert re.search(r": (\d+)/\1 files", artifacts["ingest-progress"].description)
-    assert re.search(r": (\d+)/\1 tile batches", artifacts["features-cnn"].description)
+    assert re.search(r": (\d+)/\1 tiles", artifacts["features-cnn"].description)
     assert re.search(r": (\d+)/\1 block pairs", artifacts["distances-ps"].description)
     # the parent run carries the summary, the outcomes and the dashboard link itself
     with _api(server) as client:
