@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import socket
 import threading
@@ -51,7 +50,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +116,9 @@ def parameters_digest(parameters: Mapping[str, Any]) -> str:
 
 
 def _versions() -> dict[str, str]:
+    import platform  # here: a refused run never pays for them
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
