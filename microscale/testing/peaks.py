@@ -87,7 +87,7 @@ def _gemm_time(dtype, dev, *, n_max: int, repeat: int, budget_s: float, sync) ->
 
 def measure_peaks(
     *,
-    device: str = "cpu",
+    device: str | None = None,
     n: int = 2048,
     memory_mb: int = 256,
     repeat: int = 3,
@@ -98,7 +98,8 @@ def measure_peaks(
     Parameters
     ----------
     device : str, optional
-        Where the GEMMs run (``"cpu"`` or a CUDA device).
+        Where the GEMMs run (``"cpu"`` or a CUDA device); by default the GPU when there
+        is one, as the library does.
     n : int, optional
         Largest side of the square ``torch.mm`` (2048: 17 GFLOP); a smaller one when a
         run of it would be slow (see ``fp32_n``, ``bf16_n``).
@@ -121,9 +122,10 @@ def measure_peaks(
     import torch
 
     from microscale.calibration import machine_key
+    from microscale.device import resolve_device
 
-    key = machine_key(device=device)
-    dev = torch.device(device)
+    dev = resolve_device(device)
+    key = machine_key(device=str(dev))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     out: dict[str, Any] = {
         "cpu": key["cpu"],
@@ -193,7 +195,7 @@ def _at(peaks: Mapping[str, Any], name: str) -> str:
     return f" (at {n}^2)"
 
 
-def print_machine(*, device: str = "cpu", **options: Any) -> dict[str, Any]:
+def print_machine(*, device: str | None = None, **options: Any) -> dict[str, Any]:
     """Measure the peaks (:func:`measure_peaks`), print the ``machine:`` line, record them."""
     peaks = measure_peaks(device=device, **options)
     print(machine_line(peaks), flush=True)
