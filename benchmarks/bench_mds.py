@@ -156,7 +156,7 @@ def main() -> None:
     print(f"ours, one call for all D*        : {t_all:8.3f} s")
     print_stages(
         {"validation + classical start": t_ours, "SMACOF, D* = 1..10": max(t_all - t_ours, 0.0)},
-        label="ours, one call for all D* (the start timed alone above)",
+        label="microscale.mds, one call for all D*; the start timed alone above",
     )
     same = all(
         abs(infos[k].stress / r[2].stress - 1) < 1e-4 for k, r in zip(DIMS, rows, strict=True)
