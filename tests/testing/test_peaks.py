@@ -80,3 +80,10 @@ def test_run_all_puts_a_benchmarks_records_into_its_report(monkeypatch, tmp_path
     assert proc.stdout.startswith("machine: ")
     assert recorded["stages"]["fake"]["compute"]["share"] == 0.75
     assert recorded["machine"]["fp32_gflops"] > 0
+
+
+def test_every_benchmark_prints_the_machine_line():
+    scripts = sorted(RUN_ALL.parent.glob("bench_*.py"))
+    assert len(scripts) > 10
+    lacking = [s.name for s in scripts if "print_machine(" not in s.read_text()]
+    assert lacking == [], f"benchmarks without the machine: line: {lacking}"
