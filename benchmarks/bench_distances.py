@@ -55,6 +55,7 @@ from microscale import store as st
 from microscale.cluster import cluster_client
 from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
 from microscale.stages import distances as dist
+from microscale.testing.peaks import print_machine
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -265,6 +266,7 @@ def main() -> None:
     parser.add_argument("--store-dir", default=None, help="where to put the temporary store")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print_machine()
     n, d, b = args.n, args.d, args.block_size
     pairs = n * (n - 1) / 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={n}, d={d}, block={b}")

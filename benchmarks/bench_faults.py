@@ -58,6 +58,7 @@ from microscale.ingest import ingest_archive
 from microscale.stages import _runner as runner
 from microscale.testing.faults import Sabotage, three_workers
 from microscale.testing.hostile import lying_png, shared_tile_tiff, sparse_tiff, zlib_tiff_bomb
+from microscale.testing.peaks import print_machine
 from microscale.testing.runs import (
     QUICK_OPTIONS,
     descendants,
@@ -786,6 +787,7 @@ def main() -> None:
         "(whole `microscale run` processes: lock, SIGTERM, kill -9, no-op re-run)",
     )
     args = p.parse_args()
+    print_machine()
     cases = set(args.cases.split(","))
     d = args.descriptor
     t_all = time.perf_counter()

@@ -31,6 +31,7 @@ import torch
 from bench_distances import gemm_rate, texture_like
 
 import microscale.distance as current
+from microscale.testing.peaks import print_machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print_machine()
     torch.set_num_threads(args.threads)
     baseline = module_at(args.baseline, "microscale/distance.py", "baseline_distance")
     n, d, b = args.n, args.d, args.block_size

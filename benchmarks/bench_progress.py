@@ -33,6 +33,7 @@ import numpy as np
 from microscale import store as st
 from microscale.stages import _unit_progress
 from microscale.stages import features as feat
+from microscale.testing.peaks import print_machine
 from microscale.testing.stores import fill
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--weights", default="vgg19-normalized")
     args = p.parse_args()
+    print_machine()
     print(f"{platform.processor() or platform.machine()}; {args.tiles} tiles of "
           f"{args.tile_size}^2, batches of {args.chunk}, {args.batch_size} per forward pass, "
           f"weights {args.weights}; SEND_EVERY_S {_unit_progress.SEND_EVERY_S}, "
