@@ -2,7 +2,8 @@
 
     python benchmarks/bench_distances.py [--n 2000] [--d 305888] [--block-size 1024]
                                          [--error-n 128] [--sweep 256,512,1024]
-                                         [--skip-float64] [--no-store] [--read-ahead]
+                                         [--skip-float64] [--no-store] [--no-read-ahead]
+                                         [--workers 1] [--rounds 2] [--baseline REV]
                                          [--store-dir DIR]
 
 Prints, in one process:
@@ -17,16 +18,21 @@ Prints, in one process:
    ``cdist`` and a per-pair loop like the paper's, on subsets, extrapolated; and the
    pipeline's out-of-core path, :func:`microscale.stages.distances.run_distances`, on a Zarr store
    holding the same vectors (one tile per image), end to end from scratch: every block
-   pair's Zarr reads, the kernel, the writes of chunk ``(i, j)`` and its transpose, the
-   completion records, and the scratch buffers' first touch. Two rows: ``level="image"``
+   pair's reads, the kernel, the writes of chunk ``(i, j)`` and its transpose, the
+   completion records, and the scratch buffers' first touch. Rows: ``level="image"``
    (what ``microscale run`` maps: rows from ``image_features/cnn``, the centre from the
-   sums the image-feature stage keeps) and ``level="tile"`` (rows from ``features/cnn``,
-   a chunk of 64 rows per file; the same centre); ``--read-ahead`` adds the image level with a
-   read-ahead thread; ``--workers N`` (default 1) adds the image level on a local Dask
-   cluster of N worker processes, started before the timings, as ``microscale run``
-   runs it. Best of two rounds interleaved with the in-memory kernel
-   (``--no-store`` skips it; the store needs ``2 n d 4`` bytes of disk, 4.9 GB by
-   default, in a temporary folder);
+   sums the image-feature stage keeps), ``level="tile"`` (rows from ``features/cnn``, a
+   chunk of 64 rows per file; the same centre), and the image level *before*: the stage
+   module of ``--baseline`` (git; default ``ooc_stages.BASELINE_REV``: tasks of one row
+   block, reads through Zarr) with today's kernel. ``--no-read-ahead`` adds the image
+   level without its read-ahead thread (``READ_AHEAD = 0``); ``--workers N`` (default 1)
+   adds the image level on a local Dask cluster of N worker processes, started before
+   the timings, as ``microscale run`` runs it. Best of ``--rounds`` (2) rounds
+   interleaved with the in-memory kernel (``--no-store`` skips it; the store needs
+   ``2 n d 4`` bytes of disk, 4.9 GB by default, in a temporary folder). Then each
+   in-process run's stage shares (wall seconds of its best round: row reads, row norms,
+   kernel, chunk writes, records, the hash of the rows read, the centre, the rest;
+   ``ooc_stages.StageClock``) and the bytes it read;
 3. an accuracy table of the designs on three data sets of ``--error-n`` vectors: (a) a
    cluster of near-duplicates (relative separation 1e-4), (b) a widely spread set with
    near-duplicate pairs (1e-3, 1e-4, 1e-6) and exact duplicates, (c) ordinary random data.
@@ -47,6 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import ooc_stages as ooc
 import torch
 from scipy.spatial.distance import cdist
 
@@ -243,6 +250,127 @@ def fraction_above(X: np.ndarray, R: np.ndarray, limit: float) -> float:
     return float(np.mean(d2 * limit < scale))
 
 
+# --- the out-of-core path ----------------------------------------------------------------
+
+
+def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
+    """Time run_distances on a store of ``X``; add its rows to ``rows``; the best in-memory rate.
+
+    The pipeline's path end to end, from scratch each time (no blocks, no centre): level
+    "image" is what `microscale run` maps (the centre comes from the image feature sums
+    kept by the image-feature stage); level "tile" reads the same rows from features/cnn
+    (64-row chunks; same centre); "before" is the stage as of ``--baseline`` (its task
+    order and Zarr reads, today's kernel). ``--rounds`` rounds, each followed by the
+    in-memory kernel again, the order of the runs reversed every other round: the
+    machine's load changes, so the ratios are taken between the best times.
+    """
+    n, b = len(X), args.block_size
+    pairs = n * (n - 1) / 2
+    baseline = ooc.load_baseline(args.baseline) if args.baseline else "no baseline asked"
+    if isinstance(baseline, str):
+        print(f"\n{baseline}")
+        baseline = None
+    tmp = Path(tempfile.mkdtemp(prefix="bench_distances_", dir=args.store_dir))
+    try:
+        root = tmp / "s"
+        t = time.perf_counter()
+        synthetic_store(root, X)
+        t_write = time.perf_counter() - t
+        t = time.perf_counter()
+        pl.image_features(root)
+        t_image = time.perf_counter() - t
+        size = bytes_on_disk(root)
+        runs = [("image", "new"), ("tile", "new")]
+        runs += [("image", "before")] if baseline is not None else []
+        runs += [("image", "no-ahead")] if args.no_read_ahead else []
+        runs += [("image", "dask")] if args.workers else []
+        best = dict.fromkeys(runs, float("inf"))
+        shares: dict[tuple[str, str], tuple[list[tuple[str, float]], int]] = {}
+        t_mem = t_mixed
+        with contextlib.ExitStack() as stack:
+            client = None
+            if args.workers:  # started once, outside the timings
+                client = stack.enter_context(cluster_client(
+                    processes=True, n_workers=args.workers, threads_per_worker=1
+                ))  # fmt: skip
+            for r in range(args.rounds):
+                for level, how in runs if r % 2 == 0 else runs[::-1]:
+                    module = baseline if how == "before" else dist
+                    lv = dist.distance_level("cnn", level)
+                    st.open_store(root).clear_done(lv.stage)
+                    shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
+                    saved = module.READ_AHEAD
+                    module.READ_AHEAD = 0 if how == "no-ahead" else saved
+                    clock = ooc.StageClock(module)
+                    with contextlib.ExitStack() as inner:
+                        if how != "dask":
+                            inner.enter_context(clock)
+                        if how == "before":
+                            inner.enter_context(ooc.zarr_reads())
+                        t = time.perf_counter()
+                        try:
+                            module.run_distances(
+                                root, level=level, block_size=b,
+                                client=client if how == "dask" else None,
+                            )  # fmt: skip
+                        finally:
+                            module.READ_AHEAD = saved
+                        dt = time.perf_counter() - t
+                    if dt < best[level, how]:
+                        best[level, how] = dt
+                        if how != "dask":  # (the clock does not reach the workers)
+                            shares[level, how] = (clock.shares(dt), clock.read_bytes)
+                t = time.perf_counter()
+                pairwise_distances(X, block_size=b)
+                t_mem = min(t_mem, time.perf_counter() - t)
+        ours = pairs / t_mem
+        rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
+        labels = {
+            ("image", "new"): "run_distances, images (pipeline)",
+            ("tile", "new"): "  tiles (rows of features/cnn)",
+            ("image", "before"): f"  images, before ({args.baseline})",
+            ("image", "no-ahead"): "  images, not reading ahead",
+            ("image", "dask"): f"  images, {args.workers} Dask worker process(es)",
+        }
+        errs = {}
+        for level in ("image", "tile"):  # each matrix as its last run left it
+            Ds = st.read_rows(st.open_store(root), dist.distance_level("cnn", level).matrix)
+            Ds = Ds[ii, jj]
+            errs[level] = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
+            assert (Ds[exact == 0] == 0).all()
+        for level, how in runs:
+            rows.append((labels[level, how], pairs / best[level, how], errs[level]))
+        nb = -(-n // b)
+        t_store = best["image", "new"]
+        print(
+            f"\nstore: features {size / 1e9:.2f} GB on disk written in {t_write:.1f} s "
+            f"({size / 1e6 / t_write:.0f} MB/s), image features in {t_image:.1f} s; "
+            f"run_distances (images): {nb * (nb + 1) // 2} block pairs of {b} in "
+            f"{t_store:.1f} s (best of {args.rounds}), {t_store / t_mem:.2f}x the best "
+            f"in-memory time ({t_mem:.1f} s); tiles {best['tile', 'new']:.1f} s"
+        )
+        if ("image", "before") in best:
+            before = best["image", "before"]
+            print(
+                f"before/after (images, same process, best of {args.rounds}): "
+                f"{before:.1f} s -> {t_store:.1f} s, {before / t_store:.2f}x as fast; "
+                f"in-memory kernel {t_mem:.1f} s"
+            )
+        print("\nout-of-core stage shares (wall seconds of the best round, in this process)")
+        for key, (table, read_bytes) in shares.items():
+            total = best[key]
+            cells = ", ".join(f"{name} {sec:.2f} s ({sec / total:.0%})" for name, sec in table
+                              if sec > 0.005)  # fmt: skip
+            read_s = sum(sec for name, sec in table if name.startswith("read rows"))
+            rate = read_bytes / max(1e-9, read_s) / 1e9
+            print(f"  {labels[key].strip()}: {total:.2f} s; read {read_bytes / 1e9:.2f} GB "
+                  f"({read_bytes / 1e9 / (pairs / 1e6):.2f} GB per 10^6 pairs, "
+                  f"{rate:.2f} GB/s)\n    {cells}")  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ours
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -256,7 +384,7 @@ def main() -> None:
     parser.add_argument("--skip-float64", action="store_true", help="skip precision='float64'")
     parser.add_argument("--no-store", action="store_true", help="skip the out-of-core path")
     parser.add_argument(
-        "--read-ahead", action="store_true", help="also time the out-of-core path reading ahead"
+        "--no-read-ahead", action="store_true", help="also time the images not reading ahead"
     )
     parser.add_argument(
         "--workers", type=int, default=1,
@@ -264,6 +392,14 @@ def main() -> None:
         "(default 1; 0 skips it)",
     )  # fmt: skip
     parser.add_argument("--store-dir", default=None, help="where to put the temporary store")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of the out-of-core timings (best of)"
+    )
+    parser.add_argument(
+        "--baseline", default=ooc.BASELINE_REV,
+        help="git revision of the distance stage to time beside today's ('' skips it; "
+        f"default {ooc.BASELINE_REV}, before the out-of-core changes)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print_machine()
@@ -321,78 +457,7 @@ def main() -> None:
     report("scipy cdist (float64)", m * m / (time.perf_counter() - t), None)
 
     if not args.no_store:
-        # The pipeline's path end to end, from scratch each time (no blocks, no centre):
-        # level "image" is what `microscale run` maps (the centre comes from the image
-        # feature sums kept by the image-feature stage); level "tile" reads the same rows
-        # from features/cnn (64-row chunks; same centre). Two rounds, each
-        # followed by the in-memory kernel again: the machine's load changes, so the
-        # ratios are taken between the best out-of-core and the best in-memory time.
-        tmp = Path(tempfile.mkdtemp(prefix="bench_distances_", dir=args.store_dir))
-        try:
-            root = tmp / "s"
-            t = time.perf_counter()
-            synthetic_store(root, X)
-            t_write = time.perf_counter() - t
-            t = time.perf_counter()
-            pl.image_features(root)
-            t_image = time.perf_counter() - t
-            size = bytes_on_disk(root)
-            runs = [("image", 0), ("tile", 0)] + ([("image", 1)] if args.read_ahead else [])
-            runs += [("image", "dask")] if args.workers else []
-            best = dict.fromkeys(runs, float("inf"))
-            t_mem, saved = t_mixed, dist.READ_AHEAD
-            with contextlib.ExitStack() as stack:
-                client = None
-                if args.workers:  # started once, outside the timings
-                    client = stack.enter_context(cluster_client(
-                        processes=True, n_workers=args.workers, threads_per_worker=1
-                    ))  # fmt: skip
-                for r in range(2):
-                    for level, how in runs if r == 0 else runs[::-1]:  # each order once
-                        lv = dist.distance_level("cnn", level)
-                        st.open_store(root).clear_done(lv.stage)
-                        shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
-                        dist.READ_AHEAD = how if how != "dask" else saved
-                        try:
-                            t = time.perf_counter()
-                            pl.run_distances(
-                                root, level=level, block_size=b,
-                                client=client if how == "dask" else None,
-                            )  # fmt: skip
-                            best[level, how] = min(best[level, how], time.perf_counter() - t)
-                        finally:
-                            dist.READ_AHEAD = saved
-                    t = time.perf_counter()
-                    pairwise_distances(X, block_size=b)
-                    t_mem = min(t_mem, time.perf_counter() - t)
-            ours = pairs / t_mem
-            rows[0] = (rows[0][0], ours, rows[0][2])  # the best in-memory time
-            labels = {
-                ("image", 0): "run_distances, images (pipeline)",
-                ("tile", 0): "  tiles (rows of features/cnn)",
-                ("image", 1): "  images, reading ahead in a thread",
-                ("image", "dask"): f"  images, {args.workers} Dask worker process(es)",
-            }
-            errs = {}
-            for level in ("image", "tile"):  # each matrix as its last run left it
-                Ds = st.read_rows(st.open_store(root), dist.distance_level("cnn", level).matrix)[
-                    ii, jj
-                ]
-                errs[level] = float((np.abs(Ds - exact) / np.where(exact > 0, exact, 1)).max())
-                assert (Ds[exact == 0] == 0).all()
-            for level, how in runs:
-                report(labels[level, how], pairs / best[level, how], errs[level])
-            nb = -(-n // b)
-            t_store = best["image", 0]
-            print(
-                f"\nstore: features {size / 1e9:.2f} GB on disk written in {t_write:.1f} s "
-                f"({size / 1e6 / t_write:.0f} MB/s), image features in {t_image:.1f} s; "
-                f"run_distances (images): {nb * (nb + 1) // 2} block pairs of {b} in "
-                f"{t_store:.1f} s (best of 2), {t_store / t_mem:.2f}x the best in-memory time "
-                f"({t_mem:.1f} s); tiles {best['tile', 0]:.1f} s"
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        ours = out_of_core(args, X, ii, jj, exact, rows, t_mixed)
 
     n_loop = 200
     sel_i, sel_j = ii[:n_loop], jj[:n_loop]

@@ -27,6 +27,14 @@ class PipelineParams(BaseModel):
         False, description="Allow a non-loopback scheduler without TLS (not recommended)."
     )
     n_workers: int | None = Field(None, ge=1, description="Local cluster size (default: auto).")
+    threads_per_task: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Torch threads per task of a local CPU cluster. Empty: this machine's "
+            "calibration (microscale calibrate) unless n_workers is set, else cores / workers."
+        ),
+    )
     dashboard_port: int | None = Field(
         None,
         ge=0,

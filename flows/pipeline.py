@@ -15,6 +15,25 @@ from microscale.errors import DamagedStoreError
 from microscale.lock import store_lock
 
 
+def cluster_options(params: PipelineParams) -> dict:
+    """The pipeline's Dask cluster: ``params``' address or local sizing. Torch threads per
+    task: ``params.threads_per_task``, else (no ``n_workers`` either) this machine's
+    calibration for the tile size (:func:`microscale.calibration.calibrated_threads`), else
+    the cluster's default."""
+    threads = params.threads_per_task
+    if threads is None and params.n_workers is None and params.dask_address is None:
+        from microscale.calibration import calibrated_threads
+
+        threads = calibrated_threads(device=params.device, image_size=params.tile_size)
+    return {
+        "address": params.dask_address,
+        "n_workers": params.n_workers,
+        "threads_per_task": threads,
+        "allow_insecure": params.allow_insecure_dask,
+        "dashboard_port": params.dashboard_port,
+    }
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: PipelineParams) -> dict:
     """Map an archive of micrographs: only new files, features and blocks are computed.
@@ -29,12 +48,7 @@ def pipeline(params: PipelineParams) -> dict:
     # one lock for the whole run (the stages re-enter it); the run's record in runs/
     with store_lock(params.store), _runlog.pipeline_record(params) as run:
         logger = get_run_logger()
-        with cluster_client(
-            address=params.dask_address,
-            n_workers=params.n_workers,
-            allow_insecure=params.allow_insecure_dask,
-            dashboard_port=params.dashboard_port,
-        ) as client:
+        with cluster_client(**cluster_options(params)) as client:
             address = client.scheduler.address
             logger.info("Dask cluster: %s", describe_cluster(client))
             logger.info("Dask dashboard: %s", client.dashboard_link)
@@ -73,4 +87,4 @@ def pipeline(params: PipelineParams) -> dict:
     return {"ingest": counts, "features": feats, "distances": dists, "embed": result}
 
 
-__all__ = ["distances", "embed", "features", "ingest", "pipeline"]
+__all__ = ["cluster_options", "distances", "embed", "features", "ingest", "pipeline"]

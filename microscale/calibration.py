@@ -11,7 +11,9 @@ cache directory (``~/.cache/microscale``), under a key made of the CPU model and
 fast-arithmetic flags, the GPU, the torch version, the device and the image size: any
 change of these invalidates it. The features stage (:func:`microscale.stages.features.
 run_features` with ``batch_size=None``, ``microscale run`` without ``--batch-size``)
-reads it; ``microscale calibrate`` runs or refreshes it.
+reads it, and the pipeline's local CPU cluster takes its threads per task
+(:func:`calibrated_threads`) unless ``--workers`` or ``--threads`` say otherwise;
+``microscale calibrate`` runs or refreshes it.
 
 Every setting measured computes the same float32 vectors up to rounding (channels-last
 convolutions sum in another order: distances within about 1e-7 relative).
@@ -36,6 +38,7 @@ __all__ = [
     "TextureCalibration",
     "TextureSetting",
     "calibrate_texture",
+    "calibrated_threads",
     "fast_bf16",
     "machine_key",
     "read_calibration",
@@ -195,6 +198,21 @@ def read_calibration(
         return TextureCalibration(**entry)
     except TypeError:
         return None
+
+
+def calibrated_threads(
+    *, device: str | None = None, image_size: int = 256, cache_dir: str | Path | None = None
+) -> int | None:
+    """Torch threads per task measured best on this CPU, or None (no calibration, a GPU).
+
+    What the pipeline gives its local Dask cluster (``threads_per_task`` of
+    :func:`microscale.cluster.get_client`: ``cores // threads`` workers of that many
+    threads) unless the user sizes it.
+    """
+    found = read_calibration(device=device, image_size=image_size, cache_dir=cache_dir)
+    if found is None or found.key.get("device") != "cpu":
+        return None
+    return int(found.threads)
 
 
 def _write(calibration: TextureCalibration, cache_dir: str | Path | None) -> Path:

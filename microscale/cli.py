@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--workers", type=int, dest="n_workers", help="local Dask workers")
     r.add_argument(
+        "--threads", type=int, dest="threads_per_task",
+        help="torch threads per task of a local CPU cluster (default: this machine's "
+        "calibration, see 'microscale calibrate', unless --workers is given)",
+    )  # fmt: skip
+    r.add_argument(
         "--dashboard-port",
         type=int,
         help="port of the local Dask cluster's dashboard on 127.0.0.1 (default: a free one)",
@@ -487,6 +492,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "dask_address": args.dask_address,
         "allow_insecure_dask": args.allow_insecure_dask or None,
         "n_workers": args.n_workers,
+        "threads_per_task": args.threads_per_task,
         "dashboard_port": args.dashboard_port,
         "results_url": args.results_url,
         "tile_size": args.tile_size,

@@ -16,7 +16,9 @@ Threads. The pipeline's tasks are coarse and each is parallel inside (torch, BLA
 a local cluster is sized so that no core is oversubscribed: ``n_workers *
 threads_per_worker`` Dask task slots, each given ``cores // (n_workers *
 threads_per_worker)`` torch/BLAS threads (the default: one task slot per worker and
-``max(1, cores // 4)`` workers, so 4 intra-op threads per task). The limit is set in
+``max(1, cores // 4)`` workers, so 4 intra-op threads per task; with ``threads_per_task``,
+e.g. the calibrated threads the pipeline passes, ``cores // threads_per_task`` workers of
+that many threads). The limit is set in
 each worker process before it starts (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS``) and again by a worker plugin that calls
 ``torch.set_num_threads`` and threadpoolctl. Workers that run inside the calling process
@@ -158,11 +160,12 @@ def _local_cluster(
     processes: bool,
     memory_limit: str | float | None,
     dashboard_address: str,
+    threads_per_task: int | None = None,
 ) -> tuple[distributed.LocalCluster, int]:
     cores = _cores()
     tpw = threads_per_worker or 1
     if n_workers is None:
-        n_workers = max(1, cores // (tpw * _THREADS_PER_TASK))
+        n_workers = max(1, cores // (tpw * (threads_per_task or _THREADS_PER_TASK)))
     slots = n_workers * tpw
     if slots > cores:
         raise ValueError(
@@ -171,6 +174,8 @@ def _local_cluster(
             f"for at most {cores} slots, e.g. n_workers={max(1, cores // tpw)}."
         )
     inner = max(1, cores // slots)
+    if threads_per_task is not None:  # never more than the cores allow
+        inner = min(threads_per_task, inner)
     kwargs: dict[str, Any] = {
         "n_workers": n_workers,
         "threads_per_worker": tpw,
@@ -251,6 +256,7 @@ def get_client(
     memory_limit: str | float | None = None,
     timeout: str | float = "30s",
     dashboard_port: int | None = None,
+    threads_per_task: int | None = None,
 ) -> distributed.Client:
     """A Dask client: to a given scheduler, or to a new local GPU or CPU cluster.
 
@@ -288,6 +294,12 @@ def get_client(
         How long to wait for a scheduler.
     dashboard_port : int, optional
         Port of a local cluster's dashboard, on 127.0.0.1 (default: a free port).
+    threads_per_task : int, optional
+        Torch/BLAS threads per task slot of a local CPU cluster, e.g. the threads
+        ``microscale calibrate`` measured best (:func:`microscale.calibration.
+        calibrated_threads`): ``n_workers`` then defaults to ``cores // (threads_per_task *
+        threads_per_worker)``, and a given ``n_workers`` caps it at ``cores // slots``.
+        None: ``cores // slots`` (above). GPU workers ignore it.
 
     Returns
     -------
@@ -304,6 +316,7 @@ def get_client(
     """
     n_workers = _check_optional_count(n_workers, "n_workers")
     threads_per_worker = _check_optional_count(threads_per_worker, "threads_per_worker")
+    threads_per_task = _check_optional_count(threads_per_task, "threads_per_task")
     if address is not None:
         address = _check_address(address, allow_insecure=allow_insecure)
         return distributed.Client(address, security=security, timeout=timeout)
@@ -327,6 +340,7 @@ def get_client(
             processes=processes,
             memory_limit=memory_limit,
             dashboard_address=dashboard_address,
+            threads_per_task=threads_per_task,
         )
     try:
         client = distributed.Client(cluster, timeout=timeout)

@@ -15,6 +15,7 @@ neighbours, streamed (:mod:`microscale.stages.knn`); the (n, n) matrix is never 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from microscale.stages._runner import (
     row_ranges,
     run_units,
 )
+from microscale.stages.block_plan import block_ranges, group_pairs, plan_block_reads
 from microscale.stages.features import feature_dtype, require_features
 from microscale.stages.image_features import image_features, plan_image_groups
 from microscale.store import (
@@ -85,7 +87,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Block pairs per distance task (they share their row block, read once).
+#: Block pairs per distance task: consecutive pairs share a block, read once
+#: (:mod:`microscale.stages.block_plan`).
 DEFAULT_PAIRS_PER_TASK = 4
 #: Block sizes ``block_size=None`` chooses from, largest first: 1024 is the kernel's
 #: measured optimum, and its rate falls with the block (67 / 63 / 53 % of the GEMM peak at
@@ -95,10 +98,13 @@ AUTO_BLOCK_SIZES: tuple[int, ...] = (1024, 768, 512, 384, 256, 128, 64)
 #: available memory without a client) that ``block_size=None`` lets one distance task use:
 #: Dask pauses a worker at 80 % and the rest of the process needs room too.
 BLOCK_MEMORY_FRACTION = 0.5
-#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none;
-#: None: 1 when the kernel runs on a GPU, else 0). Each costs one more block in memory
-#: (``b * d * s`` bytes). On a CPU the read competes with the GEMM for the same cores:
-#: on 2 cores it made a task 1.3-1.6x slower (benchmarks/bench_distances.py).
+#: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
+#: Each costs one more block in memory (``b * d * s`` bytes). None: :func:`run_distances`
+#: reads one ahead when a third block fits in a task slot's share of memory
+#: (:data:`BLOCK_MEMORY_FRACTION`, as for the block size), else none. The reads are
+#: ``readinto`` calls on the chunk files (:func:`microscale.store.read_rows`): one copy,
+#: outside the GIL, so on a CPU they overlap the GEMM; through Zarr (several copies and
+#: threads) reading ahead made a task 1.3-1.6x slower on 2 cores.
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: What the distance stage computes: the whole (n, n) matrix, or only the (n, m) block of
@@ -231,16 +237,19 @@ def distance_mode(n: int, distances: str | None = None, *, max_dense: int = MAX_
     return check_one_of(distances, "distances", DISTANCE_MODES)
 
 
-def distance_task_bytes(block_size: int, n_features: int, itemsize: int = 4) -> int:
+def distance_task_bytes(
+    block_size: int, n_features: int, itemsize: int = 4, *, blocks: int = 2
+) -> int:
     """Peak memory of one distance task, in bytes (see :func:`compute_distance_blocks`).
 
-    Two row blocks, the distance block and its transpose, and the kernel's working memory,
-    measured on the CPU as about 0.64 GB at 1024 rows and 0.17 GB at 256 (scratch and
-    threaded BLAS buffers): 3.2 GB at ``block_size = 1024`` for full texture vectors
-    (305,888 float32), 50 MB for 2048-long sketches.
+    ``blocks`` row blocks (two, and one more read ahead), the distance block and its
+    transpose, and the kernel's working memory, measured on the CPU as about 0.64 GB at
+    1024 rows and 0.17 GB at 256 (scratch and threaded BLAS buffers): 3.2 GB at
+    ``block_size = 1024`` for full texture vectors (305,888 float32), 50 MB for 2048-long
+    sketches.
     """
     b, d = int(block_size), int(n_features)
-    return 2 * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
+    return blocks * b * d * itemsize + 2 * b * b * 8 + 625_000 * b
 
 
 def _task_memory(client: Any) -> float:
@@ -400,14 +409,9 @@ def _heal_rows(store: Store, lv: DistanceLevel, todo: Sequence[BlockPair], *, cl
 
 
 def _group_pairs(pairs: Sequence[BlockPair], per_task: int) -> list[list[BlockPair]]:
-    """Consecutive pairs of one row block, at most ``per_task`` per group."""
-    groups: list[list[BlockPair]] = []
-    for pair in pairs:
-        if groups and groups[-1][0].i == pair.i and len(groups[-1]) < per_task:
-            groups[-1].append(pair)
-        else:
-            groups.append([pair])
-    return groups
+    """The tasks: runs of at most ``per_task`` pairs in which consecutive pairs share a
+    block (:func:`microscale.stages.block_plan.group_pairs`)."""
+    return group_pairs(pairs, per_task)
 
 
 def _image_sums_done(store: Store, descriptor: str) -> bool:
@@ -496,14 +500,17 @@ def ensure_center(store: Store, descriptor: str, level: str = "image") -> np.nda
 
 def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     """The row ranges :func:`compute_distance_blocks` reads, in the order it needs them."""
-    reads, last = [], None
-    for pair in pairs:
-        if pair.i != last:
-            reads.append(pair.rows)
-            last = pair.i
-        if pair.i != pair.j:
-            reads.append(pair.cols)
-    return reads
+    ranges = block_ranges(pairs)
+    return [ranges[k] for step in plan_block_reads(pairs) for k in step.read]
+
+
+def _stage_read_ahead(store: Store, lv: DistanceLevel, block_size: int, *, client: Any) -> int:
+    """Blocks the stage's tasks read ahead: :data:`READ_AHEAD`, or 1 if a third fits."""
+    if READ_AHEAD is not None:
+        return READ_AHEAD
+    d = array_shape(store, lv.rows)[1]
+    need = distance_task_bytes(block_size, d, feature_dtype(lv.descriptor).itemsize, blocks=3)
+    return int(need <= BLOCK_MEMORY_FRACTION * _task_memory(client))
 
 
 def _read_ahead(device: str | None) -> int:
@@ -595,6 +602,7 @@ def compute_distance_blocks(
     precision: str = "mixed",
     device: str | None = None,
     level: str = "image",
+    read_ahead: int | None = None,
 ) -> list[BlockPair]:
     """Compute block pairs of the distance matrix, write them, mark each done.
 
@@ -603,8 +611,11 @@ def compute_distance_blocks(
     called with the centre stored by the driver (``Yb=None`` on the diagonal, which gives
     an exactly symmetric block with a zero diagonal), the square root is written to chunk
     ``(i, j)`` and its transpose to chunk ``(j, i)`` (so the matrix is exactly
-    symmetric), and then the record is written. Consecutive pairs of one row block read
-    it, and compute its row norms, once.
+    symmetric), and then the record is written. A block that consecutive pairs share is
+    read, and its row norms computed, once: the task keeps it
+    (:func:`microscale.stages.block_plan.plan_block_reads`; :func:`run_distances` orders
+    the pairs so that consecutive pairs always share one). The rows are read straight
+    from the chunk files into the task's buffers (:func:`microscale.store.read_rows`).
 
     Peak memory of a task, for blocks of ``b`` images of ``d`` features (``s`` bytes per
     feature: 4 for ``cnn``, 8 for ``ps``)::
@@ -620,8 +631,8 @@ def compute_distance_blocks(
     included). Measured peak RSS increase of one off-diagonal task at ``d = 305,888``
     (float32, 2-core CPU): 0.80 GB for ``b = 256``, 3.19 GB for ``b = 1024``; a diagonal
     task: 0.46 GB and 1.75 GB. Consecutive pairs of a task hold at most two row blocks
-    at once, plus :data:`READ_AHEAD` block(s) being read in a thread while the kernel
-    runs (1 on a GPU, 0 on a CPU by default). On a GPU the blocks are also copied to device memory.
+    at once, plus ``read_ahead`` block(s) being read in a thread while the kernel runs
+    (:data:`READ_AHEAD`). On a GPU the blocks are also copied to device memory.
     The block buffers and the kernel's scratch are the thread's :mod:`microscale.scratch`
     buffers: the next task of the stage on that thread reuses them instead of faulting in
     fresh memory, and :func:`run_distances` releases them on every worker at the end.
@@ -636,6 +647,9 @@ def compute_distance_blocks(
         Passed to the kernel.
     device : str, optional
         Torch device; default the worker's GPU when it has one.
+    read_ahead : int, optional
+        Blocks to read ahead in a thread (:func:`run_distances` passes what fits). None:
+        :data:`READ_AHEAD`, else 1 on a GPU and 0 on a CPU.
 
     Returns
     -------
@@ -653,41 +667,28 @@ def compute_distance_blocks(
         _block_reads(pairs),
         width=array_shape(store, feats)[1],
         dtype=feature_dtype(descriptor),
-        ahead=_read_ahead(device),
+        ahead=_read_ahead(device) if read_ahead is None else read_ahead,
     )
+    norms = functools.partial(row_sq_norms, center=center, precision=precision, device=device)
     with reader:
-        cached: tuple[int, np.ndarray, np.ndarray] | None = None
-        for pair in pairs:
-            if cached is None or cached[0] != pair.i:
-                if cached is not None:  # the previous row block's buffer, before the next
-                    reader.give_back(cached[1])
-                    cached = None
-                xi = reader.take()
-                ni = row_sq_norms(xi, center=center, precision=precision, device=device)
-                cached = (pair.i, xi, ni)
-            _, xi, ni = cached
-            if pair.i == pair.j:
-                d2 = block_sq_distances(
-                    xi,
-                    None,
-                    center=center,
-                    x_sq_norms=ni,
-                    precision=precision,
-                    device=device,
-                    keep_scratch=True,
-                )
-            else:
-                xj = reader.take()
-                d2 = block_sq_distances(
-                    xi,
-                    xj,
-                    center=center,
-                    x_sq_norms=ni,
-                    precision=precision,
-                    device=device,
-                    keep_scratch=True,
-                )
-                reader.give_back(xj)
+        held: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # block -> (rows, their norms)
+        for pair, step in zip(pairs, plan_block_reads(pairs), strict=True):
+            for k in step.drop:  # before the reads: the reader's buffers are few
+                reader.give_back(held.pop(k)[0])
+            for k in step.read:
+                block = reader.take()
+                held[k] = (block, norms(block))
+            (xi, ni), (xj, nj) = held[pair.i], held[pair.j]
+            d2 = block_sq_distances(
+                xi,
+                None if pair.i == pair.j else xj,
+                center=center,
+                x_sq_norms=ni,
+                y_sq_norms=None if pair.i == pair.j else nj,
+                precision=precision,
+                device=device,
+                keep_scratch=True,
+            )
             dist = np.sqrt(d2, out=d2)
             write_block(store, name, dist, rows=pair.rows, cols=pair.cols)
             if pair.i != pair.j:
@@ -783,8 +784,10 @@ def run_distances(
        within the kernel's bound, 1e-6 relative, for every pair);
     2. creates or grows ``distances/<d>`` in ``(block_size, block_size)`` chunks;
     3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
-       submits them in groups of up to ``pairs_per_task`` pairs of one row block (one
-       Dask task per group: :func:`compute_distance_blocks`);
+       submits them in groups of up to ``pairs_per_task`` consecutive pairs of an order in
+       which consecutive pairs share a block (one Dask task per group:
+       :func:`compute_distance_blocks`; :mod:`microscale.stages.block_plan`), reading one
+       block ahead where memory allows (:data:`READ_AHEAD`);
     4. releases the buffers the tasks kept between them (:mod:`microscale.scratch`), on
        every worker, even when the stage fails.
 
@@ -803,7 +806,7 @@ def run_distances(
         optimum) whose task fits in half of a task slot's memory (the smallest Dask
         worker's ``memory_limit`` per thread; the available memory without a client).
     pairs_per_task : int, optional
-        Block pairs per task (they share the row block).
+        Block pairs per task (a block two consecutive pairs share is read once).
     precision : {"mixed", "float64"}, optional
         Kernel precision; recorded with the matrix.
     device : str, optional
@@ -850,5 +853,6 @@ def run_distances(
         run_kernel_units(
             compute_distance_blocks, root, groups, client=client, on_done=on_done,
             descriptor=descriptor, precision=precision, device=device, level=level,
+            read_ahead=_stage_read_ahead(store, lv, b, client=client),
         )  # fmt: skip
         return StageCounts(computed=len(todo), skipped=nb * (nb + 1) // 2 - len(todo))

@@ -61,7 +61,8 @@ def test_distance_tasks_give_the_same_matrix_with_and_without_read_ahead(
 def test_block_reads_follow_the_kernel_order():
     pairs = [runner.BlockPair(i, j, (4 * i, 4 * i + 4), (4 * j, 4 * j + 4)) for i, j in
              [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]]  # fmt: skip
-    assert dist._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8), (8, 12)]
+    # block 2, held for (0, 2), is kept for (1, 2): block 1 is read again for (1, 1)
+    assert dist._block_reads(pairs) == [(0, 4), (4, 8), (8, 12), (4, 8)]
 
 
 def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
@@ -78,10 +79,13 @@ def test_distance_tasks_reuse_the_threads_buffers_and_the_stage_releases_them(
     expected = st.read_rows(st.open_store(root), "tile_distances/cnn")
     store = st.open_store(root)
     store.clear_done("tile_distances.cnn")
-    groups = dist._group_pairs(dist.plan_distance_blocks(store, level="tile"), 2)
+    groups = [  # groups of full blocks only: the same buffer sizes
+        g for g in dist._group_pairs(dist.plan_distance_blocks(store, level="tile"), 2)
+        if all(p.rows[1] - p.rows[0] == p.cols[1] - p.cols[0] == 4 for p in g)
+    ]  # fmt: skip
     assert len(groups) >= 3
     held = []
-    for group in groups[:2]:  # full groups: the same buffer sizes
+    for group in groups[:2]:
         dist.compute_distance_blocks(root, group, level="tile", device="cpu")
         held.append(scratch.held_bytes())
     block = scratch.buffer("distance.block.0", (4, 2080), np.float32)
