@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Test processes (pytest-xdist; each test file runs whole in one of them): one per core.
+# JOBS=0 runs the suite in this one process.
+JOBS ?= auto
 STAMP := $(VENV)/.installed
 
 .PHONY: run paper test lint bench clean
@@ -19,7 +22,7 @@ paper: $(STAMP)
 	$(VENV)/bin/microscale paper $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check microscale flows tests benchmarks

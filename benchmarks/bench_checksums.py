@@ -26,6 +26,7 @@ import google_crc32c
 import numpy as np
 
 from microscale import store as st
+from microscale.testing.peaks import print_machine
 
 
 def best(fn, repeat: int) -> float:  # noqa: ANN001
@@ -46,6 +47,7 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--tiles-per-chunk", type=int, default=64)
     args = p.parse_args()
+    print_machine()
     rng = np.random.default_rng(0)
     b, d, r = args.block, args.features, args.feature_rows
     rows = []

@@ -62,6 +62,7 @@ from microscale import store as st
 from microscale.cluster import cluster_client
 from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
 from microscale.stages import distances as dist
+from microscale.testing.peaks import print_machine
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -405,6 +406,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print_machine()
     n, d, b = args.n, args.d, args.block_size
     pairs = n * (n - 1) / 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={n}, d={d}, block={b}")

@@ -58,6 +58,7 @@ from microscale.ingest import ingest_archive
 from microscale.stages import _runner as runner
 from microscale.testing.faults import Sabotage, three_workers
 from microscale.testing.hostile import lying_png, shared_tile_tiff, sparse_tiff, zlib_tiff_bomb
+from microscale.testing.peaks import print_machine
 from microscale.testing.runs import (
     QUICK_OPTIONS,
     descendants,
@@ -189,11 +190,12 @@ def all_stages(root: Path, d: str, block: int) -> dict[str, float]:
 
 def kill_driver_features(base: Path, work: Path, d: str, block: int, clean_t: dict) -> dict:
     root = copy_store(base, work / "kill_driver_features")
-    n = len(pl.plan_feature_batches(root, descriptor=d))
-    k = max(1, n // 2)
+    todo = pl.plan_feature_batches(root, descriptor=d)
+    k = max(1, len(todo) // 2)
+    tiles = sum(b.stop - b.start for b in todo[:k])  # on_done counts tiles: k batches' worth
     t0 = time.perf_counter()
     killed_at = run_and_kill(
-        DIE_AFTER.format(k=k)
+        DIE_AFTER.format(k=tiles)
         + f"pipeline.run_features({str(root)!r}, descriptor={d!r}, on_done=die_after)\n"
     )
     detected = wait_until_lock_free(root) - killed_at
@@ -213,7 +215,7 @@ def kill_driver_features(base: Path, work: Path, d: str, block: int, clean_t: di
         "recover_s": recover,
         "faulty_s": lost + recover,
         "clean_s": clean_t["features"],
-        "note": f"SIGKILL after {k}/{n} batches (faulty total includes the killed "
+        "note": f"SIGKILL after {k}/{len(todo)} batches (faulty total includes the killed "
         "driver's interpreter start, ~0.3 s)",
     }
 
@@ -274,8 +276,11 @@ def kill_worker_features(base: Path, work: Path, d: str, block: int, delay: floa
                     return
                 time.sleep(0.02)
 
-        def on_done(done: int, total: int) -> None:
-            if done == 2 and not killed:
+        calls: list[int] = []
+
+        def on_done(done: int, total: int) -> None:  # the third report: with "ps" (no
+            calls.append(done)  # counts within batches) the second batch's end
+            if len(calls) == 3 and not killed:
                 for address, keys in client.processing().items():
                     if keys:
                         pid = client.run(os.getpid, workers=[address])[address]
@@ -782,6 +787,7 @@ def main() -> None:
         "(whole `microscale run` processes: lock, SIGTERM, kill -9, no-op re-run)",
     )
     args = p.parse_args()
+    print_machine()
     cases = set(args.cases.split(","))
     d = args.descriptor
     t_all = time.perf_counter()

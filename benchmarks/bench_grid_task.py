@@ -25,6 +25,7 @@ import torch
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
 from microscale.manifold import mds, stress
+from microscale.testing.peaks import print_machine, print_stages
 from microscale.texture import texture_vectors
 
 DIMS = (2, 3, 4, 5, 6, 10, 50)
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--quick", action="store_true", help="skip scikit-learn's MDS")
     args = parser.parse_args()
+    print_machine(device=args.device)
     print(f"# 3-D task, {args.n_per_axis**3} images of {args.size}x{args.size}; "
           f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda={torch.cuda.is_available()}")  # fmt: skip
@@ -111,6 +113,7 @@ def main() -> None:
             )
         print(f"{k:<16} {v:>9.1f}  {note}")
     print(f"{'total':<16} {total:>9.1f}  paper: 30 min for distances + MDS alone")
+    print_stages(times, label="microscale")
     table("microscale", X, D, data)
     if not args.quick:
         t0 = time.perf_counter()

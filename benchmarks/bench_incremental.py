@@ -19,6 +19,7 @@ import tifffile
 
 from microscale import pipeline, synth
 from microscale.ingest import ingest_archive
+from microscale.testing.peaks import print_machine
 
 DESCRIPTORS = ("cnn", "ps")
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--block", type=int, default=16)
     args = parser.parse_args()
+    print_machine()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_images(tmp / "archive", 0, args.old, args.size)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microscale.testing.peaks import print_machine
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--dims", default="2,3")
     args = parser.parse_args()
+    print_machine()
     ms = [int(v) for v in args.landmarks.split(",")]
     dims = [int(v) for v in args.dims.split(",")]
     load = os.getloadavg()[0]

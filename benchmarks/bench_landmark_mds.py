@@ -27,6 +27,7 @@ from scipy.spatial.distance import cdist
 
 from microscale.landmark import choose_landmarks, landmark_mds
 from microscale.metric_mds import mds, stress_from_rows
+from microscale.testing.peaks import print_machine
 
 DIMS = (2, 3, 10)
 LANDMARKS = (200, 500, 1000)
@@ -62,6 +63,7 @@ def main() -> None:
         "--landmarks", type=int, nargs="+", default=list(LANDMARKS), help="values of m"
     )
     args = parser.parse_args()
+    print_machine()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from microscale import store as st
+from microscale.testing.peaks import print_machine
 
 BATCH = 64  # files per record_files call in microscale.ingest
 
@@ -52,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, nargs="+", default=[2000, 20000])
     args = ap.parse_args()
+    print_machine()
     print(f"{'files':>8} {'rewrite s':>10} {'log s':>8} {'rewrite/log':>12} {'log MB':>7}")
     for n in args.files:
         batches = outcomes(n)

@@ -70,6 +70,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microscale.testing.peaks import print_machine, print_stages
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
@@ -376,6 +378,7 @@ def main() -> None:
     if args.one is not None:
         print("RESULT " + json.dumps(one_size(args)), flush=True)
         return
+    print_machine()
 
     sizes = [int(v) for v in args.sizes.split(",")]
     print(f"# pipeline stages ({args.distances} distances) at N = {sizes}, d = {args.d}, "
@@ -415,6 +418,8 @@ def main() -> None:
         cells = [f"{r['times'][s]:>9.1f} ({r['times'][s] / base['times'][s]:>6.1f}x)"
                  for s in stages]  # fmt: skip
         print(f"{r['n']:>7} {f:>6.0f} {f * f:>9.0f} " + " ".join(f"{c:>20}" for c in cells))
+    for r in results:
+        print_stages(r["times"], label=f"N={r['n']}")
     if args.distances == "full":
         rates = [r["n"] * (r["n"] - 1) / 2 / r["times"]["distances"] for r in results]
         print("\n  distances: " + ", ".join(

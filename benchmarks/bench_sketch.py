@@ -33,6 +33,7 @@ from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
 from microscale.metric_mds import mds, stress
 from microscale.sketch import distortion, sketch
+from microscale.testing.peaks import print_machine
 from microscale.texture import texture_vectors
 
 STRESS_DIMS = (2, 3, 10)
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
+    print_machine()
     ks = [int(k) for k in args.ks.split(",")]
 
     data = synth.grid_dataset(args.n_per_axis, size=args.size)

@@ -23,6 +23,9 @@ path on the paper's 3-D task at small size (``synth.grid_dataset(--grid-n, size=
 default 125 images of 128x128): the max and median relative error of all pairwise
 distances (computed with ``precision='float64'`` from each variant's vectors, against the
 fp32 vectors' distances), and R^2 of k and A on the D* = 3 MDS embedding, fp32 beside.
+It starts with the ``machine:`` line (this run's peaks, :mod:`microscale.testing.peaks`) and
+prints the share of each stage of one fp32 and one bf16 pass (input, each block of
+convolutions, Gram matrices, output), checked equal to the library's vectors.
 
     python benchmarks/bench_texture.py [--size 256] [--n 8] [--batch 8] [--repeat 3]
                                        [--batch-sizes 1,2,4] [--grid-n 5] [--grid-size 128]
@@ -47,10 +50,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from microscale import evaluate, synth
 from microscale.distance import pairwise_distances
 from microscale.metric_mds import mds
+from microscale.testing.peaks import print_machine, print_stages
 from microscale.texture import (
     DEFAULT_LAYERS,
     VGG19Features,
@@ -139,6 +144,63 @@ def make_forward(
     return forward
 
 
+def stage_seconds(
+    device: str,
+    images: np.ndarray,
+    *,
+    batch_size: int,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Seconds of each stage of one pass of the forward pass over ``images``, and its vectors.
+
+    The stages: ``input`` (to a tensor, preprocessing, memory format), the convolutions of
+    each block ``conv1`` ... ``conv5`` (with the pooling before them), ``Gram`` (the
+    float32 Gram vectors), ``output`` (to numpy). The same computation as
+    :func:`make_forward` (``bf16``: autocast around the convolutions), timed between the
+    stages (on a GPU after a synchronisation).
+    """
+    dev = torch.device(device)
+    model = VGG19Features(_weights(), DEFAULT_LAYERS).to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    blocks = [name.split("_")[0] for name in model.names]
+    seconds = dict.fromkeys(["input", *dict.fromkeys(blocks), "Gram", "output"], 0.0)
+    out = []
+
+    def tick(stage: str, start: float) -> float:
+        sync()
+        now = time.perf_counter()
+        seconds[stage] += now - start
+        return now
+
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), exact_float32():
+        for s in range(0, len(images), batch_size):
+            start = time.perf_counter()
+            grey = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size]))
+            x = model.preprocess(grey.to(dev))
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            start = tick("input", start)
+            feats = []
+            with autocast:
+                for i, (name, conv) in enumerate(zip(model.names, model.convs, strict=True)):
+                    if name.endswith("_1") and name != "conv1_1":
+                        x = F.avg_pool2d(x, 2)
+                    x = F.relu(conv(x))
+                    if name in model.layers:
+                        feats.append(x)
+                    if i + 1 == len(blocks) or blocks[i + 1] != blocks[i]:
+                        start = tick(blocks[i], start)
+            vec = gram_vectors([f.float() for f in feats])
+            start = tick("Gram", start)
+            out.append(vec.float().cpu().numpy())
+            tick("output", start)
+    return seconds, np.concatenate(out)
+
+
 def distance_errors(V: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     D = pairwise_distances(V, precision="float64")
     R = pairwise_distances(ref, precision="float64")
@@ -165,12 +227,14 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    machine = print_machine(device=args.device)
     dev = args.device
     images = synth.angle_dataset(args.n, A=2.0, size=args.size).images.astype(np.float32)
     images = (images - images.min()) / (images.max() - images.min())  # one [0, 1] mapping
     flop = conv_gflop(args.size)
     peak = gemm_gflops(dev)
-    peak16 = gemm_gflops(dev, dtype=torch.bfloat16)
+    # the machine line's bf16 rate: sized there, since without native bf16 a 2048^2 takes minutes
+    peak16 = machine["bf16_gflops"]
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
     print(f"# texture vectors, {args.n} images of {args.size}x{args.size}, device {dev}")
@@ -180,8 +244,9 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}"
     )
     print(
-        f"# forward pass {flop:.1f} GFLOP/image; GEMM 2048^2 at the start: fp32 {peak:.0f} "
-        f"GFLOP/s, bf16 {peak16:.0f} GFLOP/s ({peak16 / peak:.2f}x)"
+        f"# forward pass {flop:.1f} GFLOP/image; GEMM at the start: fp32 {peak:.0f} "
+        f"GFLOP/s (2048^2), bf16 {peak16:.3g} GFLOP/s ({machine['bf16_n']}^2; "
+        f"{peak16 / peak:.2f}x)"
     )
 
     b = args.batch
@@ -232,7 +297,16 @@ def main() -> None:
             if name not in errors:
                 errors[name] = distance_errors(V.astype(np.float64), lib.astype(np.float64))
     rates = {name: len(images) / t for name, t in best.items()}
-    print(f"# fp32 GEMM, best of the rounds: {peak:.0f} GFLOP/s\n")
+    print(f"# fp32 GEMM, best of the rounds: {peak:.0f} GFLOP/s")
+    # the share of each stage of one pass (the timed rounds above are whole passes)
+    staged, V = stage_seconds(dev, images, batch_size=b)
+    assert np.array_equal(V, lib), "the staged fp32 pass must equal texture_vectors"
+    print_stages(staged, label=f"fp32 forward pass, {args.n} images")
+    if "bf16 conv + channels_last" in fns:
+        staged, V = stage_seconds(dev, images, batch_size=b, bf16=True, channels_last=True)
+        assert np.array_equal(V, fast), "the staged bf16 pass must equal precision='bfloat16'"
+        print_stages(staged, label=f"bf16 conv + channels_last forward pass, {args.n} images")
+    print()
     base = rates["fp32"]
     print(f"speed ({args.size}x{args.size}; relative distance errors on the {args.n} images' "
           f"{args.n * (args.n - 1) // 2} pairs, against fp32)")  # fmt: skip

@@ -46,6 +46,7 @@ from microscale import pipeline as pl  # noqa: E402
 from microscale import store as st  # noqa: E402
 from microscale import synth  # noqa: E402
 from microscale.cluster import ThreadLimits  # noqa: E402
+from microscale.testing.peaks import print_machine
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--store-dir", default=None)
     args = parser.parse_args()
+    print_machine()
     counts = [int(v) for v in args.workers.split(",")]
     cores = os.cpu_count() or 1
     print(f"# Dask CPU workers {counts}; {platform.machine()}, {cores} cores, "

@@ -5,9 +5,13 @@ python benchmarks/run_all.py --list          # the benchmarks and what each meas
 python benchmarks/run_all.py --json out.json texture distances   # one JSON of all
 
 Every run starts by measuring this machine's peaks (float32 and bfloat16 ``torch.mm`` of
-2048 x 2048, memory bandwidth of a 256 MB numpy copy), prints them and, with ``--json``,
-writes them with each benchmark's output, return code and seconds into one file, so that
-a figure from one box can be compared with another's.
+up to 2048 x 2048, memory bandwidth of a 256 MB numpy copy:
+:mod:`microscale.testing.peaks`) and prints them; so does each benchmark in its own
+``machine:`` line, measured in its own run, beside the share of each of its stages. With
+``--json`` one file holds them all: the peaks of the start, and per benchmark its output,
+return code, seconds, and what it recorded (``machine``: its peaks; ``stages``: the
+seconds and share of each stage), so that a figure from one box can be compared with
+another's.
 
 Every benchmark prints ratios against a baseline run side by side in the same process.
 Each takes a few minutes at its defaults; their own flags give the big sizes.
@@ -16,16 +20,20 @@ Each takes a few minutes at its defaults; their own flags give the big sizes.
 from __future__ import annotations
 
 import json
-import platform
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from microscale.testing.peaks import RECORD_ENV, machine_line, measure_peaks
 
 HERE = Path(__file__).parent
 
 #: name -> what it measures (for the new ones: the defaults' time on a 2-core CPU).
 BENCHMARKS = {
+    "bf16_quality": "bf16 vs fp32 texture vectors on real images: k-NN kept, errors (25 min)",
     "texture": "texture vectors: fp32 vs channels_last, bf16, torch.compile, batch (5 min)",
     "distances": "distance kernel, Zarr out-of-core run_distances, cdist vs GEMM peak (3 min)",
     "pipeline_scale": "stages at N = 1000, 5000: time, peak RSS per process, disk (3 min)",
@@ -36,36 +44,19 @@ BENCHMARKS = {
     "grid_task": "the paper's 3-D task at N = 1000",
     "incremental": "growing archive: only the new work",
     "faults": "killed workers and resumed runs",
+    "progress": "features with and without progress within batches (Dask events) (1 min)",
 }
 
 
-def machine_peaks() -> dict[str, float | str]:
-    """float32 / bfloat16 GEMM GFLOP/s and memory bandwidth GB/s, best of 3 each."""
-    import numpy as np
-    import torch
-
-    def best(fn, repeat: int = 3) -> float:
-        fn()
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    n = 2048
-    out: dict[str, float | str] = {
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    for dtype, name in ((torch.float32, "fp32_gflops"), (torch.bfloat16, "bf16_gflops")):
-        a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
-        out[name] = 2 * n**3 / best(lambda a=a, b=b: a @ b) / 1e9
-    src = np.ones(2**25)  # 256 MB
-    dst = np.empty_like(src)
-    out["memory_gbps"] = 2 * src.nbytes / best(lambda: np.copyto(dst, src)) / 1e9
-    return out
+def run_one(script: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run one benchmark; its output and what it recorded (machine peaks, stage shares)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "record.json"
+        env = {**os.environ, RECORD_ENV: str(record)}
+        cmd = [sys.executable, str(script), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        recorded = json.loads(record.read_text()) if record.exists() else {}
+    return proc, recorded
 
 
 def main(argv: list[str]) -> int:
@@ -83,22 +74,21 @@ def main(argv: list[str]) -> int:
         print(f"Unknown benchmark(s) {unknown}; choose from {sorted(scripts)}.", file=sys.stderr)
         return 2
     names = argv or list(scripts)
-    peaks = machine_peaks()
-    print("machine peaks: " + ", ".join(
-        f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in peaks.items()
-    ), flush=True)  # fmt: skip
+    peaks = measure_peaks()
+    print(machine_line(peaks), flush=True)
     report: dict = {"peaks": peaks, "benchmarks": {}}
     failed = 0
     for name in names:
         print(f"\n=== {scripts[name].name} ===", flush=True)
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(scripts[name])], capture_output=True, text=True)
+        proc, recorded = run_one(scripts[name])
         print(proc.stdout, end="", flush=True)
         print(proc.stderr, end="", file=sys.stderr, flush=True)
         failed += proc.returncode != 0
         report["benchmarks"][name] = {
             "returncode": proc.returncode,
             "seconds": time.perf_counter() - t,
+            **recorded,
             "stdout": proc.stdout,
         }
     if json_path is not None:

@@ -25,6 +25,9 @@ from microscale.progress import StageProgress
 
 #: Seconds between two updates of a progress artifact whose percentage has not moved.
 UPDATE_EVERY_S = 2.0
+#: Least seconds between two updates of a progress artifact (the last one, at 100 %, goes
+#: at once): a stage whose count moves within its tasks reports a few times a second.
+MIN_UPDATE_S = 0.5
 
 
 def store_tag(store: str | os.PathLike[str]) -> str:
@@ -44,7 +47,11 @@ def progress(
     """A callback ``on_done(done, total)`` that keeps a progress artifact up to date.
 
     Its description reads ``"<stage>: 12/40 files, 3 s elapsed, about 9 s left"``; the
-    same line goes to the ``microscale.progress`` logger (:mod:`microscale.progress`).
+    same line goes to the ``microscale.progress`` logger (:mod:`microscale.progress`) at
+    every call. The artifact is updated when its percentage moved (at most every
+    :data:`MIN_UPDATE_S` seconds, so that the Prefect API is not flooded), when
+    :data:`UPDATE_EVERY_S` seconds passed since the last update (the time left), and
+    always at the end.
     """
     tracker = StageProgress(stage, unit)
     artifact_id = create_progress_artifact(
@@ -56,7 +63,9 @@ def progress(
         line = tracker.update(done, total)
         pct = 100.0 if total == 0 else round(100.0 * done / total, 1)
         now = time.monotonic()
-        if pct != last["pct"] or now - last["at"] >= UPDATE_EVERY_S:
+        since = now - last["at"]
+        moved = pct != last["pct"] and since >= MIN_UPDATE_S
+        if done >= total or moved or since >= UPDATE_EVERY_S:
             update_progress_artifact(
                 artifact_id=artifact_id, progress=pct, description=f"{stage}: {line}"
             )

@@ -45,7 +45,7 @@ def tile_features(params: PipelineParams, descriptor: str, address: str | None) 
                 f"features-{descriptor}",
                 params.store,
                 stage=f"features {descriptor}",
-                unit="tile batches",
+                unit="tiles",
             ),
         )
         images = image_stage.image_features(

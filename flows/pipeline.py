@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows import _progress
+from flows import _progress, _runlog
 from flows.distances import distances
 from flows.embed import embed, pipeline_markdown
 from flows.features import features
@@ -43,8 +43,10 @@ def pipeline(params: PipelineParams) -> dict:
     decodes on its workers, so a file that crashes the decoder takes down only a worker).
     The store's lock is held from the first write to the last: a second run on the store
     is refused (:class:`~microscale.errors.StoreLockedError`) before its cluster starts.
+    The run leaves a record in the store's run log (:mod:`microscale.runlog`).
     """
-    with store_lock(params.store):  # one lock for the whole run; the stages re-enter it
+    # one lock for the whole run (the stages re-enter it); the run's record in runs/
+    with store_lock(params.store), _runlog.pipeline_record(params) as run:
         logger = get_run_logger()
         with cluster_client(**cluster_options(params)) as client:
             address = client.scheduler.address
@@ -59,6 +61,7 @@ def pipeline(params: PipelineParams) -> dict:
                 try:
                     done = ingest(params, dask_address=address)
                     counts = counts or done  # what this run found, not the healing pass's
+                    run.update(counts=_runlog.ingest_counts(counts))
                     feats = features(params, dask_address=address)
                     dists = distances(params, dask_address=address)
                     break
@@ -69,6 +72,7 @@ def pipeline(params: PipelineParams) -> dict:
                         raise
                     logger.warning("%s -- computing those units again", exc)
         result = embed(params)
+        _runlog.finish(run, params, result["files"])
         # the run a user opens from the deployment carries the results too, not only the subflows
         _progress.markdown(
             "pipeline-summary", params.store, pipeline_markdown(params, counts, result),

@@ -483,6 +483,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from microscale.lock import store_lock
     from microscale.preflight import check_run_inputs
     from microscale.reaper import reaped_children, stop_on_signals
+    from microscale.runlog import record_run
 
     archive = args.archive
     if archive is None:
@@ -518,8 +519,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         archive=archive, store=args.store, **{k: v for k, v in fields.items() if v is not None}
     )
     check_run_inputs(args.archive, args.store)  # None (the demo): only the store's path
-    with stop_on_signals(), store_lock(args.store), reaped_children():
-        return _run_locked(args, params)
+    # the run's record in STORE/runs/ (the flow adds its Prefect id to it)
+    record = {"archive": archive, "parameters": params.model_dump(mode="json")}
+    with stop_on_signals(), store_lock(args.store), record_run(args.store, **record):
+        with reaped_children():
+            return _run_locked(args, params)
 
 
 def _run_locked(args: argparse.Namespace, params: PipelineParams) -> int:

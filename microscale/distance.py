@@ -116,7 +116,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -268,6 +269,45 @@ def _raise_nonfinite(arr: np.ndarray, name: str, offset: int) -> None:
 
 _GROUP = 16 * _PANEL32  # columns centred at once into the scratch buffers
 _GPU_ROWS = 64  # rows per step when computing norms on a GPU
+_MIN_SPLIT = 16  # fewest rows (or columns) per thread worth a hand-off to the pool
+
+# numpy runs its element-wise loops on one thread; with the GEMM on all of torch's
+# threads, the centring, panel sums, norms and the mean would take a growing share of
+# the kernel on more cores. They are split by rows over torch's thread count instead:
+# numpy releases the GIL in those loops, and each element is computed exactly as on one
+# thread (the splits never cut a sum), so the results are bit-identical.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(thread_name_prefix="microscale-distance")
+        return _POOL
+
+
+def _split(n: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges that cover ``range(n)``, one per thread of torch's count."""
+    k = max(1, min(torch.get_num_threads(), n // _MIN_SPLIT))
+    edges = [n * i // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _in_parallel(fn: Callable[[int, int], None], n: int) -> None:
+    """Run ``fn(start, stop)`` over ``range(n)`` split by :func:`_split`.
+
+    The calling thread runs the first range itself, so a caller never waits on a pool
+    that its own work fills (pool threads never submit work).
+    """
+    (first, *rest) = _split(n)
+    futures = [_pool().submit(fn, s, e) for s, e in rest]
+    try:
+        fn(*first)
+    finally:
+        for f in futures:
+            f.result()
 
 
 class _Centre:
@@ -336,8 +376,13 @@ def _working_dtype(d: int, precision: Precision) -> torch.dtype:
 def _centre_into(dst: torch.Tensor, raw: torch.Tensor, c: torch.Tensor) -> None:
     """``dst = fl(raw - c)``, rounded once to ``dst``'s dtype."""
     if _numpy_path(dst.device):
-        with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
-            np.subtract(raw.numpy(), c.numpy(), out=dst.numpy(), casting="same_kind")
+        raw_np, c_np, dst_np = raw.numpy(), c.numpy(), dst.numpy()
+
+        def rows(s: int, e: int) -> None:
+            with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
+                np.subtract(raw_np[s:e], c_np, out=dst_np[s:e], casting="same_kind")
+
+        _in_parallel(rows, raw_np.shape[0])
     elif raw.dtype == c.dtype == dst.dtype:
         torch.sub(raw, c, out=dst)
     else:
@@ -353,13 +398,16 @@ def _sq_norms(raw: torch.Tensor, centre: _Centre, work: torch.dtype) -> torch.Te
         raw_np, c_np = raw.numpy(), c.numpy()
         np_work = np.float32 if work == torch.float32 else np.float64
 
-        row = np.empty(d, dtype=np_work)
-        r64 = np.empty(d, dtype=np.float64)
-        for i in range(n):  # one row at a time: no (n, d) float64 copy
-            with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
-                np.subtract(raw_np[i], c_np, out=row, casting="same_kind")
-            r64[:] = row
-            out[i] = np.einsum("i,i->", r64, r64)  # (np.dot: OpenBLAS, 5x slower here)
+        def rows(s: int, e: int) -> None:
+            row = np.empty(d, dtype=np_work)
+            r64 = np.empty(d, dtype=np.float64)
+            for i in range(s, e):  # one row at a time: no (n, d) float64 copy
+                with np.errstate(over="ignore"):  # overflow to inf is reported by the caller
+                    np.subtract(raw_np[i], c_np, out=row, casting="same_kind")
+                r64[:] = row
+                out[i] = np.einsum("i,i->", r64, r64)  # (np.dot: OpenBLAS, 5x slower here)
+
+        _in_parallel(rows, n)
         return torch.from_numpy(out)
     out_t = torch.empty(n, dtype=torch.float64, device=raw.device)
     for s in range(0, n, _GPU_ROWS):
@@ -413,9 +461,13 @@ def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ws: _Worksp
         torch.bmm(a_p, b_p.transpose(1, 2), out=partial)
         if _numpy_path(out.device):
             total = ws.get("panel_sum", (ra, rb), torch.float64).numpy()
-            np.sum(partial.numpy(), axis=0, dtype=np.float64, out=total)
-            out_np = out.numpy()
-            np.add(out_np, total, out=out_np)
+            partial_np, out_np = partial.numpy(), out.numpy()
+
+            def rows(s: int, e: int) -> None:
+                np.sum(partial_np[:, s:e], axis=0, dtype=np.float64, out=total[s:e])
+                np.add(out_np[s:e], total[s:e], out=out_np[s:e])
+
+            _in_parallel(rows, ra)
         else:
             out += partial.sum(dim=0, dtype=torch.float64)
     if full < w:
@@ -720,6 +772,17 @@ def block_sq_distances(
 # --- the driver ------------------------------------------------------------------------
 
 
+def _column_sums(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=0, dtype=float64)``, split by columns over torch's threads."""
+    out = np.empty(a.shape[1], dtype=np.float64)
+
+    def columns(s: int, e: int) -> None:
+        np.sum(a[:, s:e], axis=0, dtype=np.float64, out=out[s:e])
+
+    _in_parallel(columns, a.shape[1])
+    return out
+
+
 def pairwise_distances(
     X: ArrayLike,
     Y: ArrayLike | None = None,
@@ -793,11 +856,11 @@ def pairwise_distances(
     work = _working_dtype(d, precision)
 
     # The mean doubles as the finiteness check: a NaN or inf anywhere makes it non-finite.
-    total = x.sum(axis=0, dtype=np.float64)
+    total = _column_sums(x)
     if not np.isfinite(total).all():
         _raise_nonfinite(x, "X", 0)
     if not same:
-        total_y = y.sum(axis=0, dtype=np.float64)
+        total_y = _column_sums(y)
         if not np.isfinite(total_y).all():
             _raise_nonfinite(y, "Y", 0)
         total += total_y

@@ -1,12 +1,13 @@
 """Progress of a stage in counts, with an estimate of the time left.
 
 A stage reports ``on_done(done, total)`` after each completed unit of work (a file, a batch
-of tiles, a group of distance blocks: one Dask task). :class:`StageProgress` turns those
-calls into a line a person can read, ``"12/40 files, 3 s elapsed, about 9 s left"``, and
-logs each change on the ``microscale.progress`` logger (at INFO, with the counts in the
-record's ``progress`` attribute), where :class:`ConsoleBars` draws one bar per stage. The
-Prefect flows put the same line in their progress artifacts' descriptions
-(``flows/_progress.py``).
+of tiles, a group of distance blocks: one Dask task; the features stage counts tiles, and
+also within a batch after each forward pass: :mod:`microscale.stages._unit_progress`).
+:class:`StageProgress` turns those calls into a line a person can read, ``"12/40 files,
+3 s elapsed, about 9 s left"``, and logs each change on the ``microscale.progress`` logger
+(at INFO, with the counts in the record's ``progress`` attribute), where
+:class:`ConsoleBars` draws one bar per stage. The Prefect flows put the same line in their
+progress artifacts' descriptions (``flows/_progress.py``).
 
 Examples
 --------
@@ -58,7 +59,7 @@ class ProgressEvent:
     stage : str
         What is counted, e.g. ``"features cnn"``.
     unit : str
-        The plural noun of the count, e.g. ``"tile batches"``.
+        The plural noun of the count, e.g. ``"tiles"``.
     done, total : int
         Units completed, of all units of the stage.
     elapsed_s : float

@@ -4,8 +4,13 @@ Browsers refuse ``file://`` links from a web page, so the Prefect UI cannot open
 disk. :func:`make_server` serves a store's ``results/`` folder over HTTP with the standard
 library's :class:`http.server.SimpleHTTPRequestHandler`, restricted to what a user needs:
 
-- ``/``: an index of the results (the interactive map, the figures, the datasets), each
-  with its size and the time it was written;
+- ``/``: the store's runs, newest first (:mod:`microscale.runlog`: when, outcome, counts,
+  links to the outputs each wrote and to its Prefect flow-run page), then an index of the
+  results (the interactive map, the figures, the datasets), each with its size and the
+  time it was written;
+- ``/runs.json``: the run log as JSON (``{"store", "runs", "problems"}``; each output with
+  its ``href`` here and its ``state``: ``current``, ``rewritten`` by a later run, or
+  ``missing``);
 - ``/results/<file>``: a file of ``results/`` (``map.html``, the PNGs, ``map.nc``);
 - ``/results/<name>.zarr.zip``: a Zarr store of ``results/`` as one zip download.
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import os
 import urllib.parse
 import zipfile
@@ -46,10 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from microscale.errors import StoreNotFoundError
+from microscale.runlog import RunLog, RunRecord, read_runs
 
 __all__ = ["ResultsHandler", "make_server", "serve_results"]
 
 RESULTS = "results"
+#: Runs listed on the index page (all of them are in /runs.json).
+MAX_RUNS_SHOWN = 100
 
 
 class ResultsHandler(SimpleHTTPRequestHandler):
@@ -74,6 +83,9 @@ class ResultsHandler(SimpleHTTPRequestHandler):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if path in ("/", "/index.html"):
             self._send_bytes(self._index().encode(), "text/html; charset=utf-8", head=head)
+        elif path == "/runs.json":
+            body = json.dumps(self._runs_json(read_runs(self.store)), indent=1).encode()
+            self._send_bytes(body, "application/json", head=head)
         elif path.endswith(".zarr.zip") and self._inside(path[: -len(".zip")], folder=True):
             self._send_zip(Path(self.translate_path(path[: -len(".zip")])).resolve(), head=head)
         elif self._inside(path, folder=False):
@@ -144,9 +156,93 @@ class ResultsHandler(SimpleHTTPRequestHandler):
             "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>microscale results of {html.escape(str(self.store))}</title></head><body>"
             f"<h1>microscale results</h1><p>Store <code>{html.escape(str(self.store))}</code>"
-            "; each run re-writes these files.</p><table>"
+            "; each run re-writes these files.</p><table id='results'>"
             "<tr><th>file</th><th>size</th><th>written</th></tr>"
-            f"{table}</table></body></html>"
+            f"{table}</table>{self._runs_html(read_runs(self.store))}</body></html>"
+        )
+
+    # -- the run log --------------------------------------------------------------------
+
+    def _output_link(self, output: dict[str, Any]) -> tuple[str | None, str]:
+        """Where this server serves a run's output (None: it does not), and its state:
+        ``current``, ``rewritten`` (by a later run), ``missing``, or ``not served`` (not
+        in ``results/``)."""
+        rel = str(output.get("path", ""))
+        folder = output.get("kind") == "folder"
+        url = "/" + urllib.parse.quote(rel)
+        if not self._inside(url, folder=folder):
+            parts = Path(rel).parts
+            in_results = len(parts) > 1 and parts[0] == RESULTS and ".." not in parts
+            gone = in_results and not os.path.lexists(self.store / rel)
+            return None, "missing" if gone else "not served"
+        state = "current"
+        if not folder:
+            stat = Path(self.translate_path(url)).stat()
+            if (stat.st_size, stat.st_mtime_ns) != (output.get("size"), output.get("mtime_ns")):
+                state = "rewritten"
+            return url, state
+        return (url + ".zip", state) if rel.endswith(".zarr") else (None, "not served")
+
+    def _runs_json(self, log: RunLog) -> dict[str, Any]:
+        runs = []
+        for run in log.runs:
+            record = run.to_json()
+            outputs = []
+            for output in run.outputs:
+                href, state = self._output_link(output)
+                outputs.append({**output, "href": href, "state": state})
+            record["outputs"] = outputs
+            runs.append(record)
+        return {"store": str(self.store), "runs": runs, "problems": [str(p) for p in log.problems]}
+
+    def _runs_html(self, log: RunLog) -> str:
+        problems = "".join(f"<li class='problem'>{html.escape(str(p))}</li>" for p in log.problems)
+        problems = f"<ul class='problems'>{problems}</ul>" if problems else ""
+        rows = "\n".join(self._run_row(run) for run in log.runs[:MAX_RUNS_SHOWN])
+        more = len(log.runs) - MAX_RUNS_SHOWN
+        if more > 0:
+            rows += f"\n<tr><td colspan=7>{more} older run(s): see /runs.json</td></tr>"
+        rows = rows or "<tr><td colspan=7>no run recorded yet</td></tr>"
+        return (
+            "<h2>Runs</h2><p>Newest first; also as <a href='/runs.json'>JSON</a>. A run's "
+            "outputs are those it wrote: a later run rewrites them in place.</p>"
+            f"{problems}<table id='runs'><tr><th>started (UTC)</th><th>run</th>"
+            "<th>outcome</th><th>files</th><th>images</th><th>outputs</th><th>Prefect</th></tr>"
+            f"{rows}</table>"
+        )
+
+    def _run_row(self, run: RunRecord) -> str:
+        e = html.escape
+        c = run.counts
+        outcome = e(run.outcome) + (f": {e(run.reason)}" if run.reason else "")
+        if run.ended:
+            outcome += f" <small>(ended {e(run.ended)})</small>"
+        files = ""
+        if "files_found" in c:
+            files = (
+                f"{c['files_found']} found: {c.get('files_processed', 0)} processed, "
+                f"{c.get('files_skipped', 0)} skipped, {c.get('files_failed', 0)} failed"
+            )
+        images = ""
+        if "images" in c:
+            images = f"{c['images']} ({c.get('images_new', 0)} new)"
+            if "tiles" in c:
+                images += f"; {c['tiles']} tiles ({c.get('tiles_new', 0)} new)"
+        links = []
+        for output in run.outputs:
+            href, state = self._output_link(output)
+            name = e(Path(str(output["path"])).name)
+            note = "" if state == "current" else f" <small>({state})</small>"
+            links.append(f"<a href='{e(href)}'>{name}</a>{note}" if href else f"{name}{note}")
+        url = run.flow_run_url or ""
+        prefect = (
+            f"<a href='{e(url)}'>flow run</a>" if url.startswith(("http://", "https://")) else ""
+        )
+        return (
+            f"<tr class='run {e(run.outcome)}'><td>{e(run.started)}</td>"
+            f"<td title='{e(run.file)}'><code>{e(run.run_id)}</code></td><td>{outcome}</td>"
+            f"<td>{e(files)}</td><td>{e(images)}</td><td>{', '.join(links)}</td>"
+            f"<td>{prefect}</td></tr>"
         )
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)

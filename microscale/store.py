@@ -45,6 +45,8 @@ A store is a directory ``ROOT``::
       _done/<stage>/<key>                  completion records (JSON), with the CRC32C of
                                            each chunk they cover
       .lock                                run lock (``fcntl.flock``), holder's pid and time
+      runs/<stamp>-<id>.json               the run log: one record per run
+                                           (:mod:`microscale.runlog`)
 
 ``<d>`` is a descriptor name (``cnn``, ``ps``). Every array has ``dimension_names``. Group
 attributes: ``microscale_store`` (format version, 1), ``tile_size``, ``tiles_per_chunk``,

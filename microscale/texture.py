@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +270,7 @@ def texture_vectors(
     precision: str = "float32",
     channels_last: bool | None = None,
     progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Gram texture vectors of grey images, (n, H, W) -> (n, n_features) float32.
 
@@ -318,6 +319,9 @@ def texture_vectors(
         :mod:`microscale.calibration` measures which.
     progress : bool, optional
         Show a progress bar.
+    on_progress : callable, optional
+        Called after each forward pass with the number of images done so far (``1 ..
+        n``); the features stage reports with it how far a feature batch is.
 
     Returns
     -------
@@ -393,4 +397,6 @@ def texture_vectors(
                 feats = model(x)
             vec = gram_vectors([f.float() for f in feats], layer_weights=layer_weights)
             out[start : start + len(batch)] = vec.cpu().numpy()
+            if on_progress is not None:
+                on_progress(start + len(batch))
     return out

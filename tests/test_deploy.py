@@ -4,7 +4,9 @@ A real ``prefect server start`` on a free port of 127.0.0.1 with a throwaway PRE
 the work pool and the deployment are created with the CLI, one run of the deployment on a
 tiny demo archive is executed by a ``--run-once`` process worker, and the run is checked
 through the API (state, subflows, artifacts, the map on disk) and in the UI (headless
-Chromium). Every process is started in its own process group and killed at teardown.
+Chromium: from `microscale serve`'s list of runs to the flow-run page, its Artifacts tab, the
+summary and the map it links). Every process is started in its own process group and killed
+at teardown.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows._progress import store_tag
 from flows.params import PipelineParams
 from microscale.demo import write_demo_archive
+from microscale.runlog import read_runs
 from microscale.serve import make_server
+from tests.cdp import Browser
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
 
@@ -310,7 +314,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(
             assert float(artifacts[key].data) == pytest.approx(100.0), key
     # progress in counts: the descriptions say n/N of what
     assert re.search(r": (\d+)/\1 files", artifacts["ingest-progress"].description)
-    assert re.search(r": (\d+)/\1 tile batches", artifacts["features-cnn"].description)
+    assert re.search(r": (\d+)/\1 tiles", artifacts["features-cnn"].description)
     assert re.search(r": (\d+)/\1 block pairs", artifacts["distances-ps"].description)
     # the parent run carries the summary, the outcomes and the dashboard link itself
     with _api(server) as client:
@@ -379,7 +383,6 @@ def test_ui_shows_the_run_and_its_artifacts(
     user_data = tmp_path / "chromium-profile"
     with _api(server) as client:
         summary = _run_artifacts(client, deployed_run)["embed-summary"]
-        parent_summary = _run_artifacts(client, deployed_run, parent_only=True)["pipeline-summary"]
     embed_run = next(sub for sub in deployed_run.subflow_runs if sub.id == summary.flow_run_id)
 
     # the flow-run page: name, state, deployment, work pool
@@ -410,28 +413,97 @@ def test_ui_shows_the_run_and_its_artifacts(
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     print(f"screenshot of the flow-run page: {screenshot}")
 
-    # the parent run's summary page links the map over HTTP and shows it; the link opens it
-    url = f"{server.url}/artifacts/artifact/{parent_summary.id}"
-    dom = ""
-    for budget_ms in (10_000, 30_000, 60_000):
-        dom = _chromium(
-            chromium, user_data, f"--virtual-time-budget={budget_ms}", "--dump-dom", url
-        )
-        if "results/map.html" in dom:
-            break
-    hrefs = re.findall(r"""href=["']([^"']*results/map\.html)["']""", dom)
-    assert hrefs and hrefs[0].startswith("http://127.0.0.1:"), dom[:3000]
-    assert re.search(r"""<img[^>]+src=["'][^"']*results/map\.png""", dom), "no map image"
-    port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", hrefs[0]).group(1))
-    http = make_server(deployed_run.params.store, port=port)
+
+@contextlib.contextmanager
+def _serve(store: Path, results_url: str) -> Iterator[str]:
+    """``microscale serve`` of the store at the port its runs link (``results_url``)."""
+    port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", results_url).group(1))
+    http = make_server(store, port=port)
     http.verbose = False
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
     try:
-        expected = ["microscale texture map (image level)"]  # the page came over HTTP
-        text = _page_text(chromium, user_data, hrefs[0], expected)
+        yield f"http://127.0.0.1:{port}"
     finally:
         http.shutdown()
         http.server_close()
-    for word in expected:
-        assert word in text, f"{word!r} not on the map page {hrefs[0]}: {text[:2000]}"
+
+
+def _http_get(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        return response.read().decode()
+
+
+def test_from_serve_to_the_flow_run_page_its_artifacts_tab_and_the_map(
+    server: Server, deployed_run: DeployedRun, chromium: str, tmp_path: Path
+) -> None:
+    """What a user clicks, in one browser tab driven through the DevTools protocol: the run
+    in `microscale serve`'s list, its Prefect page, the Artifacts tab, the pipeline's
+    summary there, the map the summary links over HTTP.
+
+    Clicks, not URLs: the flow-run page resets ``?tab=Artifacts`` to its Logs tab on a
+    fresh load (the tab is hidden until the run is fetched).
+    """
+    run, params = deployed_run.flow_run, deployed_run.params
+    with _api(server) as client:
+        parent_summary = _run_artifacts(client, deployed_run, parent_only=True)["pipeline-summary"]
+    run_page = f"{server.url}/runs/flow-run/{run.id}"
+    key = json.dumps(f"pipeline-summary-{store_tag(params.store)}")
+    with (
+        _serve(params.store, params.results_url) as served,
+        Browser(chromium, tmp_path / "cdp-profile") as browser,
+    ):
+        page = browser.page()
+        # serve's list of runs: the run, completed, linked to its flow-run page
+        page.navigate(f"{served}/")
+        rows = "[...document.querySelectorAll('tr.run')]"
+        row = f"{rows}.find(r => r.textContent.includes('{run.id}'))"
+        assert page.wait_for(f"{row}?.className", what="the run in serve's list") == "run completed"
+        link = f"[...{row}.querySelectorAll('a')].find(a => a.textContent == 'flow run')"
+        assert page.evaluate(f"{link}.href") == run_page
+        page.click(link)
+
+        # the flow-run page, then its Artifacts tab: the parent run's own artifacts
+        page.wait_for(
+            f"location.href.startsWith({json.dumps(run_page)}) && "
+            "!!document.querySelector('li#artifacts')",
+            what="the flow-run page's Artifacts tab",
+        )
+        page.click("document.querySelector('li#artifacts')")
+        card = (
+            "[...document.querySelectorAll('a[href^=\"/artifacts/artifact/\"]')]"
+            f".find(a => a.textContent.includes({key}))"
+        )
+        href = page.wait_for(f"{card}?.getAttribute('href')", what=f"the card of {key}")
+        assert href == f"/artifacts/artifact/{parent_summary.id}"
+        page.click(card)
+
+        # the summary's page: the map linked over HTTP, and its image shown
+        map_link = "document.querySelector('a[href$=\"results/map.html\"]')"
+        assert page.wait_for(f"{map_link}?.href", what="the map's link") == (
+            f"{served}/results/map.html"
+        )
+        assert page.evaluate("!!document.querySelector('img[src$=\"results/map.png\"]')")
+        page.click(map_link)
+
+        # the link opens the interactive map, served by `microscale serve` (in a new tab or
+        # this one)
+        tab = browser.page(f"{served}/results/map.html")
+        text = tab.wait_for(
+            "document.readyState == 'complete' && document.title + ' ' + document.body.innerText",
+            what="the map page",
+        )
+    assert "microscale texture map (image level)" in text, text[:2000]
+
+
+def test_the_store_records_the_deployed_run(deployed_run: DeployedRun) -> None:
+    run, params = deployed_run.flow_run, deployed_run.params
+    (record,) = read_runs(params.store).runs
+    assert record.run_id == str(run.id) and record.outcome == "completed"
+    assert record.counts["files_found"] >= 10 and record.counts["images"] == 10
+    assert {o["path"] for o in record.outputs} >= {"results/map.html", "results/map.nc"}
+    with _serve(params.store, params.results_url) as served:
+        runs = json.loads(_http_get(f"{served}/runs.json"))["runs"]
+    assert [r["run_id"] for r in runs] == [str(run.id)]
+    assert {o["path"]: o["state"] for o in runs[0]["outputs"]}["results/map.html"] == "current"

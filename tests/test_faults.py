@@ -70,8 +70,11 @@ def test_killed_worker_mid_features_and_mid_distances(tmp_path):
     killed = []
 
     def kill_in(stage):  # the stage's second completion kills a worker running another task
+        calls = []  # (features counts tiles, distances block pairs: count the calls)
+
         def on_done(done, total):
-            if done == 2 and len(killed) == stage:
+            calls.append(done)
+            if len(calls) == 3 and len(killed) == stage:  # 0, then two completions
                 _kill_a_busy_worker(client, killed)
 
         return on_done
@@ -128,14 +131,15 @@ def test_killed_driver_resumes_with_only_the_missing_batches(tmp_path):
     clean, faulty = _make(tmp_path / "clean", images), _make(tmp_path / "faulty", images)
     feat.run_features(clean, descriptor="ps")
     n, k = _n_batches(faulty), 3
+    tiles = runner.row_ranges(st.open_store(faulty).n_tiles, 5)[k - 1][1]  # of k batches
     _run_and_kill(
         faulty,
         f"""
         import os, signal
         from microscale import pipeline
 
-        def die_after(done, total):
-            if done == {k}:
+        def die_after(done, total):  # in tiles
+            if done == {tiles}:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         pipeline.run_features({str(faulty)!r}, descriptor="ps", on_done=die_after)
@@ -290,7 +294,7 @@ def test_workers_that_vanish_mid_run_fail_within_the_timeout(tmp_path, monkeypat
     ):
 
         def retire_all(done, total):
-            if done == 1:
+            if 0 < done <= 5:  # the first batch's end (in tiles)
                 cluster.scale(0)
 
         start = time.monotonic()
@@ -335,7 +339,7 @@ def test_a_scheduler_killed_mid_run_fails_fast(tmp_path):
             client.register_plugin(Sabotage(FEATURES, "read_tiles", 0.4))
 
             def kill_scheduler(done, total):
-                if done == 1:
+                if 0 < done <= 5:  # the first batch's end (in tiles)
                     scheduler.kill()
 
             start = time.monotonic()

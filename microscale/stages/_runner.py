@@ -4,7 +4,9 @@ A stage is a plan (the units of work without a completion record), a unit of wor
 picklable function taking the store's path: it runs on Dask workers, which open the store
 themselves) and a run: :func:`run_units` submits the units to a Dask client
 (``client.map``; coarse tasks) or runs them one after the other when ``client`` is None,
-and reports progress through ``on_done(done, total)``.
+and reports progress through ``on_done(done, total)``: when units finish, and while they
+run for units that report how far they are (``progress_within``,
+:mod:`microscale.stages._unit_progress`).
 
 Faults
 ------
@@ -40,6 +42,8 @@ from microscale.errors import (
     IncompleteStageError,
     NoWorkersError,
 )
+from microscale.stages import _unit_progress
+from microscale.stages._unit_progress import EventSender, UnitCounts, listening
 from microscale.store import (
     DESCRIPTORS,
     RecordProblem,
@@ -190,7 +194,15 @@ def row_ranges(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _apply(func: Callable[..., Any], root: Path, unit: Any, kwargs: dict[str, Any]) -> Any:
+def _apply(
+    func: Callable[..., Any],
+    root: Path,
+    unit: Any,
+    kwargs: dict[str, Any],
+    report: tuple[str, str] | None = None,
+) -> Any:
+    if report is not None:  # (token, key): the unit's progress goes to the driver as events
+        kwargs = {**kwargs, "on_progress": EventSender(*report)}
     return func(root, unit, **kwargs)
 
 
@@ -225,11 +237,20 @@ def run_units(
     client: Any,
     on_done: Progress | None,
     sizes: Sequence[int] | None = None,
+    progress_within: bool = False,
     **kwargs: Any,
 ) -> None:
     """Run ``func(root, unit, **kwargs)`` for every unit, here or on a Dask client.
 
-    ``sizes`` (default 1 each) is how much each unit advances the progress count.
+    ``sizes`` (default 1 each) is how much each unit advances the progress count. With
+    ``progress_within``, ``func`` takes an ``on_progress`` keyword, a callable that it
+    calls with how much of its unit (of its size) is done so far: ``on_done`` then moves
+    while units run too, never backwards, at most every
+    :data:`~microscale.stages._unit_progress.REPORT_EVERY_S` seconds (on a client the
+    counts come from the workers as Dask events; see
+    :mod:`microscale.stages._unit_progress`). ``on_done(total, total)`` comes only once
+    every unit is done and recorded.
+
     On a task error the pending tasks are cancelled and the error is raised; the units
     already done keep their completion records.
 
@@ -242,34 +263,34 @@ def run_units(
     at once (Dask's ``CancelledError``, with a note).
     """
     sizes = [1] * len(units) if sizes is None else list(sizes)
-    total = sum(sizes)
-    done = 0
-    if on_done is not None:
-        on_done(0, total)
+    counts = UnitCounts(on_done, sum(sizes), every_s=_unit_progress.REPORT_EVERY_S)
+    counts.report(force=True)
+    within = progress_within and on_done is not None
     if client is None:
-        for unit, size in zip(units, sizes, strict=True):
-            func(root, unit, **kwargs)
-            done += size
-            if on_done is not None:
-                on_done(done, total)
+        for index, (unit, size) in enumerate(zip(units, sizes, strict=True)):
+            key = str(index)
+            counts.start(key, size)
+            extra = {"on_progress": counts.local(key)} if within else {}
+            func(root, unit, **kwargs, **extra)
+            counts.finish(key)
         return
     patience = float(WORKER_TIMEOUT)
     if units:
         _wait_for_workers(client, patience)
-    # The options travel as one dict argument, not as map(**kwargs): Client.map has options
-    # of its own (batch_size, key, retries ...) that would swallow ours. Futures inside the
-    # dict (scattered weights) are resolved on the worker.
-    run = functools.partial(
-        _run_on_client, func, root, kwargs=kwargs, client=client, patience=patience,
-        on_done=on_done, total=total,
-    )  # fmt: skip
-    failed, done = run(units, sizes, done=0)
-    if failed:  # tasks queued on a worker that a poison task killed count as failures too:
-        retry = [(u, z) for u, z in zip(units, sizes, strict=True) if _describe(u) in failed]
-        failed = {}
-        for unit, size in retry:  # so each gets a second chance, alone
-            again, done = run([unit], [size], done=done)
-            failed.update(again)
+    with listening(client, counts) if within else contextlib.nullcontext() as token:
+        # The options travel as one dict argument, not as map(**kwargs): Client.map has
+        # options of its own (batch_size, key, retries ...) that would swallow ours.
+        # Futures inside the dict (scattered weights) are resolved on the worker.
+        run = functools.partial(
+            _run_on_client, func, root, kwargs=kwargs, client=client, patience=patience,
+            counts=counts, token=token,
+        )  # fmt: skip
+        failed = run(units, sizes)
+        if failed:  # tasks queued on a worker that a poison task killed count as failures too:
+            retry = [(u, z) for u, z in zip(units, sizes, strict=True) if _describe(u) in failed]
+            failed = {}
+            for unit, size in retry:  # so each gets a second chance, alone
+                failed.update(run([unit], [size]))
     if failed:
         detail = "; ".join(f"{unit}: {why}" for unit, why in failed.items())
         raise FailedUnitsError(
@@ -290,31 +311,39 @@ def _run_on_client(
     kwargs: dict[str, Any],
     client: Any,
     patience: float,
-    on_done: Progress | None,
-    total: int,
-    done: int,
-) -> tuple[dict[str, str], int]:
-    """Submit ``units``, wait for all; ({unit: reason} of those given up, progress count).
+    counts: UnitCounts,
+    token: str | None,
+) -> dict[str, str]:
+    """Submit ``units``, wait for all; {unit: reason} of those given up.
 
     Each future is released as soon as its result is read, so a worker that dies later does
-    not make Dask recompute work that is already written and recorded.
+    not make Dask recompute work that is already written and recorded. With a ``token``
+    (:func:`~microscale.stages._unit_progress.listening`), the tasks send their progress
+    as events and the loop reports it between completions.
     """
     import distributed
     from distributed.scheduler import KilledWorker
 
     n = len(units)
     keys = [f"{func.__name__}-{uuid.uuid4().hex}" for _ in range(n)]  # named in the dashboard
-    pending = client.map(_apply, [func] * n, [root] * n, list(units), [kwargs] * n, key=keys)
-    unit_of = {f.key: (u, s) for f, u, s in zip(pending, units, sizes, strict=True)}
+    reports = [None if token is None else (token, key) for key in keys]
+    for key, size in zip(keys, sizes, strict=True):
+        counts.start(key, size)
+    pending = client.map(
+        _apply, [func] * n, [root] * n, list(units), [kwargs] * n, reports, key=keys
+    )
+    unit_of = {f.key: u for f, u in zip(pending, units, strict=True)}
+    poll = _POLL_S if token is None else min(_POLL_S, _unit_progress.REPORT_EVERY_S)
     failed: dict[str, str] = {}
     idle_since: float | None = None
     try:
         while pending:
             try:
                 finished, rest = distributed.wait(
-                    pending, timeout=_POLL_S, return_when="FIRST_COMPLETED"
+                    pending, timeout=poll, return_when="FIRST_COMPLETED"
                 )
             except TimeoutError:  # nothing finished: are there still workers?
+                counts.report()  # how far the running units are
                 if client.nthreads():
                     idle_since = None
                 elif idle_since is None:
@@ -325,10 +354,11 @@ def _run_on_client(
             idle_since = None
             pending = list(rest)
             for future in finished:
-                unit, size = unit_of.pop(future.key)
+                unit = unit_of.pop(future.key)
                 try:
                     future.result()
                 except KilledWorker as exc:
+                    counts.drop(future.key)
                     failed[_describe(unit)] = str(exc)
                     _log.error(
                         "%s %s killed every worker that ran it: %s", func.__name__, unit, exc
@@ -336,9 +366,7 @@ def _run_on_client(
                     continue
                 finally:
                     future.release()
-                done += size
-                if on_done is not None:
-                    on_done(done, total)
+                counts.finish(future.key)
             del finished
     except BaseException as exc:
         client.cancel(pending)
@@ -348,7 +376,7 @@ def _run_on_client(
                 "completion records; re-run the stage with a new client to compute the rest."
             )
         raise
-    return failed, done
+    return failed
 
 
 def require_done(store: Store, pending: Sequence[Any], what: str, how: str) -> None:

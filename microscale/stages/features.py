@@ -264,6 +264,7 @@ def compute_feature_batch(
     sketch_seed: int = 0,
     precision: str = "float32",
     channels_last: bool | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Batch:
     """Compute one feature batch, write its chunk of ``features/<descriptor>``, mark it done.
 
@@ -310,6 +311,10 @@ def compute_feature_batch(
     channels_last : bool, optional
         Memory format of the forward pass (:func:`~microscale.texture.texture_vectors`);
         None: as `precision` implies.
+    on_progress : callable, optional
+        Called with the batch's tiles done so far (of ``batch.stop - batch.start``; the
+        rows a grown batch keeps and constant tiles count as done) after each forward
+        pass (``"cnn"`` only): how :func:`run_features` reports progress within a batch.
 
     Returns
     -------
@@ -363,6 +368,9 @@ def compute_feature_batch(
         if descriptor == "cnn":
             from microscale.texture import texture_vectors
 
+            ready = kept + int((~textured).sum())  # tiles that need no forward pass
+            passed = None if on_progress is None else (lambda n: on_progress(ready + n))
+
             def compute(size: int) -> np.ndarray:
                 return texture_vectors(
                     x,
@@ -373,6 +381,7 @@ def compute_feature_batch(
                     batch_size=size,
                     precision=precision,
                     channels_last=channels_last,
+                    on_progress=passed,
                 )
 
             vectors = _with_oom_retry(compute, batch_size, oom_hook)
@@ -449,7 +458,11 @@ def run_features(
     weights, layers, normalize, device, batch_size, oom_hook
         As in :func:`compute_feature_batch`.
     on_done : callable, optional
-        ``on_done(done, total)`` after each batch (and once with ``done = 0``).
+        ``on_done(done, total)`` in tiles: once with ``done = 0``, after each batch, and
+        while batches run (``"cnn"``: after their forward passes, at most every
+        :data:`~microscale.stages._unit_progress.REPORT_EVERY_S` seconds; on a client
+        the workers send the counts as Dask events). Never backwards; ``done = total``
+        once every batch is written and recorded.
     lock : bool, optional
         Hold the store's run lock (default).
     sketch_dim : int, optional
@@ -536,8 +549,10 @@ def run_features(
                 channels_last=channels_last,
             )
         run_units(
-            compute_feature_batch, root_path(root), todo, client=client, on_done=on_done, **kwargs
-        )
+            compute_feature_batch, root_path(root), todo, client=client, on_done=on_done,
+            sizes=[b.stop - b.start for b in todo], progress_within=descriptor == "cnn",
+            **kwargs,
+        )  # fmt: skip
         return StageCounts(computed=len(todo), skipped=n_all - len(todo))
 
 
