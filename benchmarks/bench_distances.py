@@ -62,7 +62,7 @@ from microscale import store as st
 from microscale.cluster import cluster_client
 from microscale.distance import DEFAULT_BLOCK_SIZE, cancellation_limits, pairwise_distances
 from microscale.stages import distances as dist
-from microscale.testing.peaks import print_machine
+from microscale.testing.peaks import print_machine, print_stages
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -362,14 +362,15 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
             )
         print("\nout-of-core stage shares (wall seconds of the best round, in this process)")
         for key, (table, read_bytes) in shares.items():
-            total = best[key]
-            cells = ", ".join(f"{name} {sec:.2f} s ({sec / total:.0%})" for name, sec in table
-                              if sec > 0.005)  # fmt: skip
-            read_s = sum(sec for name, sec in table if name.startswith("read rows"))
-            rate = read_bytes / max(1e-9, read_s) / 1e9
-            print(f"  {labels[key].strip()}: {total:.2f} s; read {read_bytes / 1e9:.2f} GB "
-                  f"({read_bytes / 1e9 / (pairs / 1e6):.2f} GB per 10^6 pairs, "
-                  f"{rate:.2f} GB/s)\n    {cells}")  # fmt: skip
+            ahead = sum(sec for name, sec in table if name.endswith("thread)"))
+            print_stages({k: v for k, v in table if not k.endswith("thread)")},
+                         label=labels[key].strip())  # fmt: skip
+            read_s = ahead + dict(table).get("read rows", 0.0)
+            gb = read_bytes / 1e9
+            print(f"  read {gb:.2f} GB ({gb / (pairs / 1e6):.2f} GB per 10^6 pairs) at "
+                  f"{gb / max(1e-9, read_s):.2f} GB/s"
+                  + (f"; {ahead:.2f} s of it in the read-ahead thread, beside the kernel"
+                     if ahead else ""))  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ours
