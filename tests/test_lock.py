@@ -13,6 +13,7 @@ import pytest
 from microscale import lock
 from microscale.errors import StoreLockedError
 from microscale.store import create_store
+from microscale.testing.runs import lock_held_elsewhere
 
 
 def _dead_pid():
@@ -107,23 +108,8 @@ def test_a_lock_named_by_another_host_is_refused_with_how_to_break_it(tmp_path):
 def test_break_lock_never_breaks_a_live_holder(tmp_path):
     root = tmp_path / "s"
     assert lock.break_lock(root) is None  # no lock file: nothing to do
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        from microscale.lock import store_lock
-        with store_lock({str(root)!r}):
-            print("held", flush=True)
-            sys.stdin.readline()
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(root) as proc:
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid} on .* holds the lock"):
             lock.break_lock(root)
         assert lock.lock_holder(root)["pid"] == proc.pid
-    finally:
-        proc.communicate("\n", timeout=30)
     assert lock.lock_holder(root) is None

@@ -15,7 +15,7 @@ import pytest
 from microscale.errors import StoreLockedError
 from microscale.lock import lock_holder
 from microscale.runlog import RUNS_DIR, parameters_digest, read_runs, record_run
-from microscale.testing.runs import run_env
+from microscale.testing.runs import lock_held_elsewhere, run_env
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -130,27 +130,11 @@ def test_a_flow_inside_a_recorded_command_adds_to_its_record(tmp_path):
 
 def test_a_run_refused_by_the_lock_writes_nothing(tmp_path):
     store = tmp_path / "store"
-    code = textwrap.dedent(
-        f"""
-        import sys
-        from microscale.lock import store_lock
-        with store_lock({str(store)!r}):
-            print("held", flush=True)
-            sys.stdin.readline()
-        """
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, env=run_env(),
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(store):
         with pytest.raises(StoreLockedError):
             with record_run(store, run_id="refused"):
                 pytest.fail("the block ran without the lock")
         assert not (store / RUNS_DIR).exists()
-    finally:
-        holder.communicate("\n", timeout=30)
 
 
 def test_a_damaged_record_is_named_and_hides_no_other(tmp_path):

@@ -3,16 +3,19 @@
 :func:`start_run` starts the command on a tiny archive with options that make it quick
 (power spectra only, small tiles, one worker); :func:`wait_for_children` waits until the
 run has started Prefect's server and its Dask workers, so that a test can kill it mid-run;
-:func:`descendants` lists what it started.
+:func:`descendants` lists what it started; :func:`lock_held_elsewhere` holds a store's run
+lock in another process, as a concurrent run would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +103,31 @@ def wait_for_children(pid: int, *, timeout: float = 120.0) -> list[Any]:
             return found
         time.sleep(0.1)
     raise TimeoutError(f"the run {pid} did not start Prefect's server and a Dask worker")
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(store: str | Path) -> Iterator[subprocess.Popen]:
+    """Hold `store`'s run lock in a child process until the block ends; yields the child.
+
+    The lock is held when the block starts (the child says so first) and released when it
+    ends (the child is told to let go and waited for).
+    """
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from microscale.lock import store_lock
+        with store_lock({str(store)!r}):
+            print("held", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=run_env(),
+    )  # fmt: skip
+    try:
+        if holder.stdout.readline().strip() != "held":
+            raise RuntimeError(f"the lock-holding process did not take the lock of {store}")
+        yield holder
+    finally:
+        holder.communicate("\n", timeout=30)
