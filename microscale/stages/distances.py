@@ -104,8 +104,8 @@ BLOCK_MEMORY_FRACTION = 0.5
 #: memory (:data:`BLOCK_MEMORY_FRACTION`, as for the block size). On a CPU the read (a
 #: copy from the page cache, :func:`microscale.store.read_rows`) competes with the GEMM
 #: for the cores: on the 2-core dev VM reading ahead made the stage 1.0-1.13x as fast in
-#: ``profile_distances.py --store --no-read-ahead`` (three runs) and 1.02-1.9x slower in
-#: ``bench_distances.py --no-read-ahead`` (four runs, a Dask client in the process; the
+#: ``profile_distances.py --store --read-ahead`` (three runs) and 1.02-1.9x slower in
+#: ``bench_distances.py --read-ahead`` (four runs, a Dask client in the process; the
 #: worst under load). Where reads wait on storage rather than on the CPU (a cold page
 #: cache, a network file system) set it to 1.
 READ_AHEAD: int | None = None
