@@ -104,10 +104,10 @@ BLOCK_MEMORY_FRACTION = 0.5
 #: memory (:data:`BLOCK_MEMORY_FRACTION`, as for the block size). On a CPU the read (a
 #: copy from the page cache, :func:`microscale.store.read_rows`) competes with the GEMM
 #: for the cores: on the 2-core dev VM reading ahead made the stage 1.0-1.13x as fast in
-#: ``profile_distances.py --store --read-ahead`` (three runs) and 1.02-1.9x slower in
-#: ``bench_distances.py --read-ahead`` (four runs, a Dask client in the process; the
-#: worst under load). Where reads wait on storage rather than on the CPU (a cold page
-#: cache, a network file system) set it to 1.
+#: ``profile_distances.py --store --read-ahead`` (three runs), and ``bench_distances.py
+#: --read-ahead`` gave 0.5-1.9x, mixed with an effect of the runs' order (the first of a
+#: round was the slowest in five runs of five): no gain shown. Where reads wait on storage
+#: rather than on the CPU (a cold page cache, a network file system) set it to 1.
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: What the distance stage computes: the whole (n, n) matrix, or only the (n, m) block of
