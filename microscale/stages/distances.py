@@ -105,8 +105,9 @@ BLOCK_MEMORY_FRACTION = 0.5
 #: copy from the page cache, :func:`microscale.store.read_rows`) competes with the GEMM
 #: for the cores: on the 2-core dev VM reading ahead made the stage 1.0-1.13x as fast in
 #: ``profile_distances.py --store --read-ahead`` (three runs), and ``bench_distances.py
-#: --read-ahead`` gave 0.5-1.9x, mixed with an effect of the runs' order (the first of a
-#: round was the slowest in five runs of five): no gain shown. Where reads wait on storage
+#: --read-ahead`` gave 0.5-1.9x over six runs, mixed with an effect of the runs' order
+#: (the first-listed image row, next to the in-memory kernel in every round, was the
+#: slowest image row in four): no gain shown. Where reads wait on storage
 #: rather than on the CPU (a cold page cache, a network file system) set it to 1.
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
