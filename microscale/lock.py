@@ -54,6 +54,7 @@ __all__ = [
     "break_lock",
     "lock_holder",
     "no_flock_message",
+    "pid_alive",
     "store_lock",
 ]
 
@@ -100,7 +101,8 @@ def _read_info(fd: int) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _pid_alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this pid runs on this host (``False`` for no valid pid)."""
     try:
         os.kill(int(pid), 0)
     except (TypeError, ValueError, ProcessLookupError):
@@ -191,7 +193,7 @@ def store_lock(root: str | os.PathLike[str], *, blocking: bool = False) -> Itera
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             info = _read_info(fd)
-            gone = info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid"))
+            gone = info.get("host") == socket.gethostname() and not pid_alive(info.get("pid"))
             raise StoreLockedError(
                 f"Another microscale run ({_who(info)}) is using the store {root}; wait for "
                 "it to finish or stop that process"

@@ -53,7 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from microscale.lock import _pid_alive, lock_holder, store_lock
+from microscale.atomic import atomic_write
+from microscale.lock import lock_holder, pid_alive, store_lock
 
 __all__ = [
     "OUTCOMES",
@@ -159,20 +160,6 @@ def _output(path: str | os.PathLike[str], root: Path) -> dict[str, Any]:
     return entry
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 class RunHandle:
     """The record of the run in progress; :func:`record_run` yields it.
 
@@ -246,7 +233,7 @@ class RunHandle:
         data = json.dumps(self.record, indent=1, sort_keys=True, default=str).encode()
         try:
             with store_lock(self.root):  # the run's own lock, re-entered
-                _atomic_write(self.path, data)
+                atomic_write(self.path, data)
         except OSError as exc:  # the log never stops a run (e.g. a full disk)
             _log.warning("Could not write the run record %s: %s", self.path, exc)
 
@@ -471,7 +458,7 @@ def _still_running(data: dict[str, Any], holder: dict[str, Any] | None) -> bool:
     if not holder or [holder.get(k) for k in names] != [data.get(k) for k in names]:
         return False
     if data.get("host") == socket.gethostname():
-        return _pid_alive(data.get("pid"))
+        return pid_alive(data.get("pid"))
     return True  # another host's live lock: cannot be told from here
 
 

@@ -119,7 +119,6 @@ import os
 import re
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,6 +131,7 @@ import zarr
 from numpy.typing import ArrayLike, DTypeLike
 
 from microscale._validation import check_int
+from microscale.atomic import atomic_write
 from microscale.errors import (
     DamagedStoreError,
     IncompleteStageError,
@@ -229,20 +229,6 @@ LEVELS: tuple[str, ...] = ("image", "tile")
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _retry_transient(
@@ -567,7 +553,7 @@ class Store:
         if covers:
             chunks = [c for region in covers for c in chunk_keys(self, *region)]
             record["chunks"] = {c: chunk_checksum(self, c) for c in dict.fromkeys(chunks)}
-        _atomic_write(path, json.dumps(record, sort_keys=True).encode())
+        atomic_write(path, json.dumps(record, sort_keys=True).encode())
 
     def records(self, stage: str) -> dict[str, dict[str, Any] | None]:
         """Every completion record of ``stage``: key -> the record (None when unreadable)."""
