@@ -2,7 +2,7 @@
 
     python benchmarks/bench_distances.py [--n 2000] [--d 305888] [--block-size 1024]
                                          [--error-n 128] [--sweep 256,512,1024]
-                                         [--skip-float64] [--no-store] [--no-read-ahead]
+                                         [--skip-float64] [--no-store] [--read-ahead]
                                          [--workers 1] [--rounds 2] [--baseline REV]
                                          [--store-dir DIR]
 
@@ -24,8 +24,8 @@ Prints, in one process:
    sums the image-feature stage keeps), ``level="tile"`` (rows from ``features/cnn``, a
    chunk of 64 rows per file; the same centre), and the image level *before*: the stage
    module of ``--baseline`` (git; default ``ooc_stages.BASELINE_REV``: tasks of one row
-   block, reads through Zarr) with today's kernel. ``--no-read-ahead`` adds the image
-   level without its read-ahead thread (``READ_AHEAD = 0``); ``--workers N`` (default 1)
+   block, reads through Zarr) with today's kernel. ``--read-ahead`` adds the image
+   level reading a block ahead in a thread (``READ_AHEAD = 1``); ``--workers N`` (default 1)
    adds the image level on a local Dask cluster of N worker processes, started before
    the timings, as ``microscale run`` runs it. Best of ``--rounds`` (2) rounds
    interleaved with the in-memory kernel (``--no-store`` skips it; the store needs
@@ -283,7 +283,7 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
         rates = ooc.read_rates(root, "image_features/cnn", rows=b)
         runs = [("image", "new"), ("tile", "new")]
         runs += [("image", "before")] if baseline is not None else []
-        runs += [("image", "no-ahead")] if args.no_read_ahead else []
+        runs += [("image", "ahead")] if args.read_ahead else []
         runs += [("image", "dask")] if args.workers else []
         best = dict.fromkeys(runs, float("inf"))
         shares: dict[tuple[str, str], tuple[list[tuple[str, float]], int]] = {}
@@ -301,7 +301,7 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
                     st.open_store(root).clear_done(lv.stage)
                     shutil.rmtree(root / st.GROUP_NAME / lv.center, ignore_errors=True)
                     saved = module.READ_AHEAD
-                    module.READ_AHEAD = 0 if how == "no-ahead" else saved
+                    module.READ_AHEAD = 1 if how == "ahead" else saved
                     clock = ooc.StageClock(module)
                     with contextlib.ExitStack() as inner:
                         if how != "dask":
@@ -330,7 +330,7 @@ def out_of_core(args, X, ii, jj, exact, rows, t_mixed: float) -> float:
             ("image", "new"): "run_distances, images (pipeline)",
             ("tile", "new"): "  tiles (rows of features/cnn)",
             ("image", "before"): f"  images, before ({args.baseline})",
-            ("image", "no-ahead"): "  images, not reading ahead",
+            ("image", "ahead"): "  images, reading ahead in a thread",
             ("image", "dask"): f"  images, {args.workers} Dask worker process(es)",
         }
         errs = {}
@@ -389,7 +389,7 @@ def main() -> None:
     parser.add_argument("--skip-float64", action="store_true", help="skip precision='float64'")
     parser.add_argument("--no-store", action="store_true", help="skip the out-of-core path")
     parser.add_argument(
-        "--no-read-ahead", action="store_true", help="also time the images not reading ahead"
+        "--read-ahead", action="store_true", help="also time the images reading ahead"
     )
     parser.add_argument(
         "--workers", type=int, default=1,

@@ -70,9 +70,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="profile run_distances on a store here")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", default=ooc.BASELINE_REV, help="git revision ('': none)")
-    parser.add_argument(
-        "--no-read-ahead", action="store_true", help="--store: also without reading ahead"
-    )
+    parser.add_argument("--read-ahead", action="store_true", help="--store: also reading ahead")
     args = parser.parse_args()
     if args.store is not None:
         profile_store(args)
@@ -154,8 +152,8 @@ def profile_store(args: argparse.Namespace) -> None:
     print("1024 rows of image_features/cnn into a warm buffer, best of 5, GB/s wall / per CPU s: "
           + ", ".join(f"{k} {w:.2f} / {c:.2f}" for k, (w, c) in rates.items()))  # fmt: skip
     modules = {"today": dist}
-    if args.no_read_ahead:
-        modules["today, not reading ahead"] = dist
+    if args.read_ahead:
+        modules["today, reading ahead"] = dist
     baseline = ooc.load_baseline(args.baseline) if args.baseline else "no baseline asked"
     if isinstance(baseline, str):
         print(baseline)
@@ -167,7 +165,7 @@ def profile_store(args: argparse.Namespace) -> None:
             store.clear_done("distances.cnn")
             shutil.rmtree(root / st.GROUP_NAME / "center/cnn", ignore_errors=True)
             clock = ooc.StageClock(module)
-            saved, module.READ_AHEAD = module.READ_AHEAD, 0 if "not reading" in label else None
+            saved, module.READ_AHEAD = module.READ_AHEAD, 1 if "reading ahead" in label else None
             try:
                 with clock, ooc.zarr_reads() if module is not dist else contextlib.nullcontext():
                     t = time.perf_counter()

@@ -99,12 +99,16 @@ AUTO_BLOCK_SIZES: tuple[int, ...] = (1024, 768, 512, 384, 256, 128, 64)
 #: Dask pauses a worker at 80 % and the rest of the process needs room too.
 BLOCK_MEMORY_FRACTION = 0.5
 #: Row blocks a distance task reads ahead, in a thread, while the kernel runs (0: none).
-#: Each costs one more block in memory (``b * d * s`` bytes). None: :func:`run_distances`
-#: reads one ahead when a third block fits in a task slot's share of memory
-#: (:data:`BLOCK_MEMORY_FRACTION`, as for the block size), else none. The reads are
-#: ``readinto`` calls on the chunk files (:func:`microscale.store.read_rows`): one copy,
-#: outside the GIL, so on a CPU they overlap the GEMM; through Zarr (several copies and
-#: threads) reading ahead made a task 1.3-1.6x slower on 2 cores.
+#: Each costs one more block in memory (``b * d * s`` bytes). None: one on a GPU and none
+#: on a CPU, and none at all where a third block does not fit in a task slot's share of
+#: memory (:data:`BLOCK_MEMORY_FRACTION`, as for the block size). On a CPU the read (a
+#: copy from the page cache, :func:`microscale.store.read_rows`) competes with the GEMM
+#: for the cores: on the 2-core dev VM reading ahead made the stage 1.0-1.13x as fast in
+#: ``profile_distances.py --store --read-ahead`` (three runs), and ``bench_distances.py
+#: --read-ahead`` gave 0.5-1.9x over six runs, mixed with an effect of the runs' order
+#: (the first-listed image row, next to the in-memory kernel in every round, was the
+#: slowest image row in four): no gain shown. Where reads wait on storage
+#: rather than on the CPU (a cold page cache, a network file system) set it to 1.
 READ_AHEAD: int | None = None
 _BUFFER_WAIT_S = 600.0  # see _BlockReader._load
 #: What the distance stage computes: the whole (n, n) matrix, or only the (n, m) block of
@@ -504,13 +508,16 @@ def _block_reads(pairs: Sequence[BlockPair]) -> list[tuple[int, int]]:
     return [ranges[k] for step in plan_block_reads(pairs) for k in step.read]
 
 
-def _stage_read_ahead(store: Store, lv: DistanceLevel, block_size: int, *, client: Any) -> int:
-    """Blocks the stage's tasks read ahead: :data:`READ_AHEAD`, or 1 if a third fits."""
+def _stage_read_ahead(
+    store: Store, lv: DistanceLevel, block_size: int, *, client: Any
+) -> int | None:
+    """:data:`READ_AHEAD` for the stage's tasks: 0 where a third block does not fit a task
+    slot's memory share; else None, which the task resolves for its device."""
     if READ_AHEAD is not None:
         return READ_AHEAD
     d = array_shape(store, lv.rows)[1]
     need = distance_task_bytes(block_size, d, feature_dtype(lv.descriptor).itemsize, blocks=3)
-    return int(need <= BLOCK_MEMORY_FRACTION * _task_memory(client))
+    return None if need <= BLOCK_MEMORY_FRACTION * _task_memory(client) else 0
 
 
 def _read_ahead(device: str | None) -> int:
@@ -648,8 +655,8 @@ def compute_distance_blocks(
     device : str, optional
         Torch device; default the worker's GPU when it has one.
     read_ahead : int, optional
-        Blocks to read ahead in a thread (:func:`run_distances` passes what fits). None:
-        :data:`READ_AHEAD`, else 1 on a GPU and 0 on a CPU.
+        Blocks to read ahead in a thread (:func:`run_distances` passes 0 where a third
+        block would not fit). None: :data:`READ_AHEAD`, else 1 on a GPU and 0 on a CPU.
 
     Returns
     -------
@@ -786,8 +793,8 @@ def run_distances(
     3. plans the pairs without a matching record (:func:`plan_distance_blocks`) and
        submits them in groups of up to ``pairs_per_task`` consecutive pairs of an order in
        which consecutive pairs share a block (one Dask task per group:
-       :func:`compute_distance_blocks`; :mod:`microscale.stages.block_plan`), reading one
-       block ahead where memory allows (:data:`READ_AHEAD`);
+       :func:`compute_distance_blocks`; :mod:`microscale.stages.block_plan`), reading a
+       block ahead on a GPU where memory allows (:data:`READ_AHEAD`);
     4. releases the buffers the tasks kept between them (:mod:`microscale.scratch`), on
        every worker, even when the stage fails.
 

@@ -100,7 +100,7 @@ def test_a_stage_killed_mid_task_resumes_to_the_same_matrix(tmp_path, monkeypatc
     np.testing.assert_array_equal(st.read_rows(store, "distances/cnn"), reference)
 
 
-def test_tasks_read_a_block_ahead_when_a_third_block_fits(tmp_path, monkeypatch):
+def test_tasks_read_ahead_only_where_a_third_block_fits(tmp_path, monkeypatch):
     X = _rows(24, 40)
     _feature_store(tmp_path / "s", X)
     asked = []
@@ -112,7 +112,8 @@ def test_tasks_read_a_block_ahead_when_a_third_block_fits(tmp_path, monkeypatch)
 
     monkeypatch.setattr(dist, "compute_distance_blocks", spy)
     third = dist.distance_task_bytes(8, 40, 4, blocks=3) / dist.BLOCK_MEMORY_FRACTION
-    for memory, setting, want in [(third, None, 1), (third - 1, None, 0), (third, 0, 0),
+    # None: the task's device decides (1 on a GPU, 0 on a CPU); 0: no room for a third block
+    for memory, setting, want in [(third, None, None), (third - 1, None, 0), (third, 0, 0),
                                   (third - 1, 2, 2)]:  # fmt: skip
         monkeypatch.setattr(dist, "_task_memory", lambda client, m=memory: m)
         monkeypatch.setattr(dist, "READ_AHEAD", setting)
