@@ -2,10 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Test processes (pytest-xdist; each test file runs whole in one of them). 0, the default,
-# runs the suite in this one process: the timing tests (a refused run exits within 2 s)
-# are not yet steady beside a second test process on 2 cores. JOBS=auto: one per core.
-JOBS ?= 0
+# Test processes (pytest-xdist; each test file runs whole in one of them): auto, the
+# default, starts one per core; JOBS=0 runs the suite in this one process.
+JOBS ?= auto
 STAMP := $(VENV)/.installed
 
 .PHONY: run paper test lint bench clean

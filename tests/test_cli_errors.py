@@ -10,33 +10,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import microscale
+from microscale.testing.runs import Timed, run_timed
 
 REPO = Path(__file__).resolve().parents[1]
-#: The issue asks for ~2 s; the margin is for a loaded test machine.
-LIMIT_S = 4.0
+#: CPU seconds before the error: the issue asks for ~2 s; about 1 s here (Python, numpy and
+#: the CLI), while importing torch, Prefect and distributed alone takes 5 s. CPU time, not
+#: wall time, because a loaded test machine stretches the latter (5.6 s at load 14).
+CPU_LIMIT_S = 2.5
+#: Wall seconds, generous for a loaded machine: rules out waiting on anything.
+WALL_LIMIT_S = 30.0
 
 
-def _microscale(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _microscale(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, Timed]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "microscale.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    timed = run_timed(
+        [sys.executable, "-m", "microscale.cli", *args], cwd=cwd, env=env, timeout=120
     )
-    return done, time.perf_counter() - start
+    return timed.done, timed
 
 
-def _one_line_error(done: subprocess.CompletedProcess, seconds: float, *words: str) -> str:
+def _one_line_error(done: subprocess.CompletedProcess, timed: Timed, *words: str) -> str:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -44,7 +42,8 @@ def _one_line_error(done: subprocess.CompletedProcess, seconds: float, *words: s
     assert "Traceback" not in done.stderr + done.stdout
     for word in words:
         assert word in lines[0]
-    assert seconds < LIMIT_S, f"{seconds:.1f} s before the error"
+    assert timed.cpu_s < CPU_LIMIT_S, f"{timed.cpu_s:.1f} s of CPU before the error"
+    assert timed.wall_s < WALL_LIMIT_S, f"{timed.wall_s:.1f} s before the error"
     return lines[0]
 
 
