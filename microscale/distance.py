@@ -270,6 +270,10 @@ def _raise_nonfinite(arr: np.ndarray, name: str, offset: int) -> None:
 _GROUP = 16 * _PANEL32  # columns centred at once into the scratch buffers
 _GPU_ROWS = 64  # rows per step when computing norms on a GPU
 _MIN_SPLIT = 16  # fewest rows (or columns) per thread worth a hand-off to the pool
+#: Most bytes of centred rows (one group of columns of all rows) that the in-memory driver
+#: keeps, to centre each row once per group instead of once per block pair: 268 MB for
+#: n = 4096 float32 rows, so up to n = 16,384 (beyond, block pair by block pair).
+_ALL_ROWS_BYTES = 1 << 30
 
 # numpy runs its element-wise loops on one thread; with the GEMM on all of torch's
 # threads, the centring, panel sums, norms and the mean would take a growing share of
@@ -515,6 +519,50 @@ def _cross(
     return out
 
 
+def _all_crosses(
+    xblocks: list[tuple[slice, _Rows]],
+    yblocks: list[tuple[slice, _Rows]] | None,
+    centre: _Centre,
+    work: torch.dtype,
+    ws: _Workspace,
+    out: np.ndarray,
+) -> None:
+    """Step 1 for every block pair of the driver at once, into ``out``'s blocks (CPU).
+
+    The same sums as :func:`_cross` block pair by block pair, in the same order, so the
+    same bits; but the loops are swapped: each group of _GROUP columns of *all* rows is
+    centred once, and every block pair's GEMM then reads it. Block pair by block pair,
+    each row is centred once per pair it is in (``n / block_size`` times, about).
+
+    ``yblocks=None``: `X` against itself, the pairs ``i <= j`` only, and only the upper
+    triangle of the diagonal blocks. ``out`` (n, m) float64 must hold zeros.
+    """
+    d = xblocks[0][1].raw.shape[1]
+    sets = [(xblocks, "all_x")] + ([] if yblocks is None else [(yblocks, "all_y")])
+    pairs = [
+        (si, sj, (None if yblocks is None and bi == bj else yr))
+        for bi, (si, xr) in enumerate(xblocks)
+        for bj, (sj, yr) in enumerate(xblocks if yblocks is None else yblocks)
+        if yblocks is not None or bj >= bi
+    ]
+    for s in range(0, d, _GROUP):
+        e = min(d, s + _GROUP)
+        centred = []
+        for blocks, name in sets:
+            buf = ws.get(name, (blocks[-1][0].stop, e - s), work)
+            for sl, rows in blocks:
+                c = centre.for_rows(rows.raw.dtype, work)
+                _centre_into(buf[sl], rows.raw[:, s:e], c[s:e])
+            centred.append(buf)
+        xa, ya = centred[0], centred[-1]
+        for si, sj, yr in pairs:
+            target = torch.from_numpy(out[si, sj])
+            if yr is None:
+                _accumulate_symmetric(target, xa[si], ws)
+            else:
+                _accumulate(target, xa[si], ya[sj], ws)
+
+
 def _float64_sub_block(
     x_raw: torch.Tensor,
     y_raw: torch.Tensor,
@@ -582,13 +630,23 @@ def _block(
 
     ``yr=None``: `xr` against itself, exactly symmetric with an exactly zero diagonal.
     """
+    with ieee_fp32_matmul():
+        cross = _cross(xr, yr, centre, work, ws)
+    return _finish(xr, yr, cross, centre, work)
+
+
+def _finish(
+    xr: _Rows, yr: _Rows | None, cross: torch.Tensor, centre: _Centre, work: torch.dtype
+) -> torch.Tensor:
+    """Steps 1 to 3 from the float64 cross term of step 1 (:func:`_cross`, or the same
+    sums accumulated by :func:`_all_crosses`): squared distances, float64 on the device."""
     same = yr is None
     y = xr if yr is None else yr
     f1, f2 = cancellation_limits(xr.raw.shape[1])
     first_limit = f1 if work == torch.float32 else f2
     with ieee_fp32_matmul():
         scale = xr.sq_norms[:, None] + y.sq_norms[None, :]
-        d2 = scale - 2.0 * _cross(xr, yr, centre, work, ws)
+        d2 = scale - 2.0 * cross
         if same:
             d2 = torch.triu(d2, diagonal=1)  # the lower triangle is not computed
         if not bool(torch.isfinite(d2).all()):  # only with caller-supplied norms
@@ -828,8 +886,13 @@ def pairwise_distances(
     Notes
     -----
     Memory: besides `X`, `Y` and the result, the kernel's scratch (200 MB for 1024-row
-    blocks, whatever ``d``; see :func:`block_sq_distances`). No centred copy of the rows
-    is made. On a GPU, `X` and `Y` are copied to the device.
+    blocks, whatever ``d``; see :func:`block_sq_distances`) and, on the CPU, one group of
+    16,384 centred columns of all rows, ``(n + m) * 16384 * 4`` bytes (8 with float64
+    products; 268 MB for ``n = 4096``): each row is then centred once per group of
+    columns rather than once per block pair it is in, with the same result bit for bit.
+    Where that would exceed 1 GiB (float32: ``n + m > 16,384``) the driver goes block
+    pair by block pair instead. No
+    centred copy of whole rows is made. On a GPU, `X` and `Y` are copied to the device.
 
     Examples
     --------
@@ -877,12 +940,25 @@ def pairwise_distances(
 
     xblocks = blocks(x, "X")
     yblocks = xblocks if same else blocks(y, "Y")
-    result = np.empty((x.shape[0], y.shape[0]), dtype=np.float64)
+    # Centre each group of columns of all rows once rather than once per block pair,
+    # where the centred rows of one group fit _ALL_ROWS_BYTES (same bits either way).
+    rows_bytes = (x.shape[0] + (0 if same else y.shape[0])) * min(d, _GROUP) * work.itemsize
+    at_once = _numpy_path(dev) and len(xblocks) * len(yblocks) > 1 and rows_bytes <= _ALL_ROWS_BYTES
+    if at_once:
+        result = np.zeros((x.shape[0], y.shape[0]), dtype=np.float64)  # the sums, at first
+        with ieee_fp32_matmul():
+            _all_crosses(xblocks, None if same else yblocks, centre, work, ws, result)
+    else:
+        result = np.empty((x.shape[0], y.shape[0]), dtype=np.float64)
     for bi, (si, xr) in enumerate(xblocks):
         for bj, (sj, yr) in enumerate(yblocks):
             if same and bj < bi:
                 continue
-            block = _block(xr, None if same and bi == bj else yr, centre, work, ws)
+            other = None if same and bi == bj else yr
+            if at_once:
+                block = _finish(xr, other, torch.from_numpy(result[si, sj]), centre, work)
+            else:
+                block = _block(xr, other, centre, work, ws)
             # numpy's square root, correctly rounded (torch's vectorised CPU one is 1 ulp
             # off for about 1 % of values): the out-of-core stage's, so both agree exactly
             dist = np.sqrt(block.cpu().numpy())
