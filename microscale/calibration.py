@@ -73,8 +73,10 @@ class TextureCalibration:
         threads`` tasks side by side).
     images_per_second : float
         Of the chosen setting, at the process's thread count.
-    bf16_speedup : float
-        images/s of ``precision="bfloat16"`` (same batch) over the chosen float32 setting.
+    bf16_speedup : float or None
+        images/s of ``precision="bfloat16"`` (same batch) over the chosen float32 setting;
+        None where it was not timed (no fast bfloat16 on the device: see
+        :func:`calibrate_texture`).
     key : dict
         What the measurement is valid for (:func:`machine_key`).
     measured : list of dict
@@ -85,7 +87,7 @@ class TextureCalibration:
     channels_last: bool
     threads: int
     images_per_second: float
-    bf16_speedup: float
+    bf16_speedup: float | None
     key: dict[str, Any]
     measured: list[dict[str, Any]]
 
@@ -270,6 +272,7 @@ def calibrate_texture(
     save: bool = True,
     timer: Callable[[], float] = time.perf_counter,
     forward: Callable[[TextureSetting, np.ndarray], object] | None = None,
+    time_bf16: bool | None = None,
 ) -> TextureCalibration:
     """Measure the fastest texture-vector settings here and cache them.
 
@@ -278,7 +281,10 @@ def calibrate_texture(
     NCHW and channels-last, in `repeat` interleaved rounds, each setting keeping its
     best round; then, at the fastest setting, torch threads per task (1, half and all
     of the cores on a CPU: the images/s per core decides, as ``cores // threads``
-    tasks would run side by side) and ``precision="bfloat16"`` for its speed-up.
+    tasks would run side by side) and ``precision="bfloat16"`` for its speed-up, where
+    the device has fast bfloat16 (:func:`fast_bf16`). Elsewhere bfloat16 is emulated and
+    slow (0.01x float32 on an AVX2 CPU: about 10 minutes for the default 8 images of
+    256 x 256), so it is not timed unless `time_bf16` asks for it.
 
     Parameters
     ----------
@@ -301,6 +307,9 @@ def calibrate_texture(
     forward : callable, optional
         ``forward(setting, images)`` runs one timing (tests pass a fake one); default
         :func:`~microscale.texture.texture_vectors` with the setting.
+    time_bf16 : bool, optional
+        Time ``precision="bfloat16"``; default: where :func:`fast_bf16` finds fast
+        bfloat16 on the device.
 
     Returns
     -------
@@ -343,8 +352,10 @@ def calibrate_texture(
         threads = max(threads_rates, key=lambda t: threads_rates[t])
     else:
         threads = cores if key["device"] == "cpu" else 1
+    if time_bf16 is None:
+        time_bf16 = fast_bf16(device) is not None
     bf16 = dataclasses.replace(chosen, channels_last=True, precision="bfloat16")
-    both = best_rates([chosen, bf16])  # side by side, in the same rounds
+    both = best_rates([chosen, bf16]) if time_bf16 else {}  # side by side, same rounds
     measured = [
         {**dataclasses.asdict(s), "images_per_second": r} for s, r in {**fp32, **both}.items()
     ] + [
@@ -356,7 +367,7 @@ def calibrate_texture(
         channels_last=chosen.channels_last,
         threads=int(threads),
         images_per_second=float(fp32[chosen]),
-        bf16_speedup=float(both[bf16] / both[chosen]),
+        bf16_speedup=float(both[bf16] / both[chosen]) if both else None,
         key=key,
         measured=measured,
     )

@@ -563,7 +563,7 @@ def _bf16_note(params: Any) -> str:
     if hardware is None:
         return "No fast bfloat16 on this device: float32 texture vectors are the right choice."
     found = read_calibration(device=params.device, image_size=params.tile_size)
-    if found is None:
+    if found is None or found.bf16_speedup is None:
         return (
             f"This device has fast bfloat16 ({hardware}); 'microscale calibrate' measures "
             "what --texture-precision bfloat16 would save (distances off by ~0.5% of the "
@@ -596,11 +596,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         device=args.device, image_size=args.tile_size, n_images=args.images,
         cache_dir=args.cache_dir,
     )  # fmt: skip
+    hardware = fast_bf16(args.device)
+    bf16 = (
+        "bfloat16 not timed (no fast bfloat16 here)"
+        if result.bf16_speedup is None
+        else f"bfloat16 {result.bf16_speedup:.2f}x ({hardware or 'no fast bfloat16 here'})"
+    )
     print(
         f"{args.tile_size}x{args.tile_size} tiles: batch {result.batch_size}, channels_last "
         f"{result.channels_last}, {result.threads} torch thread(s) per task: "
-        f"{result.images_per_second:.2f} images/s in float32; bfloat16 "
-        f"{result.bf16_speedup:.2f}x ({fast_bf16(args.device) or 'no fast bfloat16 here'})"
+        f"{result.images_per_second:.2f} images/s in float32; {bf16}"
     )
     return 0
 

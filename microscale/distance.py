@@ -99,7 +99,11 @@ the panel sums moved from torch to numpy: panel sums 29 % -> 3 %, centring 4 %, 
 need step 2 add a float64 GEMM on their rows and columns (half the float32 speed); pairs
 in step 3 cost ``d`` memory-bound operations each (about 3,000 pairs/s at
 ``d = 305,888``): throughput degrades gracefully when much of the data is made of tight
-clusters far from the common mean.
+clusters far from the common mean. On the CPU the in-memory driver centres each group of
+columns of all rows once, then runs every block pair's GEMM on it, rather than centring
+both rows of every block pair: the same sums in the same order, so the same bits. On a
+quiet 2-core AVX2 CPU (float32 GEMM 172-186 GFLOP/s), n = 4096: 84.7 % of that peak
+against 80.2 % block pair by block pair (1.06x), n = 2048: 76.8 % against 74.4 % (1.03x).
 
 References
 ----------

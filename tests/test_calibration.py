@@ -49,7 +49,7 @@ def test_choice_follows_the_measurements(tmp_path, monkeypatch):
     forward, calls = fake_forward(clock, cost)
     result = calibrate_texture(
         device="cpu", image_size=32, batch_sizes=(1, 2, 4, 8), n_images=4, repeat=2,
-        cache_dir=tmp_path, timer=clock, forward=forward,
+        cache_dir=tmp_path, timer=clock, forward=forward, time_bf16=True,
     )  # fmt: skip
     assert (result.batch_size, result.channels_last) == (2, True)
     assert result.threads == 1  # 1.5x per doubling: one thread per task gives most per core
