@@ -895,8 +895,8 @@ def pairwise_distances(
     products; 268 MB for ``n = 4096``): each row is then centred once per group of
     columns rather than once per block pair it is in, with the same result bit for bit.
     Where that would exceed 1 GiB (float32: ``n + m > 16,384``) the driver goes block
-    pair by block pair instead. No
-    centred copy of whole rows is made. On a GPU, `X` and `Y` are copied to the device.
+    pair by block pair instead. No centred copy of whole rows is made. On a GPU, `X` and
+    `Y` are copied to the device.
 
     Examples
     --------
