@@ -92,7 +92,15 @@ class PipelineParams(BaseModel):
         ge=1,
         description=(
             "Tiles per forward pass. Empty: this machine's calibration (microscale "
-            "calibrate), else 8."
+            "calibrate; measured once by the first run without one, see calibrate), else 8."
+        ),
+    )
+    calibrate: bool = Field(
+        True,
+        description=(
+            "Measure this machine's fastest texture-vector settings once (microscale "
+            "calibrate), before the first CNN features, when none are cached for the tile "
+            "size; not with batch_size set, a remote Dask cluster or random weights."
         ),
     )
     texture_precision: Literal["float32", "bfloat16"] = Field(

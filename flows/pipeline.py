@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import flow, get_run_logger
 
 from flows import _progress, _runlog
@@ -34,6 +36,25 @@ def cluster_options(params: PipelineParams) -> dict:
     }
 
 
+def calibrate_once(params: PipelineParams, log: Callable[[str], object]) -> None:
+    """The one-off texture calibration of this machine before the run's CNN features
+    (:func:`microscale.calibration.ensure_calibration`), where the run would use it: the
+    ``cnn`` descriptor, no ``batch_size`` given, a local cluster (a remote one's workers
+    are other machines) and ``params.calibrate``."""
+    if (
+        not params.calibrate
+        or "cnn" not in params.descriptors
+        or params.batch_size is not None
+        or params.dask_address is not None
+    ):
+        return
+    from microscale.calibration import ensure_calibration
+
+    ensure_calibration(
+        device=params.device, image_size=params.tile_size, weights=params.weights, on_start=log
+    )
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: PipelineParams) -> dict:
     """Map an archive of micrographs: only new files, features and blocks are computed.
@@ -48,6 +69,7 @@ def pipeline(params: PipelineParams) -> dict:
     # one lock for the whole run (the stages re-enter it); the run's record in runs/
     with store_lock(params.store), _runlog.pipeline_record(params) as run:
         logger = get_run_logger()
+        calibrate_once(params, logger.info)  # before the cluster: it sizes the cluster too
         with cluster_client(**cluster_options(params)) as client:
             address = client.scheduler.address
             logger.info("Dask cluster: %s", describe_cluster(client))
@@ -87,4 +109,12 @@ def pipeline(params: PipelineParams) -> dict:
     return {"ingest": counts, "features": feats, "distances": dists, "embed": result}
 
 
-__all__ = ["cluster_options", "distances", "embed", "features", "ingest", "pipeline"]
+__all__ = [
+    "calibrate_once",
+    "cluster_options",
+    "distances",
+    "embed",
+    "features",
+    "ingest",
+    "pipeline",
+]

@@ -39,6 +39,7 @@ __all__ = [
     "TextureSetting",
     "calibrate_texture",
     "calibrated_threads",
+    "ensure_calibration",
     "fast_bf16",
     "machine_key",
     "read_calibration",
@@ -215,6 +216,52 @@ def calibrated_threads(
     if found is None or found.key.get("device") != "cpu":
         return None
     return int(found.threads)
+
+
+def ensure_calibration(
+    *,
+    device: str | None = None,
+    image_size: int = 256,
+    weights: Any = "vgg19-normalized",
+    cache_dir: str | Path | None = None,
+    on_start: Callable[[str], object] | None = None,
+) -> TextureCalibration | None:
+    """This machine's calibration for the image size: the cached one, else measured now.
+
+    The one-off measurement a pipeline run makes before its first texture vectors on a
+    machine (:func:`calibrate_texture` with its defaults: about a minute for 256 x 256
+    tiles on a 2-core CPU, seconds on a GPU), so that the settings it uses are measured,
+    not constants. The cache is keyed by machine, device, torch version and image size,
+    not by network: only VGG-19 backbones (the normalised or ImageNet weights, or a
+    weights file) are measured; ``weights="random..."`` (a smaller test network) gets
+    None and the caller's defaults.
+
+    Parameters
+    ----------
+    device, image_size, weights, cache_dir
+        As for :func:`calibrate_texture`.
+    on_start : callable, optional
+        Called with one line (for the log or the terminal) before a measurement starts;
+        not called when the calibration is cached.
+
+    Returns
+    -------
+    TextureCalibration or None
+    """
+    if isinstance(weights, str) and weights.startswith("random"):
+        return None
+    found = read_calibration(device=device, image_size=image_size, cache_dir=cache_dir)
+    if found is not None:
+        return found
+    if on_start is not None:
+        on_start(
+            f"No texture calibration for this machine and {image_size}x{image_size} tiles: "
+            "measuring the fastest batch size, memory format and threads once (as "
+            "'microscale calibrate' does; cached for later runs)."
+        )
+    return calibrate_texture(
+        device=device, image_size=image_size, weights=weights, cache_dir=cache_dir
+    )
 
 
 def _write(calibration: TextureCalibration, cache_dir: str | Path | None) -> Path:

@@ -125,7 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         help="tiles per forward pass (default: this machine's calibration, see "
-        "'microscale calibrate', else 8)",
+        "'microscale calibrate', measured once on the first run without one)",
+    )
+    r.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="do not measure the texture settings on a machine that has no calibration "
+        "yet (then: batch 8, NCHW)",
     )
     r.add_argument(
         "--sketch-dim",
@@ -503,6 +509,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "level": args.level,
         "block_size": args.block_size,
         "batch_size": args.batch_size,
+        "calibrate": False if args.no_calibrate else None,
         "n_components": list(args.dims) if args.dims else None,
         "sketch_dim": args.sketch_dim,
         "sketch_seed": args.sketch_seed,

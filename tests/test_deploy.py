@@ -214,6 +214,7 @@ def deployed_run(
     params = PipelineParams(
         archive=root / "archive", store=root / "store", tile_size=64, n_workers=1,
         device="cpu", n_components=[1, 2, 3], results_url=f"http://127.0.0.1:{results_port}/",
+        calibrate=False,
     )  # fmt: skip
     yaml_before = PREFECT_YAML.read_bytes()
     _prefect(server, "work-pool", "create", POOL, "--type", "process")

@@ -34,7 +34,7 @@ def run(tmp_path_factory, harness, vgg_weights):
     write_demo_archive(archive, n=10, size=64, seed=5)
     params = PipelineParams(
         archive=archive, store=root / "store", tile_size=64, n_workers=1, block_size=4,
-        n_components=[1, 2, 3], device="cpu",
+        n_components=[1, 2, 3], device="cpu", calibrate=False,
     )  # fmt: skip
     return params, pipeline(params)
 
