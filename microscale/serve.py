@@ -22,29 +22,27 @@ server's address and the Prefect artifacts link the map there
 
 Examples
 --------
->>> import tempfile, threading, urllib.request
+>>> import tempfile, urllib.request
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     (Path(tmp) / "results").mkdir()
 ...     _ = (Path(tmp) / "results" / "map.html").write_text("<html>map</html>")
-...     server = make_server(tmp, port=0)
-...     thread = threading.Thread(target=server.serve_forever, daemon=True)
-...     thread.start()
-...     url = f"http://127.0.0.1:{server.server_address[1]}/results/map.html"
-...     with urllib.request.urlopen(url) as r:
-...         print(r.read().decode())
-...     server.shutdown()
-...     server.server_close()
+...     with serving(tmp, port=0) as url:
+...         with urllib.request.urlopen(f"{url}/results/map.html") as r:
+...             print(r.read().decode())
 <html>map</html>
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
 import json
 import os
+import threading
 import urllib.parse
 import zipfile
+from collections.abc import Iterator
 from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +52,7 @@ from typing import Any
 from microscale.errors import StoreNotFoundError
 from microscale.runlog import RunLog, RunRecord, read_runs
 
-__all__ = ["ResultsHandler", "make_server", "serve_results"]
+__all__ = ["ResultsHandler", "make_server", "serve_results", "serving"]
 
 RESULTS = "results"
 #: Runs listed on the index page (all of them are in /runs.json).
@@ -266,6 +264,46 @@ def make_server(
             f"No store at {os.fspath(store)}: pass the folder given to `microscale run --store`."
         )
     return ThreadingHTTPServer((host, int(port)), partial(ResultsHandler, store=root))
+
+
+@contextlib.contextmanager
+def serving(
+    store: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    verbose: bool = False,
+) -> Iterator[str]:
+    """Serve the store's results from a background thread while the block runs.
+
+    For a notebook or a test beside other work; :func:`serve_results` is the blocking
+    server of ``microscale serve``.
+
+    Parameters
+    ----------
+    store : path
+        The folder given to ``microscale run --store``.
+    host, port
+        Where to listen; ``port=0`` picks a free port.
+    verbose : bool, optional
+        Log each request to stderr (default: quiet).
+
+    Yields
+    ------
+    str
+        The server's address, ``http://HOST:PORT``.
+    """
+    server = make_server(store, host=host, port=port)
+    server.verbose = verbose
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        h, p = server.server_address[:2]
+        yield f"http://{h}:{p}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def serve_results(

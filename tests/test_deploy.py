@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -45,7 +44,7 @@ from flows._progress import store_tag
 from flows.params import PipelineParams
 from microscale.demo import write_demo_archive
 from microscale.runlog import read_runs
-from microscale.serve import make_server
+from microscale.serve import serving
 from tests.cdp import Browser
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
@@ -421,15 +420,8 @@ def test_ui_shows_the_run_and_its_artifacts(
 def _serve(store: Path, results_url: str) -> Iterator[str]:
     """``microscale serve`` of the store at the port its runs link (``results_url``)."""
     port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", results_url).group(1))
-    http = make_server(store, port=port)
-    http.verbose = False
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        http.shutdown()
-        http.server_close()
+    with serving(store, port=port) as url:
+        yield url
 
 
 def _http_get(url: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -11,7 +10,7 @@ import zipfile
 import pytest
 
 from microscale.errors import StoreNotFoundError
-from microscale.serve import make_server
+from microscale.serve import make_server, serving
 
 
 @pytest.fixture()
@@ -25,13 +24,8 @@ def served(tmp_path):
     (store / "tiles.secret").write_text("not a result")
     (tmp_path / "outside.txt").write_text("outside")
     (store / "results" / "escape.txt").symlink_to(tmp_path / "outside.txt")
-    server = make_server(store, port=0)
-    server.verbose = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(store, port=0) as url:
+        yield url
 
 
 def _get(url: str) -> tuple[int, bytes, str]:

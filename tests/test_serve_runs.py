@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from microscale.runlog import RUNS_DIR, record_run
-from microscale.serve import make_server
+from microscale.serve import serving
 
 FLOW_URL = "http://127.0.0.1:4200/runs/flow-run/0b5c"
 
@@ -81,13 +80,8 @@ def _dead_pid() -> int:
 
 @pytest.fixture()
 def served(store):
-    server = make_server(store, port=0)
-    server.verbose = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(store, port=0) as url:
+        yield url
 
 
 def _run_rows(page: str) -> list[str]:
@@ -160,14 +154,6 @@ def test_serving_the_runs_writes_nothing_and_serves_no_record_file(served, store
 
 def test_a_store_without_runs_says_so(tmp_path):
     (tmp_path / "results").mkdir()
-    server = make_server(tmp_path, port=0)
-    server.verbose = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(tmp_path, port=0) as url:
         assert "no run recorded yet" in _get(f"{url}/")[1].decode()
         assert json.loads(_get(f"{url}/runs.json")[1])["runs"] == []
-    finally:
-        server.shutdown()
-        server.server_close()

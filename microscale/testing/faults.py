@@ -17,7 +17,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["Sabotage", "three_workers"]
+__all__ = ["Sabotage", "three_workers", "worker_processes"]
 
 
 class Sabotage(WorkerPlugin):
@@ -72,10 +72,15 @@ class Sabotage(WorkerPlugin):
 
 
 @contextlib.contextmanager
-def three_workers(
-    plugin: Sabotage, *, allowed_failures: int = 3, env: dict[str, str] | None = None
+def worker_processes(
+    plugin: Sabotage,
+    *,
+    n_workers: int,
+    allowed_failures: int = 3,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Any]:
-    """A client of three single-threaded worker processes on 127.0.0.1, with ``plugin``.
+    """A client of ``n_workers`` single-threaded worker processes on 127.0.0.1, with
+    ``plugin``.
 
     Nannies restart killed workers; a task that killed ``allowed_failures + 1`` workers is
     given up. ``env``: environment variables of the worker processes.
@@ -86,7 +91,7 @@ def three_workers(
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
         distributed.LocalCluster(
-            n_workers=3,
+            n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
@@ -98,3 +103,10 @@ def three_workers(
     ):
         client.register_plugin(plugin)
         yield client
+
+
+def three_workers(
+    plugin: Sabotage, *, allowed_failures: int = 3, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """:func:`worker_processes` with three workers (the fault campaign's cluster)."""
+    return worker_processes(plugin, n_workers=3, allowed_failures=allowed_failures, env=env)

@@ -15,7 +15,7 @@ from microscale import store as st
 from microscale import texture
 from microscale.stages import _unit_progress
 from microscale.stages import features as feat
-from microscale.testing.faults import Sabotage
+from microscale.testing.faults import Sabotage, worker_processes
 from microscale.testing.stores import S
 from microscale.testing.stores import make as _make
 from tests.stages.helpers import ONE_LAYER
@@ -117,22 +117,11 @@ def test_on_a_dask_cluster_events_move_the_count(tmp_path, fake_weights, slow_pa
 
 @pytest.mark.slow
 def test_a_worker_process_sends_its_counts(tmp_path, fake_weights):
-    import distributed
-
     root = _store(tmp_path / "s")
     seen, on_done = _recorder(root)
-    with (
-        distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            worker_dashboard_address=None,
-        ) as cluster,  # fmt: skip
-        distributed.Client(cluster) as client,
-    ):
-        client.register_plugin(Sabotage("microscale.texture", "gram_vectors", 0.3))
+    with worker_processes(
+        Sabotage("microscale.texture", "gram_vectors", 0.3), n_workers=1
+    ) as client:
         _run(root, fake_weights, client=client, on_done=on_done)
     # 8 passes of 0.3 s in the worker process, the library's own throttles (0.25 s, 0.5 s)
     _check_within(seen, at_least=2)
